@@ -1,0 +1,79 @@
+//! The command line: subcommands and their flags.
+//!
+//! `serve` is the default when no subcommand is given, so `edge-metrics-exporter
+//! --config x.yaml` runs the exporter. Flags say how the binary runs (paths, log
+//! level); what it collects lives in the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-metrics-exporter",
+    version,
+    about = "Prometheus exporter for power and health of edge devices",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options of `serve`, used when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the exporter (the default).
+    Serve(ServeArgs),
+    /// Check a config file and print what it configures; exit 2 when invalid.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// Config file. Created with commented defaults when missing (serve only).
+    #[arg(long, env = "LOCAL_CONFIG_PATH", default_value = "config.yaml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+
+    /// procfs mount point (overrides `path.procfs` in the config).
+    #[arg(long = "path.procfs", value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+
+    /// sysfs mount point (overrides `path.sysfs` in the config).
+    #[arg(long = "path.sysfs", value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(
+        long,
+        global = true,
+        env = "EDGE_EXPORTER_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, global = true, env = "EDGE_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,450 @@
+//! The `linux` collector: CPU, memory, thermal zones, hwmon chips and power
+//! supplies of any Linux machine, read through the procfs and sysfs roots.
+//!
+//! It is the embedded default (`device_type: linux`) and runs beside the board
+//! collectors. Flat ids follow the spec's pattern with a `host_` prefix; every id
+//! and family is listed in `docs/metrics.md`. Ids built from device names (zones,
+//! chips, sensor labels) are sanitized and made unique in a stable way, so the same
+//! machine always yields the same ids.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{CollectError, Collector};
+use crate::paths::{self, Paths};
+use crate::sample::{Family, MetricKind, Sample, SampleSink, sanitize};
+use crate::sources::hwmon::{self, SensorKind};
+use crate::sources::{cpu, meminfo, power_supply, thermal};
+
+pub const NAME: &str = "linux";
+
+/// MB in the flat names is MiB (2^20 bytes), as tegrastats and `free -m` use it.
+const KIB_PER_MB: f64 = 1024.0;
+
+macro_rules! family {
+    ($ident:ident, $name:literal, $help:literal, $unit:literal) => {
+        family!($ident, $name, $help, $unit, Gauge);
+    };
+    ($ident:ident, $name:literal, $help:literal, $unit:literal, $kind:ident) => {
+        pub static $ident: Family = Family {
+            name: $name,
+            help: $help,
+            unit: $unit,
+            kind: MetricKind::$kind,
+        };
+    };
+}
+
+family!(
+    CPU_USAGE,
+    "host_cpu_usage_percent",
+    "CPU core usage over the last interval",
+    "percent"
+);
+family!(
+    CPU_FREQ,
+    "host_cpu_freq_mhz",
+    "CPU core current frequency",
+    "mhz"
+);
+family!(
+    CPU_ONLINE,
+    "host_cpu_online",
+    "CPU core online (1) or offline (0)",
+    ""
+);
+family!(
+    CPU_AVG,
+    "host_cpu_avg_usage_percent",
+    "Usage of all CPU cores together over the last interval",
+    "percent"
+);
+family!(
+    CPU_ACTIVE,
+    "host_cpu_active_cores",
+    "Number of online CPU cores",
+    ""
+);
+family!(
+    RAM_USED,
+    "host_ram_used_mb",
+    "RAM in use (total minus available), MiB",
+    "mb"
+);
+family!(RAM_TOTAL, "host_ram_total_mb", "Total RAM, MiB", "mb");
+family!(
+    RAM_AVAILABLE,
+    "host_ram_available_mb",
+    "RAM available for new work without swapping, MiB",
+    "mb"
+);
+family!(
+    RAM_PERCENT,
+    "host_ram_used_percent",
+    "RAM in use as a share of total",
+    "percent"
+);
+family!(SWAP_USED, "host_swap_used_mb", "Swap in use, MiB", "mb");
+family!(SWAP_TOTAL, "host_swap_total_mb", "Total swap, MiB", "mb");
+family!(
+    SWAP_CACHED,
+    "host_swap_cached_mb",
+    "Swap also held in RAM (SwapCached), MiB",
+    "mb"
+);
+family!(
+    ZONE_TEMP,
+    "host_temp_celsius",
+    "Thermal zone temperature",
+    "celsius"
+);
+family!(
+    HWMON_TEMP,
+    "host_hwmon_temp_celsius",
+    "hwmon temperature sensor",
+    "celsius"
+);
+family!(
+    HWMON_VOLTAGE,
+    "host_hwmon_voltage_volts",
+    "hwmon voltage sensor",
+    "volts"
+);
+family!(
+    HWMON_CURRENT,
+    "host_hwmon_current_amps",
+    "hwmon current sensor",
+    "amps"
+);
+family!(
+    HWMON_POWER,
+    "host_hwmon_power_watts",
+    "hwmon power sensor",
+    "watts"
+);
+family!(HWMON_FAN, "host_hwmon_fan_rpm", "hwmon fan speed", "rpm");
+family!(
+    HWMON_ENERGY,
+    "host_hwmon_energy_joules_total",
+    "hwmon energy counter",
+    "joules",
+    Counter
+);
+family!(
+    PSU_ONLINE,
+    "host_power_supply_online",
+    "Power supply connected (1) or not (0)",
+    ""
+);
+family!(
+    PSU_VOLTAGE,
+    "host_power_supply_voltage_volts",
+    "Power supply voltage",
+    "volts"
+);
+family!(
+    PSU_CURRENT,
+    "host_power_supply_current_amps",
+    "Power supply current (negative when a battery discharges, on drivers that sign it)",
+    "amps"
+);
+family!(
+    PSU_POWER,
+    "host_power_supply_power_watts",
+    "Power supply power",
+    "watts"
+);
+family!(
+    PSU_CAPACITY,
+    "host_power_supply_capacity_percent",
+    "Battery charge",
+    "percent"
+);
+family!(
+    PSU_TEMP,
+    "host_power_supply_temp_celsius",
+    "Power supply or battery temperature",
+    "celsius"
+);
+
+#[derive(Debug)]
+pub struct LinuxCollector {
+    paths: Paths,
+    /// The previous `/proc/stat` reading; usage is the difference to it.
+    previous: Option<cpu::StatTable>,
+}
+
+impl LinuxCollector {
+    /// Usage needs two readings, so it appears from the second collection on.
+    pub fn new(paths: Paths) -> Self {
+        LinuxCollector {
+            paths,
+            previous: None,
+        }
+    }
+
+    fn collect_cpu(&mut self, out: &mut Ids<'_>) -> Result<(), String> {
+        let text = paths::read_string(&self.paths.proc("stat"))
+            .map_err(|e| format!("reading {}: {e}", self.paths.proc("stat").display()))?;
+        let stat = cpu::parse_stat(&text);
+        let previous = self.previous.replace(stat.clone());
+        if let (Some(prev), Some(now)) = (previous.as_ref().and_then(|p| p.all), stat.all) {
+            out.push_some(
+                cpu::usage_percent(prev, now),
+                || "host_cpu_avg_usage_percent".into(),
+                &CPU_AVG,
+                &[],
+            );
+        }
+        let cores = cpu::read_cores(&self.paths, &stat);
+        let active = cores.iter().filter(|c| c.online).count();
+        out.push_some(
+            Some(active as f64),
+            || "host_cpu_active_cores".into(),
+            &CPU_ACTIVE,
+            &[],
+        );
+        for core in &cores {
+            let n = core.index.to_string();
+            let labels = [("core", n.as_str())];
+            out.push_some(
+                Some(if core.online { 1.0 } else { 0.0 }),
+                || format!("host_cpu_core{n}_status"),
+                &CPU_ONLINE,
+                &labels,
+            );
+            out.push_some(
+                core.freq_mhz,
+                || format!("host_cpu_core{n}_freq_mhz"),
+                &CPU_FREQ,
+                &labels,
+            );
+            let usage = previous
+                .as_ref()
+                .and_then(|p| p.cores.get(&core.index))
+                .zip(stat.cores.get(&core.index))
+                .and_then(|(prev, now)| cpu::usage_percent(*prev, *now));
+            if core.online {
+                out.push_some(
+                    usage,
+                    || format!("host_cpu_core{n}_usage_percent"),
+                    &CPU_USAGE,
+                    &labels,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_memory(&self, out: &mut Ids<'_>) -> Result<(), String> {
+        let text = paths::read_string(&self.paths.proc("meminfo"))
+            .map_err(|e| format!("reading {}: {e}", self.paths.proc("meminfo").display()))?;
+        let m = meminfo::parse(&text);
+        let mb = |kib: Option<u64>| kib.map(|k| k as f64 / KIB_PER_MB);
+        out.push_some(mb(m.mem_used()), || RAM_USED.name.into(), &RAM_USED, &[]);
+        out.push_some(mb(m.mem_total), || RAM_TOTAL.name.into(), &RAM_TOTAL, &[]);
+        out.push_some(
+            mb(m.mem_available),
+            || RAM_AVAILABLE.name.into(),
+            &RAM_AVAILABLE,
+            &[],
+        );
+        let percent = m
+            .mem_used()
+            .zip(m.mem_total.filter(|t| *t > 0))
+            .map(|(u, t)| u as f64 * 100.0 / t as f64);
+        out.push_some(percent, || RAM_PERCENT.name.into(), &RAM_PERCENT, &[]);
+        out.push_some(mb(m.swap_used()), || SWAP_USED.name.into(), &SWAP_USED, &[]);
+        out.push_some(
+            mb(m.swap_total),
+            || SWAP_TOTAL.name.into(),
+            &SWAP_TOTAL,
+            &[],
+        );
+        out.push_some(
+            mb(m.swap_cached),
+            || SWAP_CACHED.name.into(),
+            &SWAP_CACHED,
+            &[],
+        );
+        Ok(())
+    }
+
+    fn collect_thermal(&self, out: &mut Ids<'_>) {
+        let zones = thermal::read_zones(&self.paths);
+        let names: Vec<Option<String>> = zones.iter().map(|z| sanitize(&z.kind)).collect();
+        let duplicated = duplicates(names.iter().flatten().cloned());
+        for (zone, name) in zones.iter().zip(names) {
+            let Some(name) = name else { continue };
+            // Boards with several zones of one type (`acpitz`) get the zone number.
+            let name = if duplicated.contains(&name) {
+                format!("{name}_{}", zone.index)
+            } else {
+                name
+            };
+            out.push_some(
+                zone.celsius,
+                || format!("host_temp_{name}_celsius"),
+                &ZONE_TEMP,
+                &[("zone", &name)],
+            );
+        }
+    }
+
+    fn collect_hwmon(&self, out: &mut Ids<'_>) {
+        let chips = hwmon::read_chips(&self.paths);
+        let names: Vec<Option<String>> = chips.iter().map(|c| sanitize(&c.name)).collect();
+        let duplicated = duplicates(names.iter().flatten().cloned());
+        for (chip, name) in chips.iter().zip(names) {
+            let Some(name) = name else { continue };
+            let chip_name = if duplicated.contains(&name) {
+                format!("{name}_{}", chip.index)
+            } else {
+                name
+            };
+            let fragments: Vec<String> = chip
+                .sensors
+                .iter()
+                .map(|s| {
+                    s.label
+                        .as_deref()
+                        .and_then(sanitize)
+                        .unwrap_or_else(|| s.raw_name())
+                })
+                .collect();
+            let kinds_and_fragments: Vec<(SensorKind, &String)> = chip
+                .sensors
+                .iter()
+                .map(|s| s.kind)
+                .zip(&fragments)
+                .collect();
+            let clash = duplicates(kinds_and_fragments.iter().copied());
+            for ((sensor, fragment), key) in chip
+                .sensors
+                .iter()
+                .zip(&fragments)
+                .zip(&kinds_and_fragments)
+            {
+                // Two sensors of one kind with the same label: use the kernel's names.
+                let sensor_name = if clash.contains(key) {
+                    sensor.raw_name()
+                } else {
+                    fragment.clone()
+                };
+                let (prefix, suffix, family) = match sensor.kind {
+                    SensorKind::Temp => ("temp", "celsius", &HWMON_TEMP),
+                    SensorKind::Voltage => ("voltage", "volts", &HWMON_VOLTAGE),
+                    SensorKind::Current => ("current", "amps", &HWMON_CURRENT),
+                    SensorKind::Power => ("power", "watts", &HWMON_POWER),
+                    SensorKind::Fan => ("fan", "rpm", &HWMON_FAN),
+                    SensorKind::Energy => ("energy", "joules_total", &HWMON_ENERGY),
+                };
+                out.push_some(
+                    sensor.value,
+                    || format!("host_{prefix}_{chip_name}_{sensor_name}_{suffix}"),
+                    family,
+                    &[("chip", &chip_name), ("sensor", &sensor_name)],
+                );
+            }
+        }
+    }
+
+    fn collect_power_supplies(&self, out: &mut Ids<'_>) {
+        for supply in power_supply::read_supplies(&self.paths) {
+            let Some(name) = sanitize(&supply.name) else {
+                continue;
+            };
+            let labels = [("supply", name.as_str())];
+            let fields = [
+                (
+                    supply.online.map(|o| if o { 1.0 } else { 0.0 }),
+                    "online",
+                    &PSU_ONLINE,
+                ),
+                (supply.voltage_volts, "voltage_volts", &PSU_VOLTAGE),
+                (supply.current_amps, "current_amps", &PSU_CURRENT),
+                (supply.power_watts, "power_watts", &PSU_POWER),
+                (supply.capacity_percent, "capacity_percent", &PSU_CAPACITY),
+                (supply.temp_celsius, "temp_celsius", &PSU_TEMP),
+            ];
+            for (value, suffix, family) in fields {
+                out.push_some(
+                    value,
+                    || format!("host_power_supply_{name}_{suffix}"),
+                    family,
+                    &labels,
+                );
+            }
+        }
+    }
+}
+
+impl Collector for LinuxCollector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
+        let mut ids = Ids {
+            sink: out,
+            seen: HashSet::new(),
+        };
+        let mut errors = Vec::new();
+        if let Err(e) = self.collect_cpu(&mut ids) {
+            errors.push(e);
+        }
+        if let Err(e) = self.collect_memory(&mut ids) {
+            errors.push(e);
+        }
+        // Zones, chips and supplies are optional hardware: none is no error.
+        self.collect_thermal(&mut ids);
+        self.collect_hwmon(&mut ids);
+        self.collect_power_supplies(&mut ids);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::Failed(errors.join("; ")))
+        }
+    }
+}
+
+/// A sink that keeps ids unique: the first sample of an id wins, so two sources
+/// that would produce the same id cannot make the output invalid.
+struct Ids<'a> {
+    sink: &'a mut SampleSink,
+    seen: HashSet<String>,
+}
+
+impl Ids<'_> {
+    fn push_some(
+        &mut self,
+        value: Option<f64>,
+        id: impl FnOnce() -> String,
+        family: &'static Family,
+        labels: &[(&'static str, &str)],
+    ) {
+        let Some(value) = value else { return };
+        let id = id();
+        if !self.seen.insert(id.clone()) {
+            tracing::debug!(id, "duplicate sample id skipped");
+            return;
+        }
+        let mut sample = Sample::with_id(id, family, value);
+        for (name, v) in labels {
+            sample = sample.label(name, *v);
+        }
+        self.sink.push(sample);
+    }
+}
+
+/// The items that occur more than once.
+fn duplicates<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> HashSet<T> {
+    let mut counts: HashMap<T, usize> = HashMap::new();
+    for item in items {
+        *counts.entry(item).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(item, _)| item)
+        .collect()
+}

@@ -1,0 +1,261 @@
+//! Targeted edits of the user's `config.yaml` text that keep comments, key order
+//! and unknown keys.
+//!
+//! Every edit is applied twice: to the text, through yaml-edit's lossless tree, and
+//! to the parsed value, which says what the result must mean. [`apply`] re-parses
+//! the edited text and accepts it only if it means exactly that; otherwise it falls
+//! back to re-serializing the value (comments lost, reported to the caller) rather
+//! than ever writing a file that says something other than intended.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde_yaml::Value;
+use yaml_edit::Document;
+
+/// A change the daemon makes to the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    /// Sets `metrics.<id>` for each entry, adding the ids that are missing.
+    SetMetrics(BTreeMap<String, bool>),
+    /// Replaces the legacy `enabled_metrics:` list by entries under `metrics:`
+    /// (`true` for each listed id; an explicit `metrics:` entry wins).
+    ConvertLegacyList,
+}
+
+/// The result of editing a text.
+#[derive(Debug)]
+pub struct Edited {
+    pub text: String,
+    /// The lossless edit could not be used and the file was re-serialized; its
+    /// comments are gone. The caller logs this.
+    pub regenerated: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("the file on disk is not valid YAML: {0}")]
+    Unparseable(String),
+    #[error("the file on disk is not a mapping of keys to values")]
+    NotAMapping,
+    #[error("could not write YAML: {0}")]
+    Serialize(String),
+}
+
+/// Applies `edits` to `text`.
+pub fn apply(text: &str, edits: &[Edit]) -> Result<Edited, EditError> {
+    let mut expected: Value =
+        serde_yaml::from_str(text).map_err(|e| EditError::Unparseable(e.to_string()))?;
+    if expected.is_null() {
+        expected = Value::Mapping(Default::default());
+    }
+    let Value::Mapping(map) = &mut expected else {
+        return Err(EditError::NotAMapping);
+    };
+    for edit in edits {
+        apply_to_value(map, edit);
+    }
+    if let Some(edited) = edit_text(text, map, edits) {
+        let reparsed: Option<Value> = serde_yaml::from_str(&edited).ok();
+        if reparsed.as_ref() == Some(&expected) {
+            return Ok(Edited {
+                text: edited,
+                regenerated: false,
+            });
+        }
+    }
+    let text = serde_yaml::to_string(&expected).map_err(|e| EditError::Serialize(e.to_string()))?;
+    Ok(Edited {
+        text,
+        regenerated: true,
+    })
+}
+
+fn metrics_key() -> Value {
+    Value::String("metrics".into())
+}
+
+fn apply_to_value(map: &mut serde_yaml::Mapping, edit: &Edit) {
+    match edit {
+        Edit::SetMetrics(changes) => {
+            let metrics = map
+                .entry(metrics_key())
+                .or_insert_with(|| Value::Mapping(Default::default()));
+            if !metrics.is_mapping() {
+                *metrics = Value::Mapping(Default::default());
+            }
+            if let Value::Mapping(m) = metrics {
+                for (id, on) in changes {
+                    m.insert(Value::String(id.clone()), Value::Bool(*on));
+                }
+            }
+        }
+        Edit::ConvertLegacyList => {
+            let listed = map.remove("enabled_metrics");
+            let metrics = map
+                .entry(metrics_key())
+                .or_insert_with(|| Value::Mapping(Default::default()));
+            if !metrics.is_mapping() {
+                *metrics = Value::Mapping(Default::default());
+            }
+            if let (Some(Value::Sequence(ids)), Value::Mapping(m)) = (listed, metrics) {
+                for id in ids {
+                    if !m.contains_key(&id) {
+                        m.insert(id, Value::Bool(true));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The lossless edit. `None` when yaml-edit cannot take this text.
+fn edit_text(text: &str, expected: &serde_yaml::Mapping, edits: &[Edit]) -> Option<String> {
+    let doc = Document::from_str(text).ok()?;
+    let root = doc.as_mapping()?;
+    for edit in edits {
+        let changes: Vec<(String, bool)> = match edit {
+            Edit::SetMetrics(changes) => changes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Edit::ConvertLegacyList => {
+                root.remove("enabled_metrics");
+                // Everything the converted map holds goes in; entries that exist
+                // already are rewritten to the same value, which changes nothing.
+                metric_entries(expected)
+            }
+        };
+        // A flow mapping (`metrics: {}` in the template) is rewritten as a block, so
+        // hundreds of ids do not end up on one line.
+        match root.get_mapping("metrics").filter(|m| !m.is_flow_style()) {
+            Some(metrics) => {
+                for (id, on) in &changes {
+                    metrics.set(id.as_str(), *on);
+                }
+            }
+            None => {
+                // No block mapping yet (`metrics:` absent, null or flow): write the
+                // whole block, as the value says it must end up.
+                let all = metric_entries(expected);
+                if all.is_empty() {
+                    continue;
+                }
+                let block: String = all.iter().map(|(id, on)| format!("{id}: {on}\n")).collect();
+                let fresh = Document::from_str(&block).ok()?;
+                root.set("metrics", fresh.as_mapping()?);
+            }
+        }
+    }
+    Some(doc.to_string())
+}
+
+fn metric_entries(map: &serde_yaml::Mapping) -> Vec<(String, bool)> {
+    match map.get("metrics") {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_bool()?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(pairs: &[(&str, bool)]) -> Edit {
+        Edit::SetMetrics(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    }
+
+    #[test]
+    fn keeps_comments_and_order() {
+        let text = "# top\ndevice_type: linux  # dt\n\n# metrics below\nmetrics:\n  # cpu\n  a_x: true\n  b_x: false  # keep\nextra_key: [1, 2]\n";
+        let out = apply(text, &[set(&[("b_x", true), ("c_x", false)])]).expect("edit");
+        assert!(!out.regenerated);
+        assert_eq!(
+            out.text,
+            "# top\ndevice_type: linux  # dt\n\n# metrics below\nmetrics:\n  # cpu\n  a_x: true\n  b_x: true  # keep\n  c_x: false\nextra_key: [1, 2]\n"
+        );
+    }
+
+    #[test]
+    fn creates_the_block_from_nothing_null_or_flow() {
+        for text in [
+            "device_type: linux\n",
+            "device_type: linux\nmetrics:\nport: 9\n",
+            "device_type: linux\nmetrics: {}\nport: 9\n",
+            "device_type: linux\nmetrics: ~\n",
+            "",
+        ] {
+            let out = apply(text, &[set(&[("x_y", true)])]).expect("edit");
+            let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+            assert_eq!(
+                v["metrics"]["x_y"],
+                Value::Bool(true),
+                "from {text:?}: {}",
+                out.text
+            );
+            if !text.is_empty() {
+                assert!(out.text.contains("device_type: linux"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_template_gets_a_block() {
+        let out = apply(
+            crate::config::TEMPLATE,
+            &[set(&[("b_b", true), ("a_a", false)])],
+        )
+        .expect("edit");
+        assert!(!out.regenerated);
+        assert!(
+            out.text.ends_with("metrics:\n  a_a: false\n  b_b: true\n"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text
+                .starts_with("# edge-metrics-exporter configuration.")
+        );
+    }
+
+    #[test]
+    fn flow_mapping_with_entries() {
+        let out = apply("metrics: {a_b: true}\n# end\n", &[set(&[("c_d", false)])]).expect("edit");
+        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        assert_eq!(v["metrics"]["a_b"], Value::Bool(true));
+        assert_eq!(v["metrics"]["c_d"], Value::Bool(false));
+    }
+
+    #[test]
+    fn converts_the_legacy_list() {
+        let text = "# keep me\ndevice_type: linux\nenabled_metrics:\n  - a_x\n  - b_x\nmetrics:\n  b_x: false\nport: 9102\n";
+        let out = apply(text, &[Edit::ConvertLegacyList]).expect("edit");
+        assert!(!out.regenerated, "{}", out.text);
+        assert!(out.text.starts_with("# keep me\n"));
+        assert!(!out.text.contains("enabled_metrics"));
+        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        assert_eq!(v["metrics"]["a_x"], Value::Bool(true));
+        assert_eq!(v["metrics"]["b_x"], Value::Bool(false));
+        assert_eq!(v["port"], Value::Number(9102.into()));
+    }
+
+    #[test]
+    fn legacy_list_without_metrics() {
+        let out = apply("enabled_metrics: [a_x]\n", &[Edit::ConvertLegacyList]).expect("edit");
+        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        assert_eq!(v["metrics"]["a_x"], Value::Bool(true));
+        assert!(v.get("enabled_metrics").is_none());
+    }
+
+    #[test]
+    fn broken_files_are_refused() {
+        assert!(matches!(
+            apply("a: [1\n", &[set(&[("x", true)])]),
+            Err(EditError::Unparseable(_))
+        ));
+        assert!(matches!(
+            apply("- 1\n", &[set(&[("x", true)])]),
+            Err(EditError::NotAMapping)
+        ));
+    }
+}

@@ -1,0 +1,622 @@
+//! The configuration: `config.yaml` read in two stages.
+//!
+//! [`RawConfig`] is the file as serde sees it (every key optional, unknown keys kept
+//! aside); [`Config::from_raw`] validates it into typed values (durations,
+//! addresses, paths) or returns a [`ConfigError`] that names the file, line and
+//! field. A config that fails validation never replaces the running one.
+//!
+//! This module owns parsing and validation. Reading and writing the file on disk
+//! (the one writer, atomic replace, comment-preserving edits) is `store`; the YAML
+//! edits themselves are `edit`.
+
+pub mod edit;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::exposition::MetricStyle;
+use crate::paths::Paths;
+use crate::sample::is_valid_metric_name;
+
+pub use store::Store;
+
+/// The template shipped as `config.yaml.template`.
+pub const TEMPLATE: &str = include_str!("../../config.yaml.template");
+
+pub const DEFAULT_PORT: u16 = 9102;
+pub const DEFAULT_RELOAD_PORT: u16 = 9101;
+pub const DEFAULT_SHELLY_URL: &str = "http://localhost:8766";
+/// Shortest accepted collection interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest accepted collection interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Keys this version understands; anything else is kept in the file and reported
+/// once at load, so a typo does not go unnoticed.
+const KNOWN_KEYS: &[&str] = &[
+    "device_type",
+    "interval",
+    "port",
+    "reload_port",
+    "metrics",
+    "enabled_metrics",
+    "new_metrics_enabled",
+    "metric_style",
+    "shelly",
+    "path",
+    "listen_address",
+    "api_listen_address",
+    "metrics_token",
+    "api_token",
+    "hostname",
+];
+
+/// `config.yaml` as written. Every field is optional; defaults are applied in
+/// [`Config::from_raw`].
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// `linux` or `auto`.
+    pub device_type: Option<String>,
+    /// Collection interval in seconds; fractions allowed.
+    pub interval: Option<f64>,
+    /// Port of the Prometheus endpoint.
+    pub port: Option<u16>,
+    /// Port of the management API.
+    pub reload_port: Option<u16>,
+    /// Metric id → collect it or not.
+    pub metrics: Option<BTreeMap<String, bool>>,
+    /// The legacy list of enabled metric ids; converted to `metrics` and removed.
+    pub enabled_metrics: Option<Vec<String>>,
+    /// Value given to ids seen for the first time.
+    pub new_metrics_enabled: Option<bool>,
+    pub metric_style: Option<MetricStyle>,
+    pub shelly: Option<RawShelly>,
+    pub path: Option<RawPaths>,
+    /// Address the Prometheus endpoint listens on (default all).
+    pub listen_address: Option<String>,
+    /// Address the management API listens on (see [`Config::api_listen`]).
+    pub api_listen_address: Option<String>,
+    /// Bearer token required on `/metrics`.
+    pub metrics_token: Option<String>,
+    /// Bearer token required on the management API.
+    pub api_token: Option<String>,
+    /// The `hostname` label; the machine's hostname when unset.
+    pub hostname: Option<String>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawShelly {
+    pub enabled: Option<bool>,
+    pub server_url: Option<String>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPaths {
+    pub procfs: Option<PathBuf>,
+    pub sysfs: Option<PathBuf>,
+}
+
+/// What the exporter runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceType {
+    /// Any Linux machine: the `linux` collector only.
+    Linux,
+    /// Detect the board; falls back to `linux`.
+    Auto,
+}
+
+impl DeviceType {
+    pub const SUPPORTED: &[&str] = &["linux", "auto"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "linux" => Some(DeviceType::Linux),
+            "auto" => Some(DeviceType::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::Linux => "linux",
+            DeviceType::Auto => "auto",
+        }
+    }
+}
+
+/// A secret from the config or the environment. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Option<Self> {
+        let value = value.into();
+        let trimmed = value.trim();
+        (!trimmed.is_empty()).then(|| Secret(trimmed.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellyConfig {
+    pub enabled: bool,
+    pub server_url: String,
+}
+
+/// Settings that come from the command line and the environment rather than the
+/// file. They are applied on every load, so a reload cannot drop them.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub procfs: Option<PathBuf>,
+    pub sysfs: Option<PathBuf>,
+    pub metrics_token: Option<Secret>,
+    pub api_token: Option<Secret>,
+}
+
+impl Overrides {
+    /// Reads `EDGE_EXPORTER_METRICS_TOKEN` and `EDGE_EXPORTER_API_TOKEN`.
+    pub fn with_env_tokens(mut self) -> Self {
+        if let Ok(v) = std::env::var("EDGE_EXPORTER_METRICS_TOKEN") {
+            self.metrics_token = Secret::new(v);
+        }
+        if let Ok(v) = std::env::var("EDGE_EXPORTER_API_TOKEN") {
+            self.api_token = Secret::new(v);
+        }
+        self
+    }
+}
+
+/// The validated configuration the daemon runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub device_type: DeviceType,
+    pub interval: Duration,
+    pub port: u16,
+    pub reload_port: u16,
+    pub metrics: BTreeMap<String, bool>,
+    pub new_metrics_enabled: bool,
+    pub metric_style: MetricStyle,
+    pub shelly: ShellyConfig,
+    pub paths: Paths,
+    pub listen_address: IpAddr,
+    /// Set only when the file names it; see [`Config::api_listen`].
+    pub api_listen_address: Option<IpAddr>,
+    pub metrics_token: Option<Secret>,
+    pub api_token: Option<Secret>,
+    pub hostname: Option<String>,
+    /// The file still uses `enabled_metrics:`; the store rewrites it.
+    pub has_legacy_list: bool,
+    /// Top-level keys this version does not know (kept in the file).
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_raw(
+            RawConfig::default(),
+            &Overrides::default(),
+            &Source::embedded(),
+        )
+        .unwrap_or_else(|_| unreachable!("the empty config is valid"))
+    }
+}
+
+impl Config {
+    /// Where the management API listens: the configured address; without one,
+    /// everywhere when a token protects it, else loopback only.
+    pub fn api_listen(&self) -> IpAddr {
+        match (self.api_listen_address, &self.api_token) {
+            (Some(addr), _) => addr,
+            (None, Some(_)) => IpAddr::from([0, 0, 0, 0]),
+            (None, None) => IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    /// Whether an id is collected: its entry under `metrics:`, or
+    /// `new_metrics_enabled` for an id not listed yet.
+    pub fn is_enabled(&self, id: &str) -> bool {
+        self.metrics
+            .get(id)
+            .copied()
+            .unwrap_or(self.new_metrics_enabled)
+    }
+
+    /// Validates a parsed file.
+    pub fn from_raw(
+        raw: RawConfig,
+        overrides: &Overrides,
+        source: &Source<'_>,
+    ) -> Result<Self, ConfigError> {
+        let device_type = match raw.device_type.as_deref() {
+            None => DeviceType::Linux,
+            Some(name) => DeviceType::parse(name.trim()).ok_or_else(|| {
+                let mut e =
+                    source.error(&["device_type"], format!("Unsupported device type: {name}"));
+                e.hint = Some(format!("supported: {}", DeviceType::SUPPORTED.join(", ")));
+                e
+            })?,
+        };
+        let interval = match raw.interval {
+            None => Duration::from_secs(1),
+            Some(secs) => {
+                let valid = secs.is_finite()
+                    && secs >= MIN_INTERVAL.as_secs_f64()
+                    && secs <= MAX_INTERVAL.as_secs_f64();
+                if !valid {
+                    return Err(source.error(
+                        &["interval"],
+                        format!(
+                            "must be a number of seconds from {} to {}, got {secs}",
+                            MIN_INTERVAL.as_secs_f64(),
+                            MAX_INTERVAL.as_secs()
+                        ),
+                    ));
+                }
+                Duration::from_secs_f64(secs)
+            }
+        };
+        let mut metrics = raw.metrics.unwrap_or_default();
+        for name in metrics.keys() {
+            if !is_valid_metric_name(name) {
+                return Err(
+                    source.error(&["metrics", name], format!("Invalid metric name: {name}"))
+                );
+            }
+        }
+        let has_legacy_list = raw.enabled_metrics.is_some();
+        for name in raw.enabled_metrics.unwrap_or_default() {
+            if !is_valid_metric_name(&name) {
+                return Err(
+                    source.error(&["enabled_metrics"], format!("Invalid metric name: {name}"))
+                );
+            }
+            // An explicit entry under `metrics:` wins over the legacy list.
+            metrics.entry(name).or_insert(true);
+        }
+        let shelly = raw.shelly.unwrap_or_default();
+        let server_url = shelly
+            .server_url
+            .unwrap_or_else(|| DEFAULT_SHELLY_URL.to_owned());
+        if !(server_url.starts_with("http://") || server_url.starts_with("https://")) {
+            return Err(source.error(
+                &["shelly", "server_url"],
+                format!("must be an http:// or https:// URL, got {server_url:?}"),
+            ));
+        }
+        let parse_addr =
+            |key: &str, value: Option<String>| -> Result<Option<IpAddr>, ConfigError> {
+                value
+                    .map(|v| {
+                        v.trim().parse::<IpAddr>().map_err(|_| {
+                            source.error(
+                                &[key],
+                                format!(
+                                    "must be an IP address such as 0.0.0.0 or 127.0.0.1, got {v:?}"
+                                ),
+                            )
+                        })
+                    })
+                    .transpose()
+            };
+        let listen_address =
+            parse_addr("listen_address", raw.listen_address)?.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let api_listen_address = parse_addr("api_listen_address", raw.api_listen_address)?;
+        let raw_paths = raw.path.unwrap_or_default();
+        let defaults = Paths::default();
+        let paths = Paths {
+            procfs: overrides
+                .procfs
+                .clone()
+                .or(raw_paths.procfs)
+                .unwrap_or(defaults.procfs),
+            sysfs: overrides
+                .sysfs
+                .clone()
+                .or(raw_paths.sysfs)
+                .unwrap_or(defaults.sysfs),
+        };
+        let hostname = match raw.hostname {
+            Some(h) if h.trim().is_empty() || h.contains(['\n', '"', '\\']) => {
+                return Err(source.error(&["hostname"], format!("not a usable hostname: {h:?}")));
+            }
+            other => other.map(|h| h.trim().to_owned()),
+        };
+        let unknown_keys = raw
+            .other
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        Ok(Config {
+            device_type,
+            interval,
+            port: raw.port.unwrap_or(DEFAULT_PORT),
+            reload_port: raw.reload_port.unwrap_or(DEFAULT_RELOAD_PORT),
+            metrics,
+            new_metrics_enabled: raw.new_metrics_enabled.unwrap_or(false),
+            metric_style: raw.metric_style.unwrap_or_default(),
+            shelly: ShellyConfig {
+                enabled: shelly.enabled.unwrap_or(false),
+                server_url,
+            },
+            paths,
+            listen_address,
+            api_listen_address,
+            metrics_token: overrides
+                .metrics_token
+                .clone()
+                .or_else(|| raw.metrics_token.and_then(Secret::new)),
+            api_token: overrides
+                .api_token
+                .clone()
+                .or_else(|| raw.api_token.and_then(Secret::new)),
+            hostname,
+            has_legacy_list,
+            unknown_keys,
+        })
+    }
+
+    /// Parses and validates the text of a config file.
+    pub fn parse(
+        text: &str,
+        overrides: &Overrides,
+        source: &Source<'_>,
+    ) -> Result<Self, ConfigError> {
+        let raw = parse_raw(text, source)?;
+        Config::from_raw(raw, overrides, source)
+    }
+}
+
+/// Parses YAML text into [`RawConfig`]. An empty file (or only comments) is the
+/// empty config.
+pub fn parse_raw(text: &str, source: &Source<'_>) -> Result<RawConfig, ConfigError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| source.yaml_error(&e))?;
+    match value {
+        serde_yaml::Value::Null => Ok(RawConfig::default()),
+        // Typed a second time from the text (not the value) so errors keep their
+        // field path and line.
+        serde_yaml::Value::Mapping(_) => {
+            serde_yaml::from_str(text).map_err(|e| source.yaml_error(&e))
+        }
+        _ => Err(ConfigError {
+            file: source.file.to_owned(),
+            line: Some(1),
+            field: None,
+            message: "the file must be a mapping of keys to values".into(),
+            hint: None,
+        }),
+    }
+}
+
+/// Where a config text came from, to point errors at a file and line.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+}
+
+impl<'a> Source<'a> {
+    pub fn embedded() -> Source<'static> {
+        Source {
+            file: Path::new("<embedded default>"),
+            text: "",
+        }
+    }
+
+    fn error(&self, field: &[&str], message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: line_of(self.text, field),
+            field: Some(field.join(".")),
+            message,
+            hint: None,
+        }
+    }
+
+    /// A serde error: `metrics.x: invalid type ... at line 4 column 8` becomes
+    /// field `metrics.x`, line 4 and the message in between.
+    fn yaml_error(&self, e: &serde_yaml::Error) -> ConfigError {
+        let message = strip_location(&e.to_string());
+        let (field, detail) = match message.split_once(": ") {
+            Some((path, rest)) if !path.contains(' ') => (Some(path.to_owned()), rest.to_owned()),
+            _ => (None, message.clone()),
+        };
+        ConfigError {
+            file: self.file.to_owned(),
+            line: e.location().map(|l| l.line()),
+            field,
+            message: detail,
+            hint: None,
+        }
+    }
+}
+
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Finds the 1-based line of a key path (`["shelly", "server_url"]`) in block YAML.
+/// Good enough for pointing at a field; `None` when the key is not found.
+pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    let mut parent_indent: Option<usize> = None;
+    let mut depth = 0;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if parent_indent.is_some_and(|p| indent <= p) {
+            return None;
+        }
+        let key = trimmed
+            .split_once(':')
+            .map(|(k, _)| k.trim().trim_matches(['"', '\'']));
+        let want = path.get(depth)?;
+        let child_level = parent_indent.is_none() && indent == 0 || parent_indent.is_some();
+        if child_level && key == Some(want) {
+            depth += 1;
+            if depth == path.len() {
+                return Some(number + 1);
+            }
+            parent_indent = Some(indent);
+        }
+    }
+    None
+}
+
+/// A config that cannot be used, pointing at the file, line and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    /// The spec's error message (`Unsupported device type: X`), kept exact.
+    pub message: String,
+    /// What would be accepted instead, shown after the message.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            &Overrides::default(),
+            &Source {
+                file: Path::new("config.yaml"),
+                text,
+            },
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").expect("empty file is valid");
+        assert_eq!(c.device_type, DeviceType::Linux);
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!((c.port, c.reload_port), (9102, 9101));
+        assert!(!c.new_metrics_enabled);
+        assert_eq!(c.api_listen(), IpAddr::from([127, 0, 0, 1]));
+        assert!(!c.shelly.enabled);
+    }
+
+    #[test]
+    fn template_is_valid() {
+        let c = parse(TEMPLATE).expect("template parses");
+        assert!(c.unknown_keys.is_empty());
+        assert!(c.metrics.is_empty());
+    }
+
+    #[test]
+    fn fractional_interval_and_legacy_list() {
+        let c = parse("interval: 0.5\nenabled_metrics: [a_b, c]\nmetrics:\n  c: false\n")
+            .expect("valid");
+        assert_eq!(c.interval, Duration::from_millis(500));
+        assert!(c.has_legacy_list);
+        assert_eq!(c.metrics.get("a_b"), Some(&true));
+        assert_eq!(c.metrics.get("c"), Some(&false));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = parse("port: 1\ndevice_type: toaster\n").expect_err("bad type");
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.field.as_deref(), Some("device_type"));
+        assert_eq!(e.message, "Unsupported device type: toaster");
+        assert_eq!(
+            e.to_string(),
+            "config.yaml:2: device_type: Unsupported device type: toaster (supported: linux, auto)"
+        );
+
+        let e = parse("interval: 0\n").expect_err("zero interval");
+        assert_eq!((e.line, e.field.as_deref()), (Some(1), Some("interval")));
+
+        let e =
+            parse("device_type: linux\nmetrics:\n  good: true\n  bad: yes\n").expect_err("bool");
+        assert_eq!(e.field.as_deref(), Some("metrics.bad"));
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("expected a boolean"), "{}", e.message);
+
+        let e = parse("port: [1\n").expect_err("syntax");
+        assert!(e.line.is_some());
+        assert_eq!(e.field, None);
+
+        let e = parse("port: 70000\n").expect_err("port range");
+        assert_eq!(e.field.as_deref(), Some("port"));
+
+        let e = parse("- a\n- b\n").expect_err("not a mapping");
+        assert!(e.message.contains("mapping"));
+
+        let e = parse("metrics:\n  bad-name: true\n").expect_err("name");
+        assert_eq!(e.message, "Invalid metric name: bad-name");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_not_rejected() {
+        let c = parse("my_site: lab-3\nshelly:\n  enabled: false\n  extra: 1\n").expect("valid");
+        assert_eq!(c.unknown_keys, ["my_site"]);
+    }
+
+    #[test]
+    fn tokens_open_the_api() {
+        let c = parse("api_token: s3cret\n").expect("valid");
+        assert_eq!(c.api_listen(), IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(format!("{:?}", c.api_token), "Some(Secret(***))");
+        let c = parse("api_token: \"  \"\napi_listen_address: 10.0.0.1\n").expect("valid");
+        assert_eq!(c.api_token, None);
+        assert_eq!(c.api_listen(), IpAddr::from([10, 0, 0, 1]));
+    }
+
+    #[test]
+    fn line_lookup() {
+        let text = "a: 1\nshelly:\n  # c\n  enabled: true\n  server_url: x\nserver_url: y\n";
+        assert_eq!(line_of(text, &["shelly", "server_url"]), Some(5));
+        assert_eq!(line_of(text, &["server_url"]), Some(6));
+        assert_eq!(line_of(text, &["shelly", "nope"]), None);
+    }
+}

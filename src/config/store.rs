@@ -1,0 +1,453 @@
+//! The live configuration and the one writer of `config.yaml`.
+//!
+//! Readers take the live [`Config`] lock-free (`live()`). Every change to the file
+//! goes through [`Store`], which holds one lock across read-edit-validate-write, so
+//! concurrent API requests and auto-discovery cannot interleave. A write is: edit the
+//! text on disk (comments kept, see `edit`), validate the result as a whole config,
+//! write a temp file in the same directory, fsync it, rename it over the file, fsync
+//! the directory. Only then is the in-memory config swapped and the change
+//! acknowledged, so a crash leaves the old or the new file and never loses an
+//! acknowledged change.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use super::edit::{self, Edit, EditError};
+use super::{Config, ConfigError, Overrides, Source, TEMPLATE};
+
+/// Where the running configuration came from (reported by `/health` and
+/// `/metrics/list` as `config_source` / `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Local,
+}
+
+impl ConfigSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigSource::Local => "local",
+        }
+    }
+}
+
+/// What happened while opening the config, for the startup log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenNote {
+    /// No file existed; a commented starter file was written.
+    WroteStarter,
+    /// No file existed and none could be written; running on the embedded default.
+    StarterNotWritten(String),
+    /// The legacy `enabled_metrics:` list was rewritten as `metrics:`.
+    ConvertedLegacyList,
+    /// The legacy list could not be rewritten (it still works in memory).
+    LegacyNotConverted(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The spec's message for an id the exporter does not know.
+    #[error("Invalid metric name: {0}")]
+    UnknownMetric(String),
+    #[error("{path} cannot be edited: {source}; fix the file or POST /reload")]
+    Disk { path: PathBuf, source: EditError },
+    #[error("the change would make the config invalid: {0}")]
+    Invalid(ConfigError),
+    #[error("could not read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("could not write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The result of a successful reload.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub old: Arc<Config>,
+    pub new: Arc<Config>,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    overrides: Overrides,
+    live: ArcSwap<Config>,
+    /// The file's content as last loaded or written, for `GET /config`.
+    document: ArcSwap<serde_yaml::Value>,
+    /// Held across every read-modify-write of the file: the one writer.
+    writer: Mutex<()>,
+}
+
+/// The starter file written for a newcomer: the template, with new metrics enabled
+/// so the first run shows data.
+pub fn starter_text() -> String {
+    TEMPLATE.replace(
+        "new_metrics_enabled: false",
+        "new_metrics_enabled: true  # this starter file shows every metric at once",
+    )
+}
+
+impl Store {
+    /// Loads `path`, or writes the starter file when it does not exist.
+    pub fn open(
+        path: PathBuf,
+        overrides: Overrides,
+    ) -> Result<(Store, Vec<OpenNote>), ConfigError> {
+        let mut notes = Vec::new();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let text = starter_text();
+                match write_atomically(&path, text.as_bytes()) {
+                    Ok(()) => notes.push(OpenNote::WroteStarter),
+                    Err(e) => notes.push(OpenNote::StarterNotWritten(e.to_string())),
+                }
+                text
+            }
+            Err(e) => return Err(read_error(&path, &e)),
+        };
+        let config = Config::parse(
+            &text,
+            &overrides,
+            &Source {
+                file: &path,
+                text: &text,
+            },
+        )?;
+        let store = Store {
+            document: ArcSwap::from_pointee(parse_document(&text)),
+            live: ArcSwap::from_pointee(config),
+            path,
+            overrides,
+            writer: Mutex::new(()),
+        };
+        if store.live().has_legacy_list {
+            let guard = store.lock();
+            match store.write_edits(&guard, &[Edit::ConvertLegacyList]) {
+                Ok(_) => notes.push(OpenNote::ConvertedLegacyList),
+                Err(e) => notes.push(OpenNote::LegacyNotConverted(e.to_string())),
+            }
+        }
+        Ok((store, notes))
+    }
+
+    /// Validates `path` without writing anything (`check-config`).
+    pub fn check(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|e| read_error(path, &e))?;
+        Config::parse(
+            &text,
+            overrides,
+            &Source {
+                file: path,
+                text: &text,
+            },
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn live(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
+    pub fn source(&self) -> ConfigSource {
+        ConfigSource::Local
+    }
+
+    pub fn document(&self) -> Arc<serde_yaml::Value> {
+        self.document.load_full()
+    }
+
+    /// Re-reads the file. An invalid file is rejected with its reason and the
+    /// running config stays; the file is left as it is.
+    pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let guard = self.lock();
+        let text = fs::read_to_string(&self.path).map_err(|e| read_error(&self.path, &e))?;
+        let new = Config::parse(
+            &text,
+            &self.overrides,
+            &Source {
+                file: &self.path,
+                text: &text,
+            },
+        )?;
+        self.document.store(Arc::new(parse_document(&text)));
+        let new = Arc::new(new);
+        let old = self.live.swap(new.clone());
+        if new.has_legacy_list
+            && let Err(e) = self.write_edits(&guard, &[Edit::ConvertLegacyList])
+        {
+            tracing::warn!(error = %e, "could not rewrite enabled_metrics as metrics");
+        }
+        Ok(Reloaded {
+            old,
+            new: self.live(),
+        })
+    }
+
+    /// Enables or disables known metrics. Every name is checked before anything
+    /// changes; on success the file on disk already holds the change.
+    pub fn set_metrics(&self, changes: &BTreeMap<String, bool>) -> Result<Arc<Config>, StoreError> {
+        let guard = self.lock();
+        let live = self.live();
+        if let Some(unknown) = changes.keys().find(|id| !live.metrics.contains_key(*id)) {
+            return Err(StoreError::UnknownMetric(unknown.clone()));
+        }
+        self.write_edits(&guard, &[Edit::SetMetrics(changes.clone())])?;
+        Ok(self.live())
+    }
+
+    /// Records ids seen for the first time with the `new_metrics_enabled` value.
+    /// Returns how many were new. When the file cannot be written the ids are still
+    /// known in memory (and the error is returned for the log).
+    pub fn add_discovered(&self, ids: &[Arc<str>]) -> Result<usize, StoreError> {
+        let guard = self.lock();
+        let live = self.live();
+        let new: BTreeMap<String, bool> = ids
+            .iter()
+            .filter(|id| !live.metrics.contains_key(&***id))
+            .map(|id| (id.to_string(), live.new_metrics_enabled))
+            .collect();
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let count = new.len();
+        match self.write_edits(&guard, &[Edit::SetMetrics(new.clone())]) {
+            Ok(()) => Ok(count),
+            Err(e) => {
+                let mut config = (*self.live()).clone();
+                config.metrics.extend(new);
+                self.live.store(Arc::new(config));
+                Err(e)
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // A panic while holding the lock leaves no partial state behind (the file
+        // is replaced atomically or not at all), so a poisoned lock is still usable.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `edits` to the file on disk and to the live config. Callers hold the
+    /// writer lock (the guard parameter proves it).
+    fn write_edits(&self, _guard: &MutexGuard<'_, ()>, edits: &[Edit]) -> Result<(), StoreError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            // Deleted under us: start again from the starter file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => starter_text(),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let edited = edit::apply(&text, edits).map_err(|source| StoreError::Disk {
+            path: self.path.clone(),
+            source,
+        })?;
+        // The file as a whole must still be a config the daemon accepts.
+        Config::parse(
+            &edited.text,
+            &self.overrides,
+            &Source {
+                file: &self.path,
+                text: &edited.text,
+            },
+        )
+        .map_err(StoreError::Invalid)?;
+        if edited.regenerated {
+            tracing::warn!(
+                path = %self.path.display(),
+                "config.yaml could not be edited in place; it was rewritten and its comments are lost"
+            );
+        }
+        write_atomically(&self.path, edited.text.as_bytes()).map_err(|source| {
+            StoreError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        // Only the edited keys change in memory: other edits a user made on disk
+        // take effect at the next reload, as they would without this write.
+        let mut config = (*self.live()).clone();
+        for edit in edits {
+            match edit {
+                Edit::SetMetrics(changes) => config.metrics.extend(changes.clone()),
+                Edit::ConvertLegacyList => config.has_legacy_list = false,
+            }
+        }
+        self.live.store(Arc::new(config));
+        self.document.store(Arc::new(parse_document(&edited.text)));
+        Ok(())
+    }
+}
+
+fn parse_document(text: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null)
+}
+
+fn read_error(path: &Path, e: &io::Error) -> ConfigError {
+    ConfigError {
+        file: path.to_owned(),
+        line: None,
+        field: None,
+        message: format!("cannot read the file: {e}"),
+        hint: None,
+    }
+}
+
+/// Replaces `path` with `contents` so that a crash at any point leaves either the
+/// old or the new file: temp file in the same directory, fsync, rename, fsync the
+/// directory. A symlinked config is written through to its target, and the file
+/// keeps its permissions.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".config-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)?;
+    tmp.write_all(contents)?;
+    match fs::metadata(&target) {
+        Ok(meta) => tmp.as_file().set_permissions(meta.permissions())?,
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, text: Option<&str>) -> (Store, Vec<OpenNote>) {
+        let path = dir.join("config.yaml");
+        if let Some(text) = text {
+            fs::write(&path, text).expect("write fixture");
+        }
+        Store::open(path, Overrides::default()).expect("open")
+    }
+
+    #[test]
+    fn missing_file_gets_the_starter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, notes) = open(dir.path(), None);
+        assert_eq!(notes, [OpenNote::WroteStarter]);
+        assert!(store.live().new_metrics_enabled);
+        let text = fs::read_to_string(dir.path().join("config.yaml")).expect("written");
+        assert!(text.starts_with("# edge-metrics-exporter configuration."));
+        assert!(text.contains("new_metrics_enabled: true"));
+    }
+
+    #[test]
+    fn legacy_list_is_rewritten_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, notes) = open(
+            dir.path(),
+            Some("# mine\nenabled_metrics:\n  - a_x\nport: 9102\n"),
+        );
+        assert_eq!(notes, [OpenNote::ConvertedLegacyList]);
+        assert_eq!(store.live().metrics.get("a_x"), Some(&true));
+        let text = fs::read_to_string(store.path()).expect("read");
+        assert!(text.starts_with("# mine\n"));
+        assert!(!text.contains("enabled_metrics"));
+    }
+
+    #[test]
+    fn set_metrics_validates_everything_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = open(
+            dir.path(),
+            Some("metrics:\n  a_x: false  # note\n  b_x: false\n"),
+        );
+        let before = fs::read_to_string(store.path()).expect("read");
+        let bad: BTreeMap<String, bool> = [("a_x".into(), true), ("zz".into(), true)].into();
+        assert!(matches!(store.set_metrics(&bad), Err(StoreError::UnknownMetric(n)) if n == "zz"));
+        assert_eq!(fs::read_to_string(store.path()).expect("read"), before);
+        assert!(!store.live().metrics["a_x"]);
+
+        let good: BTreeMap<String, bool> = [("a_x".into(), true)].into();
+        store.set_metrics(&good).expect("set");
+        assert!(store.live().metrics["a_x"]);
+        assert_eq!(
+            fs::read_to_string(store.path()).expect("read"),
+            "metrics:\n  a_x: true  # note\n  b_x: false\n"
+        );
+    }
+
+    #[test]
+    fn discovery_adds_with_the_configured_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = open(
+            dir.path(),
+            Some("new_metrics_enabled: false\nmetrics:\n  a_x: true\n"),
+        );
+        let ids: Vec<Arc<str>> = vec!["a_x".into(), "b_x".into()];
+        assert_eq!(store.add_discovered(&ids).expect("write"), 1);
+        assert_eq!(store.add_discovered(&ids).expect("write"), 0);
+        let text = fs::read_to_string(store.path()).expect("read");
+        assert_eq!(
+            text,
+            "new_metrics_enabled: false\nmetrics:\n  a_x: true\n  b_x: false\n"
+        );
+    }
+
+    #[test]
+    fn invalid_reload_keeps_the_running_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = open(dir.path(), Some("interval: 2\n"));
+        fs::write(store.path(), "interval: -1\n").expect("write");
+        let err = store.reload().expect_err("invalid");
+        assert_eq!(err.field.as_deref(), Some("interval"));
+        assert_eq!(store.live().interval.as_secs(), 2);
+        assert_eq!(
+            fs::read_to_string(store.path()).expect("read"),
+            "interval: -1\n"
+        );
+    }
+
+    #[test]
+    fn writes_go_through_symlinks_and_keep_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.yaml");
+        fs::write(&real, "metrics:\n  a_x: false\n").expect("write");
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let link = dir.path().join("config.yaml");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let (store, _) = Store::open(link.clone(), Overrides::default()).expect("open");
+        store
+            .set_metrics(&[("a_x".to_string(), true)].into())
+            .expect("set");
+        assert!(
+            fs::symlink_metadata(&link)
+                .expect("meta")
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            fs::read_to_string(&real).expect("read"),
+            "metrics:\n  a_x: true\n"
+        );
+        assert_eq!(
+            fs::metadata(&real).expect("meta").permissions().mode() & 0o777,
+            0o640
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! `serve`: the exporter daemon, wired together.
+//!
+//! [`run`] opens the config, binds both listeners, starts the scheduler and serves
+//! until `shutdown` is cancelled, then stops everything within
+//! [`SHUTDOWN_GRACE`]. [`reload`] is the one reload path, shared by `POST /reload`
+//! and SIGHUP: read → validate → diff → rebuild what changed → swap.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::store::OpenNote;
+use crate::config::{Config, ConfigError, Overrides, Store};
+use crate::http::{self, AppState};
+use crate::scheduler::Scheduler;
+
+/// How long shutdown waits for in-flight requests and collections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config_path: PathBuf,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config cannot be used (exit code 2).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    pub source: &'static str,
+    pub metrics_count: usize,
+    /// Collectors rebuilt because their settings changed.
+    pub restarted: Vec<&'static str>,
+}
+
+/// Runs the exporter until `shutdown` is cancelled.
+pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let path = options.config_path.clone();
+    let overrides = options.overrides.clone();
+    let (store, notes) = tokio::task::spawn_blocking(move || Store::open(path, overrides))
+        .await
+        .map_err(|e| DaemonError::Runtime(format!("config loader failed: {e}")))??;
+    let store = Arc::new(store);
+    log_open_notes(&store, &notes);
+    let config = store.live();
+    if !config.unknown_keys.is_empty() {
+        tracing::warn!(keys = ?config.unknown_keys, "config.yaml has keys this version does not use; they are kept");
+    }
+
+    let metrics_addr = SocketAddr::new(config.listen_address, config.port);
+    let api_addr = SocketAddr::new(config.api_listen(), config.reload_port);
+    let metrics_listener = bind("metrics endpoint", metrics_addr).await?;
+    let api_listener = bind("management API", api_addr).await?;
+    warn_if_api_open(&config, api_addr.ip());
+    let bound_port = local_port(&metrics_listener, metrics_addr);
+    let bound_reload_port = local_port(&api_listener, api_addr);
+
+    let tracker = TaskTracker::new();
+    let scheduler = Arc::new(Scheduler::start(
+        store.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    ));
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        scheduler,
+        reload_lock: tokio::sync::Mutex::new(()),
+        started: Instant::now(),
+        bound_port,
+        bound_reload_port,
+    });
+
+    serve(
+        &tracker,
+        metrics_listener,
+        http::metrics::router(state.clone()),
+        &shutdown,
+    );
+    serve(
+        &tracker,
+        api_listener,
+        http::api::router(state.clone()),
+        &shutdown,
+    );
+    tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
+    tracing::info!(
+        device_type = state.scheduler.device().resolved.device_type,
+        config = %store.path().display(),
+        "exporter running"
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not stop in time; exiting anyway");
+    }
+    Ok(())
+}
+
+/// The one reload path. An invalid config is rejected and the running one stays.
+pub async fn reload(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
+    let _one_at_a_time = state.reload_lock.lock().await;
+    let store = state.store.clone();
+    let reloaded = tokio::task::spawn_blocking(move || store.reload())
+        .await
+        .map_err(|e| ConfigError {
+            file: state.store.path().to_owned(),
+            line: None,
+            field: None,
+            message: format!("reload failed: {e}"),
+            hint: None,
+        })??;
+    warn_port_change(state.bound_port, reloaded.new.port);
+    warn_port_change(state.bound_reload_port, reloaded.new.reload_port);
+    if reloaded.old.listen_address != reloaded.new.listen_address
+        || reloaded.old.api_listen() != reloaded.new.api_listen()
+    {
+        tracing::warn!(
+            "listen address change detected but cannot be applied; restart the service to apply it"
+        );
+    }
+    let restarted = state.scheduler.apply(&reloaded.new);
+    tracing::info!(restarted = ?restarted, "configuration reloaded");
+    Ok(ReloadOutcome {
+        source: state.store.source().as_str(),
+        metrics_count: reloaded.new.metrics.len(),
+        restarted,
+    })
+}
+
+/// The spec's warning when a reload asks for another port.
+fn warn_port_change(bound: u16, wanted: u16) {
+    if wanted != bound && wanted != 0 {
+        tracing::warn!(
+            "⚠️  Port change detected ({bound} → {wanted}) but cannot be applied.\n\
+             Please restart the service: sudo systemctl restart edge-metrics-exporter"
+        );
+    }
+}
+
+async fn reload_on_sighup(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP handler not installed; reload through POST /reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received, reloading");
+                if let Err(e) = reload(&state).await {
+                    tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                }
+            }
+        }
+    }
+}
+
+fn serve(
+    tracker: &TaskTracker,
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) {
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server failed");
+            shutdown.cancel();
+        }
+    });
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { what, addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(%local, "{what} listening on {local}");
+    Ok(listener)
+}
+
+fn local_port(listener: &TcpListener, fallback: SocketAddr) -> u16 {
+    listener.local_addr().unwrap_or(fallback).port()
+}
+
+fn warn_if_api_open(config: &Config, ip: IpAddr) {
+    if config.api_token.is_none() && !ip.is_loopback() {
+        tracing::warn!(
+            address = %ip,
+            "the management API is open: it listens on a non-loopback address without api_token, \
+             so anyone who can reach it can change the configuration"
+        );
+    }
+}
+
+fn log_open_notes(store: &Store, notes: &[OpenNote]) {
+    let path = store.path().display();
+    for note in notes {
+        match note {
+            OpenNote::WroteStarter => {
+                tracing::info!(config = %path, "no config file found; wrote a commented starter file")
+            }
+            OpenNote::StarterNotWritten(e) => tracing::warn!(
+                config = %path, error = %e,
+                "no config file found and none could be written; running on the embedded default"
+            ),
+            OpenNote::ConvertedLegacyList => {
+                tracing::info!(config = %path, "converted enabled_metrics to the metrics map")
+            }
+            OpenNote::LegacyNotConverted(e) => tracing::warn!(
+                config = %path, error = %e,
+                "enabled_metrics could not be rewritten as metrics; it still applies"
+            ),
+        }
+    }
+}

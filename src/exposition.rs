@@ -1,0 +1,326 @@
+//! Writes a snapshot of samples as Prometheus text 0.0.4 or OpenMetrics 1.0.
+//!
+//! Two styles of the same samples:
+//! * **flat** (the default, the spec's names): every sample is its own family named by
+//!   its id, e.g. `host_cpu_core0_usage_percent{device_type="linux",hostname="h"}`;
+//! * **labeled**: samples grouped into idiomatic families with the varying part as a
+//!   label, e.g. `host_cpu_usage_percent{core="0",device_type="linux",hostname="h"}`.
+//!
+//! The caller hands samples in output order (see [`sort_for`]); this module only
+//! writes bytes. It owns escaping and the format rules (`# UNIT`, `_total`, `# EOF`).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sample::{Label, MetricKind, Sample};
+
+/// How samples are named in the output (config key `metric_style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricStyle {
+    #[default]
+    Flat,
+    Labeled,
+}
+
+/// The wire format, chosen from the scrape's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text004,
+    OpenMetrics,
+}
+
+impl Format {
+    pub const TEXT_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+    pub const OPENMETRICS_CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// OpenMetrics when the client lists it at all (Prometheus lists it first, with
+    /// the highest weight); text 0.0.4 otherwise, as every scraper understands that.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept)
+                if accept.split(',').any(|part| {
+                    let mut params = part.split(';');
+                    let media = params.next().unwrap_or("").trim();
+                    let refused = params.any(|p| {
+                        let p = p.trim();
+                        p.strip_prefix("q=")
+                            .and_then(|q| q.trim().parse::<f32>().ok())
+                            .is_some_and(|q| q <= 0.0)
+                    });
+                    media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+                }) =>
+            {
+                Format::OpenMetrics
+            }
+            _ => Format::Text004,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text004 => Self::TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => Self::OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// The labels added to every device sample (spec "Metric Labels").
+#[derive(Debug, Clone)]
+pub struct DeviceLabels {
+    pub device_type: String,
+    pub hostname: String,
+}
+
+/// Puts samples in the deterministic order `render` expects for `style`: by id for
+/// flat, by family then id for labeled (so each family is contiguous).
+pub fn sort_for(style: MetricStyle, samples: &mut [Sample]) {
+    match style {
+        MetricStyle::Flat => samples.sort_by(|a, b| a.id.cmp(&b.id)),
+        MetricStyle::Labeled => {
+            samples.sort_by(|a, b| (a.family.name, &a.id).cmp(&(b.family.name, &b.id)))
+        }
+    }
+}
+
+/// Writes `samples` (already in [`sort_for`] order) in `format`.
+pub fn render(
+    samples: &[Sample],
+    style: MetricStyle,
+    format: Format,
+    device: &DeviceLabels,
+) -> String {
+    let mut out = String::with_capacity(samples.len() * 160 + 16);
+    let mut previous_family: Option<&str> = None;
+    for sample in samples {
+        let name = match style {
+            MetricStyle::Flat => &*sample.id,
+            MetricStyle::Labeled => sample.family.name,
+        };
+        if style == MetricStyle::Flat || previous_family != Some(name) {
+            write_header(&mut out, sample, name, style, format);
+            previous_family = Some(name);
+        }
+        write_sample_line(&mut out, sample, name, style, format, device);
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// The family name OpenMetrics puts in `# TYPE` for a counter: without `_total`.
+fn metadata_name(name: &str, kind: MetricKind, format: Format) -> &str {
+    match (kind, format) {
+        (MetricKind::Counter, Format::OpenMetrics) => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    }
+}
+
+fn write_header(out: &mut String, sample: &Sample, name: &str, style: MetricStyle, format: Format) {
+    let family = sample.family;
+    let meta = metadata_name(name, family.kind, format);
+    out.push_str("# HELP ");
+    out.push_str(meta);
+    out.push(' ');
+    escape_help(out, family.help, format);
+    if style == MetricStyle::Flat && !sample.labels.is_empty() {
+        out.push_str(" (");
+        for (i, (label, value)) in sample.labels.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(label);
+            out.push(' ');
+            escape_help(out, value, format);
+        }
+        out.push(')');
+    }
+    out.push('\n');
+    let _ = writeln!(out, "# TYPE {meta} {}", family.kind.as_str());
+    // OpenMetrics requires the unit to be a suffix of the family name; ids that do
+    // not end in their unit (`host_ram_used_mb` does, `jetson_cpu_core0_status`
+    // has none) simply carry no UNIT line.
+    if format == Format::OpenMetrics
+        && !family.unit.is_empty()
+        && meta
+            .strip_suffix(family.unit)
+            .is_some_and(|rest| rest.ends_with('_'))
+    {
+        let _ = writeln!(out, "# UNIT {meta} {}", family.unit);
+    }
+}
+
+fn write_sample_line(
+    out: &mut String,
+    sample: &Sample,
+    name: &str,
+    style: MetricStyle,
+    format: Format,
+    device: &DeviceLabels,
+) {
+    out.push_str(name);
+    if format == Format::OpenMetrics
+        && sample.family.kind == MetricKind::Counter
+        && !name.ends_with("_total")
+    {
+        out.push_str("_total");
+    }
+    let own: &[Label] = match style {
+        MetricStyle::Flat => &[],
+        MetricStyle::Labeled => &sample.labels,
+    };
+    let mut first = true;
+    let mut label = |out: &mut String, key: &str, value: &str| {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(key);
+        out.push_str("=\"");
+        escape_label_value(out, value);
+        out.push('"');
+    };
+    for (key, value) in own.iter().chain(&sample.const_labels) {
+        label(out, key, value);
+    }
+    if sample.device {
+        label(out, "device_type", &device.device_type);
+        label(out, "hostname", &device.hostname);
+    }
+    if !first {
+        out.push('}');
+    }
+    out.push(' ');
+    write_value(out, sample.value);
+    out.push('\n');
+}
+
+fn write_value(out: &mut String, value: f64) {
+    // Samples are finite by construction (SampleSink); integers print without a
+    // fraction, the rest as the shortest text that reads back to the same f64.
+    let _ = write!(out, "{value}");
+}
+
+fn escape_label_value(out: &mut String, value: &str) {
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(out: &mut String, value: &str, format: Format) {
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Family;
+
+    static USAGE: Family = Family {
+        name: "host_cpu_usage_percent",
+        help: "CPU core usage",
+        unit: "percent",
+        kind: MetricKind::Gauge,
+    };
+    static ENERGY: Family = Family {
+        name: "host_energy_joules_total",
+        help: "Energy",
+        unit: "joules",
+        kind: MetricKind::Counter,
+    };
+
+    fn device() -> DeviceLabels {
+        DeviceLabels {
+            device_type: "linux".into(),
+            hostname: "edge-01".into(),
+        }
+    }
+
+    fn samples(style: MetricStyle) -> Vec<Sample> {
+        let mut v = vec![
+            Sample::with_id("host_cpu_core1_usage_percent", &USAGE, 20.0).label("core", "1"),
+            Sample::with_id("host_cpu_core0_usage_percent", &USAGE, 12.5).label("core", "0"),
+            Sample::with_id("host_energy_x_joules_total", &ENERGY, 3.25).label("chip", "x\"y"),
+        ];
+        sort_for(style, &mut v);
+        v
+    }
+
+    #[test]
+    fn flat_text() {
+        let got = render(
+            &samples(MetricStyle::Flat),
+            MetricStyle::Flat,
+            Format::Text004,
+            &device(),
+        );
+        let want = "\
+# HELP host_cpu_core0_usage_percent CPU core usage (core 0)
+# TYPE host_cpu_core0_usage_percent gauge
+host_cpu_core0_usage_percent{device_type=\"linux\",hostname=\"edge-01\"} 12.5
+# HELP host_cpu_core1_usage_percent CPU core usage (core 1)
+# TYPE host_cpu_core1_usage_percent gauge
+host_cpu_core1_usage_percent{device_type=\"linux\",hostname=\"edge-01\"} 20
+# HELP host_energy_x_joules_total Energy (chip x\"y)
+# TYPE host_energy_x_joules_total counter
+host_energy_x_joules_total{device_type=\"linux\",hostname=\"edge-01\"} 3.25
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn labeled_openmetrics() {
+        let got = render(
+            &samples(MetricStyle::Labeled),
+            MetricStyle::Labeled,
+            Format::OpenMetrics,
+            &device(),
+        );
+        let want = "\
+# HELP host_cpu_usage_percent CPU core usage
+# TYPE host_cpu_usage_percent gauge
+# UNIT host_cpu_usage_percent percent
+host_cpu_usage_percent{core=\"0\",device_type=\"linux\",hostname=\"edge-01\"} 12.5
+host_cpu_usage_percent{core=\"1\",device_type=\"linux\",hostname=\"edge-01\"} 20
+# HELP host_energy_joules Energy
+# TYPE host_energy_joules counter
+# UNIT host_energy_joules joules
+host_energy_joules_total{chip=\"x\\\"y\",device_type=\"linux\",hostname=\"edge-01\"} 3.25
+# EOF
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn negotiation() {
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prom)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text004);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text004);
+        assert_eq!(Format::negotiate(None), Format::Text004);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0, text/plain")),
+            Format::Text004
+        );
+    }
+
+    #[test]
+    fn escaping() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, "a\\\\b\\\"c\\nd");
+    }
+}

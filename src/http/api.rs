@@ -1,0 +1,326 @@
+//! The management API on `reload_port` (spec "Management API"):
+//! `GET /health`, `GET /config`, `GET /metrics/list`, `POST /metrics/enable`,
+//! `POST /reload`.
+//!
+//! Field names and value types are the spec's; extra fields are added where they
+//! help. Every error is `{"error": "..."}`. Requests that change something
+//! validate their whole input first and change nothing when any part is wrong; a
+//! success response means `config.yaml` on disk already holds the change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::auth::authorized;
+use super::error::ApiError;
+use crate::collectors::CollectError;
+use crate::config::ConfigError;
+use crate::config::store::StoreError;
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 100 * 1024;
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/config", get(config))
+        .route("/metrics/list", get(metrics_list))
+        .route("/metrics/enable", post(metrics_enable))
+        .route("/reload", post(reload))
+        .fallback(|req: Request| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Not found: {}", req.uri().path()),
+            )
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            let allow = match req.uri().path() {
+                "/metrics/enable" | "/reload" => "POST",
+                _ => "GET, HEAD",
+            };
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "Method {} not allowed on {}",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+            .header(header::ALLOW, allow)
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if authorized(state.store.live().api_token.as_ref(), request.headers()) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: send Authorization: Bearer <api_token>",
+        )
+        .header(
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"edge-metrics-exporter\"",
+        )
+        .into_response()
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let config = state.store.live();
+    let device = state.scheduler.device();
+    let collectors = state.scheduler.collector_states();
+    let mut degraded = false;
+    let list: Vec<Value> = collectors
+        .iter()
+        .map(|(name, s)| {
+            let (status, error) = match (&s.last_error, s.ran) {
+                (_, false) => ("starting", None),
+                (None, true) => ("ok", None),
+                (Some(CollectError::NoData(m)), true) => ("no_data", Some(m.clone())),
+                (Some(CollectError::Failed(m)), true) => ("failing", Some(m.clone())),
+            };
+            degraded |= status == "failing" || status == "no_data";
+            json!({
+                "name": name,
+                "status": status,
+                "error": error,
+                "samples": s.sample_count(),
+                "last_duration_seconds": s.last_duration.map(|d| d.as_secs_f64()),
+                "last_success": s.last_success.map(|t| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()),
+            })
+        })
+        .collect();
+    let enabled = config.metrics.values().filter(|on| **on).count();
+    Json(json!({
+        "status": if degraded { "degraded" } else { "healthy" },
+        "device_type": device.resolved.device_type,
+        "collector": collectors.keys().next().copied().unwrap_or(""),
+        "collectors": list,
+        "metrics_count": config.metrics.len(),
+        "enabled_metrics_count": enabled,
+        "config_source": state.store.source().as_str(),
+        "config_path": state.store.path().display().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "port": state.bound_port,
+        "reload_port": state.bound_reload_port,
+    }))
+}
+
+async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let live = state.store.live();
+    let mut out = match yaml_to_json(&state.store.document()) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    // The file's own keys (unknown ones included), with the effective value of
+    // every key the exporter uses, so defaults show too.
+    out.insert("device_type".into(), json!(live.device_type.as_str()));
+    out.insert("interval".into(), seconds_json(live.interval));
+    out.insert("port".into(), json!(live.port));
+    out.insert("reload_port".into(), json!(live.reload_port));
+    out.insert("metric_style".into(), json!(live.metric_style));
+    out.insert(
+        "new_metrics_enabled".into(),
+        json!(live.new_metrics_enabled),
+    );
+    let mut shelly = match out.remove("shelly") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    shelly.insert("enabled".into(), json!(live.shelly.enabled));
+    shelly.insert("server_url".into(), json!(live.shelly.server_url));
+    out.insert("shelly".into(), Value::Object(shelly));
+    out.insert("metrics".into(), json!(live.metrics));
+    for secret in ["metrics_token", "api_token"] {
+        if let Some(v) = out.get_mut(secret) {
+            *v = json!("***");
+        }
+    }
+    Json(Value::Object(out))
+}
+
+async fn metrics_list(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let live = state.store.live();
+    Json(json!({
+        "metrics": live.metrics,
+        "device_type": state.scheduler.device().resolved.device_type,
+        "source": state.store.source().as_str(),
+    }))
+}
+
+async fn metrics_enable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body = read_body(&headers, body).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(ApiError::bad_request(
+            "Request body must be a JSON object mapping metric names to true or false",
+        ));
+    };
+    let mut changes = BTreeMap::new();
+    for (name, value) in object {
+        let Value::Bool(on) = value else {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value for {name}: expected true or false, got {value}"
+            )));
+        };
+        changes.insert(name, on);
+    }
+    let store = state.store.clone();
+    let request = changes.clone();
+    let result = tokio::task::spawn_blocking(move || store.set_metrics(&request))
+        .await
+        .map_err(|e| ApiError::internal(format!("the config writer failed: {e}")))?;
+    match result {
+        Ok(_) => {}
+        Err(StoreError::UnknownMetric(name)) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid metric name: {name}"
+            )));
+        }
+        Err(e @ (StoreError::Disk { .. } | StoreError::Invalid(_))) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()));
+        }
+        Err(e @ (StoreError::Read { .. } | StoreError::Write { .. })) => {
+            return Err(ApiError::internal(e.to_string()));
+        }
+    }
+    state.scheduler.republish();
+    Ok(Json(json!({
+        "status": "success",
+        "updated": changes.len(),
+        "metrics": changes,
+    })))
+}
+
+async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    match crate::daemon::reload(&state).await {
+        Ok(outcome) => Ok(Json(json!({
+            "status": "success",
+            "source": outcome.source,
+            "metrics_count": outcome.metrics_count,
+            "restarted_collectors": outcome.restarted,
+        }))),
+        Err(e) => Err(config_error(e)),
+    }
+}
+
+/// A rejected config: the spec's message in `error`, where it is in the rest.
+fn config_error(e: ConfigError) -> ApiError {
+    let mut err =
+        ApiError::bad_request(e.message.clone()).detail("file", e.file.display().to_string());
+    if let Some(line) = e.line {
+        err = err.detail("line", line);
+    }
+    if let Some(field) = &e.field {
+        err = err.detail("field", field.clone());
+    }
+    if let Some(hint) = &e.hint {
+        err = err.detail("hint", hint.clone());
+    }
+    err
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_TIMEOUT`].
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body too large (limit {MAX_BODY_BYTES} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let collected =
+        tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Request body not received in time",
+                )
+            })?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "Could not read the request body: {e}"
+        ))),
+    }
+}
+
+fn seconds_json(d: Duration) -> Value {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        json!(d.as_secs())
+    } else {
+        json!(secs)
+    }
+}
+
+/// YAML to JSON; keys that are not strings are written as their YAML text.
+fn yaml_to_json(value: &serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => json!(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                json!(i)
+            } else if let Some(u) = n.as_u64() {
+                json!(u)
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number)
+            }
+        }
+        Y::String(s) => json!(s),
+        Y::Sequence(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s.clone(),
+                        other => serde_yaml::to_string(other)
+                            .map(|s| s.trim().to_owned())
+                            .unwrap_or_default(),
+                    };
+                    (key, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => yaml_to_json(&tagged.value),
+    }
+}

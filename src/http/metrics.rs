@@ -1,0 +1,78 @@
+//! The Prometheus endpoint: `GET /metrics` serves the latest snapshot in the
+//! format the scraper asks for; `GET /` is a small landing page.
+//!
+//! A scrape does no collection work: it reads the published snapshot, whose bodies
+//! are rendered once per collection.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use super::AppState;
+use super::auth::authorized;
+use crate::exposition::Format;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(landing))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "Not found. Metrics are at /metrics\n",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, HEAD")],
+                "Method not allowed\n",
+            )
+        })
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !authorized(state.store.live().metrics_token.as_ref(), &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"edge-metrics-exporter\"",
+            )],
+            "Unauthorized: send Authorization: Bearer <metrics_token>\n",
+        )
+            .into_response();
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let body = state.scheduler.snapshot().body(format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {
+    let device = state.scheduler.device();
+    Html(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>edge-metrics-exporter</title></head>\n\
+         <body>\n<h1>edge-metrics-exporter {version}</h1>\n\
+         <p>Device type <b>{device_type}</b> on <b>{hostname}</b>.</p>\n\
+         <ul>\n<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n\
+         <li>Management API on port {api_port}: /health, /config, /metrics/list</li>\n</ul>\n\
+         </body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        device_type = html_escape(&device.labels.device_type),
+        hostname = html_escape(&device.labels.hostname),
+        api_port = state.bound_reload_port,
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,31 @@
+//! The two HTTP surfaces of `serve`, as routers (serving them is `daemon`'s job):
+//!
+//! * [`metrics::router`]: the Prometheus endpoint on `port` (`/metrics`, `/`);
+//! * [`api::router`]: the management API on `reload_port`.
+//!
+//! Shared here: the state handlers see, bearer-token checks and the one JSON error
+//! type of the API.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Store;
+use crate::scheduler::Scheduler;
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub scheduler: Arc<Scheduler>,
+    /// Reloads run one at a time (API and SIGHUP share it).
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub started: Instant,
+    /// The ports actually bound, which a reload cannot change.
+    pub bound_port: u16,
+    pub bound_reload_port: u16,
+}

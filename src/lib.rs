@@ -1,0 +1,30 @@
+//! edge-metrics-exporter: a Prometheus exporter for power and health of edge
+//! devices.
+//!
+//! # Layout
+//!
+//! * `cli`: the command line; `main.rs` only parses it and calls in here.
+//! * `daemon`: `serve`, wiring everything below together; `run(options, shutdown)`.
+//! * `config`: `config.yaml` read and validated in two stages; `config::store` is
+//!   the one writer of the file, `config::edit` its comment-preserving edits.
+//! * `sources`: readers of the hardware (procfs, sysfs, ...), pure parsing into
+//!   typed values in base units, one module per data source.
+//! * `collectors`: map source readings to samples; `collectors::plan` is the one
+//!   place that decides which collectors run.
+//! * `scheduler`: runs collectors in the background, owns their health and sample
+//!   expiry, publishes the snapshot that scrapes serve.
+//! * `sample`: the data model shared by collectors and outputs.
+//! * `exposition`: writes samples as Prometheus text 0.0.4 or OpenMetrics 1.0.
+//! * `http`: the Prometheus endpoint and the management API (routers only).
+//! * `paths`: the procfs/sysfs roots every hardware read goes through.
+
+pub mod cli;
+pub mod collectors;
+pub mod config;
+pub mod daemon;
+pub mod exposition;
+pub mod http;
+pub mod paths;
+pub mod sample;
+pub mod scheduler;
+pub mod sources;

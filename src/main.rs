@@ -1,0 +1,123 @@
+//! The `edge-metrics-exporter` binary: parses the command line and hands over to
+//! the library. Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use edge_metrics_exporter::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
+use edge_metrics_exporter::config::{Overrides, Store};
+use edge_metrics_exporter::daemon::{self, ServeOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match cli.command {
+        Some(Command::CheckConfig(arg)) => check_config(&arg.config),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let options = ServeOptions {
+        config_path: args.config.config,
+        overrides: Overrides {
+            procfs: args.procfs,
+            sysfs: args.sysfs,
+            ..Overrides::default()
+        }
+        .with_env_tokens(),
+    };
+    // Two workers are plenty for a scrape endpoint and a small API, and keep the
+    // footprint small on 4 GB boards; hardware reads run on the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        daemon::run(options, shutdown).await
+    });
+    // A collector stuck in a hardware read must not hold the process open.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Store::check(path, &Overrides::default().with_env_tokens()) {
+        Ok(config) => {
+            println!("{}: OK", path.display());
+            println!("  device_type: {}", config.device_type.as_str());
+            println!("  interval: {:?}", config.interval);
+            println!(
+                "  port: {}, reload_port: {}",
+                config.port, config.reload_port
+            );
+            println!("  metric_style: {:?}", config.metric_style);
+            let enabled = config.metrics.values().filter(|v| **v).count();
+            println!(
+                "  metrics: {} listed, {} enabled",
+                config.metrics.len(),
+                enabled
+            );
+            if !config.unknown_keys.is_empty() {
+                println!(
+                    "  unknown keys (kept, unused): {}",
+                    config.unknown_keys.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(args: &LogArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,93 @@
+//! The roots every hardware read goes through (`--path.procfs`, `--path.sysfs`).
+//!
+//! Readers never name `/proc` or `/sys` themselves: they receive a [`Paths`] value
+//! and join relative paths onto it, so the whole exporter runs against a fixture
+//! tree in tests. This module also holds the small file helpers that turn sysfs
+//! attributes into numbers, with "absent" (`None`) for anything unreadable.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Filesystem roots for procfs and sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            procfs: PathBuf::from("/proc"),
+            sysfs: PathBuf::from("/sys"),
+        }
+    }
+}
+
+impl Paths {
+    pub fn proc(&self, rel: &str) -> PathBuf {
+        self.procfs.join(rel)
+    }
+
+    pub fn sys(&self, rel: &str) -> PathBuf {
+        self.sysfs.join(rel)
+    }
+}
+
+/// Reads a small text file (a sysfs attribute or a procfs table).
+pub fn read_string(path: &Path) -> io::Result<String> {
+    fs::read_to_string(path)
+}
+
+/// Reads a sysfs attribute and trims it; `None` when it is missing or unreadable
+/// (sysfs answers EIO, ENODATA or EAGAIN for sensors that are off).
+pub fn read_attr(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// Reads a sysfs attribute holding one integer.
+pub fn read_i64(path: &Path) -> Option<i64> {
+    read_attr(path)?.parse().ok()
+}
+
+/// The names of the entries of `dir` that start with `prefix`, sorted so that
+/// `cpu2` comes before `cpu10`. A missing directory is an empty list.
+pub fn list_prefixed(dir: &Path, prefix: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort_by(|a, b| natural_cmp(a, b));
+    names
+}
+
+/// Orders names with a trailing number by that number (`hwmon2` < `hwmon10`).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(s: &str) -> (&str, Option<u64>) {
+        let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (head, tail) = s.split_at(s.len() - digits);
+        (head, tail.parse().ok())
+    }
+    let (ha, na) = split(a);
+    let (hb, nb) = split(b);
+    ha.cmp(hb).then(na.cmp(&nb)).then(a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["cpu10", "cpu2", "cpu1", "cpufreq", "cpu"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["cpu", "cpu1", "cpu2", "cpu10", "cpufreq"]);
+    }
+}

@@ -1,0 +1,213 @@
+//! The unit of data every collector produces and every output consumes.
+//!
+//! A [`Sample`] is one number with a stable id: the flat metric name of the spec
+//! (`host_cpu_core0_usage_percent`), which is also its key under `metrics:` in
+//! `config.yaml` and in the management API. Its [`Family`] says what the number is
+//! (help, unit, gauge or counter) and names the idiomatic family the labeled style
+//! groups it into (`host_cpu_usage_percent{core="0"}`).
+//!
+//! This module owns the data model only; rendering lives in `exposition`, health and
+//! expiry in `scheduler`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Whether a value can go up and down or only up (until a reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        }
+    }
+}
+
+/// What a group of samples measures. Families are `static`: the varying part of a
+/// sample (a core, a sensor, a rail) is a label, never a new family.
+#[derive(Debug, PartialEq)]
+pub struct Family {
+    /// Family name in the labeled style, e.g. `host_cpu_usage_percent`.
+    pub name: &'static str,
+    /// One line of help; the flat style appends the sample's labels to it.
+    pub help: &'static str,
+    /// Unit as OpenMetrics writes it (`celsius`, `percent`, `mb`); empty for none.
+    pub unit: &'static str,
+    pub kind: MetricKind,
+}
+
+/// One label of a sample. Label names are static; values come from the device.
+pub type Label = (&'static str, Arc<str>);
+
+/// One measured value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The stable flat id (the spec's metric name).
+    pub id: Arc<str>,
+    pub family: &'static Family,
+    /// Labels that carry the varying part of the id; used by the labeled style only.
+    pub labels: Vec<Label>,
+    /// Labels shown in both styles (e.g. `plug` on Shelly samples, `collector` on the
+    /// exporter's own health samples).
+    pub const_labels: Vec<Label>,
+    pub value: f64,
+    /// When the value was observed at its source. Stream sources (tegrastats, plugs)
+    /// set the time a line or frame arrived; the scheduler fills in collection time
+    /// for the rest. Expiry is judged on this.
+    pub observed_at: Option<SystemTime>,
+    /// Device samples carry `device_type` and `hostname`; the exporter's own do not.
+    pub device: bool,
+}
+
+impl Sample {
+    /// A device sample with no labels: its id and family name are the same.
+    pub fn new(family: &'static Family, value: f64) -> Self {
+        Self::with_id(family.name, family, value)
+    }
+
+    /// A device sample whose flat id differs from its family name.
+    pub fn with_id(id: impl Into<Arc<str>>, family: &'static Family, value: f64) -> Self {
+        Sample {
+            id: id.into(),
+            family,
+            labels: Vec::new(),
+            const_labels: Vec::new(),
+            value,
+            observed_at: None,
+            device: true,
+        }
+    }
+
+    /// Adds a label used by the labeled style.
+    pub fn label(mut self, name: &'static str, value: impl Into<Arc<str>>) -> Self {
+        self.labels.push((name, value.into()));
+        self
+    }
+
+    /// Adds a label shown in both styles.
+    pub fn const_label(mut self, name: &'static str, value: impl Into<Arc<str>>) -> Self {
+        self.const_labels.push((name, value.into()));
+        self
+    }
+
+    pub fn observed(mut self, at: SystemTime) -> Self {
+        self.observed_at = Some(at);
+        self
+    }
+}
+
+/// Pushes samples whose value is known, and silently skips those that are not.
+///
+/// "A missing value is absent: never 0, never NaN": every reader returns `Option`,
+/// and this is the one place that turns an `Option` into a sample or nothing.
+#[derive(Debug, Default)]
+pub struct SampleSink {
+    pub samples: Vec<Sample>,
+}
+
+impl SampleSink {
+    pub fn push(&mut self, sample: Sample) {
+        if sample.value.is_finite() {
+            self.samples.push(sample);
+        }
+    }
+
+    /// Pushes `make(v)` when `value` is `Some(v)`.
+    pub fn push_some(&mut self, value: Option<f64>, make: impl FnOnce(f64) -> Sample) {
+        if let Some(v) = value {
+            self.push(make(v));
+        }
+    }
+}
+
+/// Turns a device-provided string (a thermal zone type, an hwmon chip name or label)
+/// into the lowercase `[a-z0-9_]` fragment used inside metric ids.
+///
+/// Runs of other characters become one `_`; leading and trailing `_` are dropped.
+/// Returns `None` when nothing usable is left.
+pub fn sanitize(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut pending_sep = false;
+    for ch in raw.trim().chars() {
+        if ch.is_ascii_alphanumeric() {
+            if pending_sep && !out.is_empty() {
+                out.push('_');
+            }
+            pending_sep = false;
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            pending_sep = true;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Metric ids are plain Prometheus names: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+impl fmt::Display for Sample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.id, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_table() {
+        let cases = [
+            ("CPU-therm", Some("cpu_therm")),
+            ("  x86_pkg_temp ", Some("x86_pkg_temp")),
+            ("Package id 0", Some("package_id_0")),
+            ("--", None),
+            ("", None),
+            ("GPU@temp", Some("gpu_temp")),
+            ("ÄÖ-ina3221", Some("ina3221")),
+            ("a__b", Some("a_b")),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(sanitize(raw).as_deref(), want, "sanitize({raw:?})");
+        }
+    }
+
+    #[test]
+    fn metric_name_validity() {
+        assert!(is_valid_metric_name("host_cpu_core0_usage_percent"));
+        assert!(is_valid_metric_name("_x:y"));
+        assert!(!is_valid_metric_name("0abc"));
+        assert!(!is_valid_metric_name("a-b"));
+        assert!(!is_valid_metric_name(""));
+    }
+
+    #[test]
+    fn sink_drops_non_finite_and_missing() {
+        static F: Family = Family {
+            name: "x",
+            help: "x",
+            unit: "",
+            kind: MetricKind::Gauge,
+        };
+        let mut sink = SampleSink::default();
+        sink.push(Sample::new(&F, f64::NAN));
+        sink.push(Sample::new(&F, f64::INFINITY));
+        sink.push_some(None, |v| Sample::new(&F, v));
+        sink.push_some(Some(1.5), |v| Sample::new(&F, v));
+        assert_eq!(sink.samples.len(), 1);
+        assert_eq!(sink.samples[0].value, 1.5);
+    }
+}

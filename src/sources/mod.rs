@@ -1,0 +1,11 @@
+//! Readers of the hardware, one module per data source, named after the source.
+//!
+//! Each turns bytes into typed values in base units and knows nothing of metric
+//! names; collectors (`crate::collectors`) map these values to samples. Every
+//! filesystem read goes through a [`crate::paths::Paths`] root.
+
+pub mod cpu;
+pub mod hwmon;
+pub mod meminfo;
+pub mod power_supply;
+pub mod thermal;
