@@ -192,7 +192,13 @@ fn write_sample_line(
         out.push('}');
     }
     out.push(' ');
-    write_value(out, sample.value);
+    write_value(
+        out,
+        match style {
+            MetricStyle::Flat => sample.value,
+            MetricStyle::Labeled => sample.value * sample.family.labeled_scale,
+        },
+    );
     out.push('\n');
 }
 
@@ -229,18 +235,8 @@ mod tests {
     use super::*;
     use crate::sample::Family;
 
-    static USAGE: Family = Family {
-        name: "host_cpu_usage_percent",
-        help: "CPU core usage",
-        unit: "percent",
-        kind: MetricKind::Gauge,
-    };
-    static ENERGY: Family = Family {
-        name: "host_energy_joules_total",
-        help: "Energy",
-        unit: "joules",
-        kind: MetricKind::Counter,
-    };
+    static USAGE: Family = Family::gauge("host_cpu_usage_percent", "CPU core usage", "percent");
+    static ENERGY: Family = Family::counter("host_energy_joules_total", "Energy", "joules");
 
     fn device() -> DeviceLabels {
         DeviceLabels {

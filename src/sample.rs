@@ -37,10 +37,46 @@ pub struct Family {
     pub name: &'static str,
     /// One line of help; the flat style appends the sample's labels to it.
     pub help: &'static str,
-    /// Unit as OpenMetrics writes it (`celsius`, `percent`, `mb`); empty for none.
+    /// Unit of the labeled family as OpenMetrics writes it (`celsius`, `bytes`);
+    /// empty for none.
     pub unit: &'static str,
     pub kind: MetricKind,
+    /// The labeled style shows `value × labeled_scale`, so its families are in
+    /// base units where the flat ids are not (MiB → bytes, MHz → hertz).
+    pub labeled_scale: f64,
 }
+
+impl Family {
+    pub const fn gauge(name: &'static str, help: &'static str, unit: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            unit,
+            kind: MetricKind::Gauge,
+            labeled_scale: 1.0,
+        }
+    }
+
+    pub const fn counter(name: &'static str, help: &'static str, unit: &'static str) -> Family {
+        Family {
+            kind: MetricKind::Counter,
+            ..Family::gauge(name, help, unit)
+        }
+    }
+
+    /// Sets the factor from the flat value to the labeled family's unit.
+    pub const fn scaled(self, labeled_scale: f64) -> Family {
+        Family {
+            labeled_scale,
+            ..self
+        }
+    }
+}
+
+/// MiB (the "MB" of flat ids such as `host_ram_used_mb`) in bytes.
+pub const MIB: f64 = 1024.0 * 1024.0;
+/// MHz in hertz.
+pub const MHZ: f64 = 1e6;
 
 /// One label of a sample. Label names are static; values come from the device.
 pub type Label = (&'static str, Arc<str>);
@@ -196,12 +232,7 @@ mod tests {
 
     #[test]
     fn sink_drops_non_finite_and_missing() {
-        static F: Family = Family {
-            name: "x",
-            help: "x",
-            unit: "",
-            kind: MetricKind::Gauge,
-        };
+        static F: Family = Family::gauge("x", "x", "");
         let mut sink = SampleSink::default();
         sink.push(Sample::new(&F, f64::NAN));
         sink.push(Sample::new(&F, f64::INFINITY));

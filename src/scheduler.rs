@@ -24,41 +24,36 @@ use tokio_util::task::TaskTracker;
 use crate::collectors::{self, CollectError, Collector, CollectorSpec, ResolvedDevice};
 use crate::config::{Config, Store};
 use crate::exposition::{self, DeviceLabels, Format, MetricStyle};
-use crate::sample::{Family, MetricKind, Sample, SampleSink};
+use crate::sample::{Family, Sample, SampleSink};
 
 /// Samples older than this many intervals are dropped.
 pub const EXPIRY_INTERVALS: u32 = 3;
 
-static COLLECTOR_DURATION: Family = Family {
-    name: "edge_exporter_collector_duration_seconds",
-    help: "How long the collector's last collection took",
-    unit: "seconds",
-    kind: MetricKind::Gauge,
-};
-static COLLECTOR_SUCCESS: Family = Family {
-    name: "edge_exporter_collector_success",
-    help: "Whether the collector's last collection succeeded (1) or not (0)",
-    unit: "",
-    kind: MetricKind::Gauge,
-};
-static COLLECTOR_LAST_SUCCESS: Family = Family {
-    name: "edge_exporter_collector_last_success_timestamp_seconds",
-    help: "Unix time of the collector's last successful collection",
-    unit: "seconds",
-    kind: MetricKind::Gauge,
-};
-static COLLECTOR_SAMPLES: Family = Family {
-    name: "edge_exporter_collector_samples",
-    help: "Samples the collector currently holds (enabled or not)",
-    unit: "",
-    kind: MetricKind::Gauge,
-};
-static BUILD_INFO: Family = Family {
-    name: "edge_exporter_build_info",
-    help: "Version of the running exporter",
-    unit: "",
-    kind: MetricKind::Gauge,
-};
+static COLLECTOR_DURATION: Family = Family::gauge(
+    "edge_exporter_collector_duration_seconds",
+    "How long the collector's last collection took",
+    "seconds",
+);
+static COLLECTOR_SUCCESS: Family = Family::gauge(
+    "edge_exporter_collector_success",
+    "Whether the collector's last collection succeeded (1) or not (0)",
+    "",
+);
+static COLLECTOR_LAST_SUCCESS: Family = Family::gauge(
+    "edge_exporter_collector_last_success_timestamp_seconds",
+    "Unix time of the collector's last successful collection",
+    "seconds",
+);
+static COLLECTOR_SAMPLES: Family = Family::gauge(
+    "edge_exporter_collector_samples",
+    "Samples the collector currently holds (enabled or not)",
+    "",
+);
+static BUILD_INFO: Family = Family::gauge(
+    "edge_exporter_build_info",
+    "Version of the running exporter",
+    "",
+);
 
 /// The published state of all collectors: what `/metrics` serves.
 #[derive(Debug)]

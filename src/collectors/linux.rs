@@ -11,159 +11,113 @@ use std::collections::{HashMap, HashSet};
 
 use super::{CollectError, Collector};
 use crate::paths::{self, Paths};
-use crate::sample::{Family, MetricKind, Sample, SampleSink, sanitize};
+use crate::sample::{Family, MHZ, MIB, Sample, SampleSink, sanitize};
 use crate::sources::hwmon::{self, SensorKind};
 use crate::sources::{cpu, meminfo, power_supply, thermal};
 
 pub const NAME: &str = "linux";
 
-/// MB in the flat names is MiB (2^20 bytes), as tegrastats and `free -m` use it.
+/// MB in the flat ids is MiB (2^20 bytes), as tegrastats and `free -m` use it.
 const KIB_PER_MB: f64 = 1024.0;
 
-macro_rules! family {
-    ($ident:ident, $name:literal, $help:literal, $unit:literal) => {
-        family!($ident, $name, $help, $unit, Gauge);
-    };
-    ($ident:ident, $name:literal, $help:literal, $unit:literal, $kind:ident) => {
-        pub static $ident: Family = Family {
-            name: $name,
-            help: $help,
-            unit: $unit,
-            kind: MetricKind::$kind,
-        };
-    };
-}
-
-family!(
-    CPU_USAGE,
+// Labeled families. Flat ids are built where the samples are made; see
+// docs/metrics.md for both.
+static CPU_USAGE: Family = Family::gauge(
     "host_cpu_usage_percent",
     "CPU core usage over the last interval",
-    "percent"
+    "percent",
 );
-family!(
-    CPU_FREQ,
-    "host_cpu_freq_mhz",
+static CPU_FREQ: Family = Family::gauge(
+    "host_cpu_frequency_hertz",
     "CPU core current frequency",
-    "mhz"
-);
-family!(
-    CPU_ONLINE,
-    "host_cpu_online",
-    "CPU core online (1) or offline (0)",
-    ""
-);
-family!(
-    CPU_AVG,
+    "hertz",
+)
+.scaled(MHZ);
+static CPU_ONLINE: Family =
+    Family::gauge("host_cpu_online", "CPU core online (1) or offline (0)", "");
+static CPU_AVG: Family = Family::gauge(
     "host_cpu_avg_usage_percent",
     "Usage of all CPU cores together over the last interval",
-    "percent"
+    "percent",
 );
-family!(
-    CPU_ACTIVE,
-    "host_cpu_active_cores",
-    "Number of online CPU cores",
-    ""
-);
-family!(
-    RAM_USED,
-    "host_ram_used_mb",
-    "RAM in use (total minus available), MiB",
-    "mb"
-);
-family!(RAM_TOTAL, "host_ram_total_mb", "Total RAM, MiB", "mb");
-family!(
-    RAM_AVAILABLE,
-    "host_ram_available_mb",
-    "RAM available for new work without swapping, MiB",
-    "mb"
-);
-family!(
-    RAM_PERCENT,
-    "host_ram_used_percent",
+static CPU_ACTIVE: Family =
+    Family::gauge("host_cpu_active_cores", "Number of online CPU cores", "");
+static RAM_USED: Family = Family::gauge(
+    "host_memory_used_bytes",
+    "RAM in use (total minus available)",
+    "bytes",
+)
+.scaled(MIB);
+static RAM_TOTAL: Family =
+    Family::gauge("host_memory_total_bytes", "Total RAM", "bytes").scaled(MIB);
+static RAM_AVAILABLE: Family = Family::gauge(
+    "host_memory_available_bytes",
+    "RAM available for new work without swapping",
+    "bytes",
+)
+.scaled(MIB);
+static RAM_PERCENT: Family = Family::gauge(
+    "host_memory_used_percent",
     "RAM in use as a share of total",
-    "percent"
+    "percent",
 );
-family!(SWAP_USED, "host_swap_used_mb", "Swap in use, MiB", "mb");
-family!(SWAP_TOTAL, "host_swap_total_mb", "Total swap, MiB", "mb");
-family!(
-    SWAP_CACHED,
-    "host_swap_cached_mb",
-    "Swap also held in RAM (SwapCached), MiB",
-    "mb"
-);
-family!(
-    ZONE_TEMP,
-    "host_temp_celsius",
-    "Thermal zone temperature",
-    "celsius"
-);
-family!(
-    HWMON_TEMP,
+static SWAP_USED: Family =
+    Family::gauge("host_swap_used_bytes", "Swap in use", "bytes").scaled(MIB);
+static SWAP_TOTAL: Family =
+    Family::gauge("host_swap_total_bytes", "Total swap", "bytes").scaled(MIB);
+static SWAP_CACHED: Family = Family::gauge(
+    "host_swap_cached_bytes",
+    "Swap also held in RAM (SwapCached)",
+    "bytes",
+)
+.scaled(MIB);
+static ZONE_TEMP: Family =
+    Family::gauge("host_temp_celsius", "Thermal zone temperature", "celsius");
+static HWMON_TEMP: Family = Family::gauge(
     "host_hwmon_temp_celsius",
     "hwmon temperature sensor",
-    "celsius"
+    "celsius",
 );
-family!(
-    HWMON_VOLTAGE,
-    "host_hwmon_voltage_volts",
-    "hwmon voltage sensor",
-    "volts"
-);
-family!(
-    HWMON_CURRENT,
-    "host_hwmon_current_amps",
-    "hwmon current sensor",
-    "amps"
-);
-family!(
-    HWMON_POWER,
-    "host_hwmon_power_watts",
-    "hwmon power sensor",
-    "watts"
-);
-family!(HWMON_FAN, "host_hwmon_fan_rpm", "hwmon fan speed", "rpm");
-family!(
-    HWMON_ENERGY,
+static HWMON_VOLTAGE: Family =
+    Family::gauge("host_hwmon_voltage_volts", "hwmon voltage sensor", "volts");
+static HWMON_CURRENT: Family =
+    Family::gauge("host_hwmon_current_amps", "hwmon current sensor", "amps");
+static HWMON_POWER: Family = Family::gauge("host_hwmon_power_watts", "hwmon power sensor", "watts");
+static HWMON_FAN: Family = Family::gauge("host_hwmon_fan_rpm", "hwmon fan speed", "rpm");
+static HWMON_ENERGY: Family = Family::counter(
     "host_hwmon_energy_joules_total",
     "hwmon energy counter",
     "joules",
-    Counter
 );
-family!(
-    PSU_ONLINE,
+static PSU_ONLINE: Family = Family::gauge(
     "host_power_supply_online",
     "Power supply connected (1) or not (0)",
-    ""
+    "",
 );
-family!(
-    PSU_VOLTAGE,
+static PSU_VOLTAGE: Family = Family::gauge(
     "host_power_supply_voltage_volts",
     "Power supply voltage",
-    "volts"
+    "volts",
 );
-family!(
-    PSU_CURRENT,
+static PSU_CURRENT: Family = Family::gauge(
     "host_power_supply_current_amps",
     "Power supply current (negative when a battery discharges, on drivers that sign it)",
-    "amps"
+    "amps",
 );
-family!(
-    PSU_POWER,
+static PSU_POWER: Family = Family::gauge(
     "host_power_supply_power_watts",
     "Power supply power",
-    "watts"
+    "watts",
 );
-family!(
-    PSU_CAPACITY,
+static PSU_CAPACITY: Family = Family::gauge(
     "host_power_supply_capacity_percent",
     "Battery charge",
-    "percent"
+    "percent",
 );
-family!(
-    PSU_TEMP,
+static PSU_TEMP: Family = Family::gauge(
     "host_power_supply_temp_celsius",
     "Power supply or battery temperature",
-    "celsius"
+    "celsius",
 );
 
 #[derive(Debug)]
@@ -240,11 +194,21 @@ impl LinuxCollector {
             .map_err(|e| format!("reading {}: {e}", self.paths.proc("meminfo").display()))?;
         let m = meminfo::parse(&text);
         let mb = |kib: Option<u64>| kib.map(|k| k as f64 / KIB_PER_MB);
-        out.push_some(mb(m.mem_used()), || RAM_USED.name.into(), &RAM_USED, &[]);
-        out.push_some(mb(m.mem_total), || RAM_TOTAL.name.into(), &RAM_TOTAL, &[]);
+        out.push_some(
+            mb(m.mem_used()),
+            || "host_ram_used_mb".into(),
+            &RAM_USED,
+            &[],
+        );
+        out.push_some(
+            mb(m.mem_total),
+            || "host_ram_total_mb".into(),
+            &RAM_TOTAL,
+            &[],
+        );
         out.push_some(
             mb(m.mem_available),
-            || RAM_AVAILABLE.name.into(),
+            || "host_ram_available_mb".into(),
             &RAM_AVAILABLE,
             &[],
         );
@@ -252,17 +216,27 @@ impl LinuxCollector {
             .mem_used()
             .zip(m.mem_total.filter(|t| *t > 0))
             .map(|(u, t)| u as f64 * 100.0 / t as f64);
-        out.push_some(percent, || RAM_PERCENT.name.into(), &RAM_PERCENT, &[]);
-        out.push_some(mb(m.swap_used()), || SWAP_USED.name.into(), &SWAP_USED, &[]);
+        out.push_some(
+            percent,
+            || "host_ram_used_percent".into(),
+            &RAM_PERCENT,
+            &[],
+        );
+        out.push_some(
+            mb(m.swap_used()),
+            || "host_swap_used_mb".into(),
+            &SWAP_USED,
+            &[],
+        );
         out.push_some(
             mb(m.swap_total),
-            || SWAP_TOTAL.name.into(),
+            || "host_swap_total_mb".into(),
             &SWAP_TOTAL,
             &[],
         );
         out.push_some(
             mb(m.swap_cached),
-            || SWAP_CACHED.name.into(),
+            || "host_swap_cached_mb".into(),
             &SWAP_CACHED,
             &[],
         );

@@ -236,44 +236,66 @@ impl Store {
 
     /// Applies `edits` to the file on disk and to the live config. Callers hold the
     /// writer lock (the guard parameter proves it).
+    ///
+    /// The lock orders the daemon's own writes; a person editing the file at the
+    /// same moment is caught by comparing the file's identity (inode, size, mtime)
+    /// before the rename: if it changed since it was read, the edit is redone on
+    /// the new text instead of overwriting it.
     fn write_edits(&self, _guard: &MutexGuard<'_, ()>, edits: &[Edit]) -> Result<(), StoreError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            // Deleted under us: start again from the starter file.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => starter_text(),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 0;
+        let edited = loop {
+            attempt += 1;
+            let before = fingerprint(&self.path);
+            let text = match fs::read_to_string(&self.path) {
+                Ok(text) => text,
+                // Deleted under us: start again from the starter file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => starter_text(),
+                Err(source) => {
+                    return Err(StoreError::Read {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            };
+            let edited = edit::apply(&text, edits).map_err(|source| StoreError::Disk {
+                path: self.path.clone(),
+                source,
+            })?;
+            // The file as a whole must still be a config the daemon accepts.
+            Config::parse(
+                &edited.text,
+                &self.overrides,
+                &Source {
+                    file: &self.path,
+                    text: &edited.text,
+                },
+            )
+            .map_err(StoreError::Invalid)?;
+            let unchanged = || fingerprint(&self.path) == before;
+            match write_atomically_if(&self.path, edited.text.as_bytes(), unchanged) {
+                Ok(true) => break edited,
+                Ok(false) if attempt < ATTEMPTS => continue,
+                Ok(false) => {
+                    return Err(StoreError::Write {
+                        path: self.path.clone(),
+                        source: io::Error::other("the file keeps changing under the exporter"),
+                    });
+                }
+                Err(source) => {
+                    return Err(StoreError::Write {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
             }
         };
-        let edited = edit::apply(&text, edits).map_err(|source| StoreError::Disk {
-            path: self.path.clone(),
-            source,
-        })?;
-        // The file as a whole must still be a config the daemon accepts.
-        Config::parse(
-            &edited.text,
-            &self.overrides,
-            &Source {
-                file: &self.path,
-                text: &edited.text,
-            },
-        )
-        .map_err(StoreError::Invalid)?;
         if edited.regenerated {
             tracing::warn!(
                 path = %self.path.display(),
                 "config.yaml could not be edited in place; it was rewritten and its comments are lost"
             );
         }
-        write_atomically(&self.path, edited.text.as_bytes()).map_err(|source| {
-            StoreError::Write {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
         // Only the edited keys change in memory: other edits a user made on disk
         // take effect at the next reload, as they would without this write.
         let mut config = (*self.live()).clone();
@@ -287,6 +309,13 @@ impl Store {
         self.document.store(Arc::new(parse_document(&edited.text)));
         Ok(())
     }
+}
+
+/// What identifies one version of a file: inode, size and modification time.
+fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 fn parse_document(text: &str) -> serde_yaml::Value {
@@ -308,6 +337,16 @@ fn read_error(path: &Path, e: &io::Error) -> ConfigError {
 /// directory. A symlinked config is written through to its target, and the file
 /// keeps its permissions.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomically_if(path, contents, || true).map(|_| ())
+}
+
+/// [`write_atomically`], but the rename happens only if `still_valid()` holds
+/// right before it; returns whether the file was replaced.
+fn write_atomically_if(
+    path: &Path,
+    contents: &[u8],
+    still_valid: impl Fn() -> bool,
+) -> io::Result<bool> {
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -327,9 +366,13 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
         }
     }
     tmp.as_file().sync_all()?;
+    if !still_valid() {
+        // Dropping the temp file removes it.
+        return Ok(false);
+    }
     tmp.persist(&target).map_err(|e| e.error)?;
     File::open(&dir)?.sync_all()?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -53,10 +53,12 @@ impl SensorKind {
         }
     }
 
-    fn scale(self) -> f64 {
+    /// Kernel units per base unit. Dividing by an exact integer gives the double
+    /// nearest the true value (5080 mV reads back as exactly "5.08").
+    fn divisor(self) -> f64 {
         match self {
-            SensorKind::Temp | SensorKind::Voltage | SensorKind::Current => 1e-3,
-            SensorKind::Power | SensorKind::Energy => 1e-6,
+            SensorKind::Temp | SensorKind::Voltage | SensorKind::Current => 1e3,
+            SensorKind::Power | SensorKind::Energy => 1e6,
             SensorKind::Fan => 1.0,
         }
     }
@@ -161,7 +163,7 @@ fn read_sensors(dirs: &[std::path::PathBuf]) -> Vec<Sensor> {
 }
 
 fn read_scaled(path: &Path, kind: SensorKind) -> Option<f64> {
-    let raw = paths::read_i64(path)? as f64 * kind.scale();
+    let raw = paths::read_i64(path)? as f64 / kind.divisor();
     match kind {
         SensorKind::Temp => crate::sources::thermal::celsius_or_absent(raw),
         _ => Some(raw),

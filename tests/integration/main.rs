@@ -1,1 +1,10 @@
-//! Black-box tests of the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! Black-box tests of the real binary: one test binary (so it links once), one
+//! module per surface. `support` starts exporters on free ports with fixture trees
+//! and stops every process it starts.
+
+mod api;
+mod lifecycle;
+mod metrics_endpoint;
+mod support;

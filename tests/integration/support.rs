@@ -1,0 +1,441 @@
+//! Test harness: starts the real binary on free loopback ports with a temporary
+//! config and fixture trees, talks HTTP to it, and stops every process it starts.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edge-metrics-exporter");
+
+/// The repository's fixture directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Whether the suite runs in CI, where a missing peer is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds a peer program (promtool, prometheus). Under CI a missing one fails the
+/// test; on a developer machine the test is skipped with a note.
+pub fn peer(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "{program} is required under CI=true (apt-get install prometheus)"
+        );
+        eprintln!("SKIPPED: {program} not installed");
+    }
+    found
+}
+
+/// Copies a fixture tree (symlinks kept) into a temporary directory, so a test may
+/// change it while the exporter reads it.
+pub fn copy_fixture(name: &str, into: &Path) -> PathBuf {
+    let dest = into.join(name.replace('/', "_"));
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixtures().join(name))
+        .arg(&dest)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dest
+}
+
+/// A running exporter. Dropping it kills the process.
+pub struct Exporter {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub metrics_url: String,
+    pub api_url: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Options<'a> {
+    pub config: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<(&'a str, String)>,
+    /// Write `config` to the config file (false: leave the file missing).
+    pub write_config: bool,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(config: &'a str) -> Self {
+        Options {
+            config,
+            args: Vec::new(),
+            env: Vec::new(),
+            write_config: true,
+        }
+    }
+}
+
+/// A config for a fixture machine: ports chosen by the kernel, fast interval.
+pub fn fixture_config(root: &Path, extra: &str) -> String {
+    format!(
+        "# test config\ndevice_type: linux\ninterval: 0.2\nport: 0\nreload_port: 0\nhostname: fixture-host\n\
+         new_metrics_enabled: true\npath:\n  procfs: {}\n  sysfs: {}\n{extra}",
+        root.join("proc").display(),
+        root.join("sys").display()
+    )
+}
+
+impl Exporter {
+    pub fn start(config: &str) -> Exporter {
+        Self::start_with(Options::new(config))
+    }
+
+    pub fn start_with(options: Options<'_>) -> Exporter {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.yaml");
+        if options.write_config {
+            std::fs::write(&config_path, options.config).expect("write config");
+        }
+        let (child, log) = spawn(&config_path, dir.path(), &options);
+        let mut exporter = Exporter {
+            child,
+            dir,
+            config_path,
+            metrics_url: String::new(),
+            api_url: String::new(),
+            log,
+        };
+        let metrics = exporter.wait_log("metrics endpoint listening on ");
+        let api = exporter.wait_log("management API listening on ");
+        exporter.metrics_url = format!("http://{}", loopback(&metrics));
+        exporter.api_url = format!("http://{}", loopback(&api));
+        exporter
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a log line containing `needle`; returns the text after it.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                let rest = &line[line.find(needle).unwrap() + needle.len()..];
+                return rest.split_whitespace().next().unwrap_or("").to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "exporter exited ({status}) before logging {needle:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {needle:?}:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = get(&format!("{}/metrics", self.metrics_url), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
+    /// Polls `/metrics` until `pred` holds; returns that body.
+    pub fn metrics_until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = self.metrics();
+            if pred(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last body:\n{body}\nlog:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn api_get(&self, path: &str) -> Response {
+        get(&format!("{}{path}", self.api_url), &[])
+    }
+
+    pub fn api_post(&self, path: &str, body: &str) -> Response {
+        post(&format!("{}{path}", self.api_url), body, &[])
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).expect("read config")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = wait_timeout(&mut self.child, Duration::from_secs(15))
+            .expect("exporter did not stop after SIGTERM");
+        (status, started.elapsed())
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn loopback(addr: &str) -> String {
+    // The metrics endpoint listens on 0.0.0.0 by default; talk to it on loopback.
+    addr.replace("0.0.0.0", "127.0.0.1")
+}
+
+fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(config)
+        .args(&options.args)
+        .current_dir(cwd)
+        .env_remove("EDGE_EXPORTER_METRICS_TOKEN")
+        .env_remove("EDGE_EXPORTER_API_TOKEN")
+        .env_remove("LOCAL_CONFIG_PATH")
+        .env("EDGE_EXPORTER_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in &options.env {
+        command.env(k, v);
+    }
+    die_with_parent(&mut command);
+    let mut child = command.spawn().expect("spawn exporter");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, log)
+}
+
+/// Makes the kernel kill `command`'s process if the thread that spawned it dies,
+/// so no process outlives a crashed test run.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion (for `check-config` and start-up failures).
+pub fn run_binary(args: &[&str], cwd: &Path) -> (ExitStatus, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).current_dir(cwd).stdin(Stdio::null());
+    die_with_parent(&mut command);
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+fn convert(mut r: ureq::http::Response<ureq::Body>) -> Response {
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    Response {
+        status: r.status().as_u16(),
+        content_type,
+        headers,
+        body: r.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    convert(req.call().unwrap_or_else(|e| panic!("GET {url}: {e}")))
+}
+
+pub fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    convert(
+        req.send(body.as_bytes())
+            .unwrap_or_else(|e| panic!("POST {url}: {e}")),
+    )
+}
+
+pub fn request(method: &str, url: &str) -> Response {
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(())
+        .expect("request");
+    convert(
+        agent()
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}")),
+    )
+}
+
+/// The value of the sample line that starts with `series` (name plus labels).
+pub fn sample_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().expect("number"))
+}
+
+/// The device labels every device sample carries in the fixture config.
+pub const DEVICE: &str = "device_type=\"linux\",hostname=\"fixture-host\"";
+
+/// `name{device labels}` for a flat sample.
+pub fn flat(name: &str) -> String {
+    format!("{name}{{{DEVICE}}}")
+}
+
+/// Keeps a fixture `/proc/stat` moving: every 20 ms each counter grows by a fixed
+/// step, so the usage between any two readings is exactly step busy / step total.
+/// Per step: cpu0 3 busy 7 idle (30 %), cpu1 6/4 (60 %), cpu2 1/9 (10 %).
+pub struct StatTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl StatTicker {
+    pub fn start(proc_dir: &Path) -> StatTicker {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let dir = proc_dir.to_owned();
+        let handle = thread::spawn(move || {
+            let mut k: u64 = 1;
+            while !flag.load(Ordering::Relaxed) {
+                let core = |busy: u64, idle: u64| {
+                    format!("{} 0 0 {} 0 0 0 0 0 0", busy * k * 10, idle * k * 10)
+                };
+                let text = format!(
+                    "cpu  {}\ncpu0 {}\ncpu1 {}\ncpu2 {}\nintr 1\n",
+                    core(10, 20),
+                    core(3, 7),
+                    core(6, 4),
+                    core(1, 9)
+                );
+                let tmp = dir.join(".stat.tmp");
+                std::fs::write(&tmp, text).expect("write stat");
+                std::fs::rename(&tmp, dir.join("stat")).expect("rename stat");
+                k += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        StatTicker {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for StatTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
