@@ -7,4 +7,5 @@
 mod api;
 mod lifecycle;
 mod metrics_endpoint;
+mod prometheus;
 mod support;
