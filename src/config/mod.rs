@@ -292,6 +292,9 @@ impl Config {
             // An explicit entry under `metrics:` wins over the legacy list.
             metrics.entry(name).or_insert(true);
         }
+        // The spec's default for `shelly.enabled` is true; it applies when the
+        // `shelly:` section is there. Without one, no plug is configured at all.
+        let shelly_section = raw.shelly.is_some();
         let shelly = raw.shelly.unwrap_or_default();
         let server_url = shelly
             .server_url
@@ -355,7 +358,7 @@ impl Config {
             new_metrics_enabled: raw.new_metrics_enabled.unwrap_or(false),
             metric_style: raw.metric_style.unwrap_or_default(),
             shelly: ShellyConfig {
-                enabled: shelly.enabled.unwrap_or(false),
+                enabled: shelly.enabled.unwrap_or(shelly_section),
                 server_url,
             },
             paths,
@@ -594,6 +597,18 @@ mod tests {
         let e = parse("metrics:\n  bad-name: true\n").expect_err("name");
         assert_eq!(e.message, "Invalid metric name: bad-name");
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn shelly_defaults() {
+        assert!(!parse("").expect("valid").shelly.enabled);
+        let c = parse("shelly:\n  server_url: http://hub:8766\n").expect("valid");
+        assert!(
+            c.shelly.enabled,
+            "the spec's default inside a shelly section"
+        );
+        assert_eq!(c.shelly.server_url, "http://hub:8766");
+        assert!(parse("shelly:\n  server_url: ftp://x\n").is_err());
     }
 
     #[test]

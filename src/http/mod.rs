@@ -1,15 +1,16 @@
-//! The two HTTP surfaces of `serve`, as routers (serving them is `daemon`'s job):
+//! The two HTTP surfaces of `serve`, as routers, and the loop that serves them:
 //!
 //! * [`metrics::router`]: the Prometheus endpoint on `port` (`/metrics`, `/`);
 //! * [`api::router`]: the management API on `reload_port`.
 //!
-//! Shared here: the state handlers see, bearer-token checks and the one JSON error
-//! type of the API.
+//! Shared here: the state handlers see, bearer-token checks, the one JSON error
+//! type of the API, and [`serve::serve`] with its timeouts.
 
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Instant;

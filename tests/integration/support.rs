@@ -358,6 +358,11 @@ pub fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> Response {
     )
 }
 
+/// A POST that returns `None` instead of panicking when the server is gone.
+pub fn try_post(url: &str, body: &str) -> Option<Response> {
+    agent().post(url).send(body.as_bytes()).ok().map(convert)
+}
+
 pub fn request(method: &str, url: &str) -> Response {
     let req = ureq::http::Request::builder()
         .method(method)

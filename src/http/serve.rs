@@ -1,0 +1,209 @@
+//! Serves a router on a listener with the timeout `axum::serve` does not set.
+//!
+//! Every connection is closed after [`IDLE_TIMEOUT`] without a byte read or
+//! written: a client that connects and sends nothing, trickles its headers, stops
+//! reading a response, or keeps an unused connection open cannot hold a file
+//! descriptor of a small board for long. (Prometheus simply reconnects.) On
+//! shutdown, connections finish their request in flight and close; the caller bounds
+//! how long that may take.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+/// Longest time a connection may go without any byte read or written.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `shutdown`, then lets open connections finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    serve_with_idle_timeout(listener, router, shutdown, IDLE_TIMEOUT).await;
+}
+
+pub async fn serve_with_idle_timeout(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    idle: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(IdleTimeout::new(stream, idle));
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(builder.serve_connection(io, service));
+        tokio::spawn(async move {
+            // Errors here are per connection (a client that hung up or idled out).
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// An I/O stream that fails with `TimedOut` once it has been waiting on its peer
+/// for `timeout` since the last byte moved in either direction.
+#[derive(Debug)]
+pub struct IdleTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn progressed(&mut self) {
+        let next = Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Called when the inner stream is pending: an error once the deadline passed.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check(cx),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check(cx).map(|r| r.map(|()| 0)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn server(idle: Duration) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_with_idle_timeout(
+            listener,
+            router,
+            shutdown.clone(),
+            idle,
+        ));
+        (addr, shutdown)
+    }
+
+    /// Reads until the server closes; the time that took.
+    async fn time_to_close(stream: &mut tokio::net::TcpStream) -> Duration {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn silent_partial_and_idle_connections_are_closed() {
+        let idle = Duration::from_millis(300);
+        let (addr, shutdown) = server(idle).await;
+
+        let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(time_to_close(&mut silent).await < Duration::from_secs(2));
+
+        let mut partial = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        partial
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        assert!(time_to_close(&mut partial).await < Duration::from_secs(2));
+
+        let mut kept = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let n = kept.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+        assert!(time_to_close(&mut kept).await < Duration::from_secs(2));
+        shutdown.cancel();
+    }
+}
