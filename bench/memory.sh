@@ -4,28 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
-cargo build --release -q
-work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-bench/make-fixture.sh "$work/root"
-cat > "$work/config.yaml" <<YAML
-interval: 1
-port: 19202
-reload_port: 19201
-new_metrics_enabled: true
-hostname: bench
-path:
-  procfs: $work/root/proc
-  sysfs: $work/root/sys
-YAML
-./target/release/edge-metrics-exporter --config "$work/config.yaml" 2>"$work/log" &
-pid=$!
-sleep 2
-echo "samples per scrape: $(curl -s http://127.0.0.1:19202/metrics | grep -vc '^#')"
+source bench/lib.sh
+start_exporter 19202 19201
+echo "samples per scrape: $(curl -s "$url" | grep -vc '^#')"
 start=$(date +%s)
 next_report=$start
 while (( $(date +%s) - start < secs )); do
-  curl -s -o /dev/null http://127.0.0.1:19202/metrics
+  curl -s -o /dev/null "$url"
   now=$(date +%s)
   if (( now >= next_report )); then
     printf 't=%4ss  %s  %s\n' $((now - start)) "$(grep VmRSS /proc/$pid/status | tr -s ' ')" "$(grep VmHWM /proc/$pid/status | tr -s ' ')"

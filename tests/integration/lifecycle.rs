@@ -53,6 +53,28 @@ fn first_start_writes_a_starter_file_and_shows_data() {
 }
 
 #[test]
+fn help_and_version_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (status, stdout, _) = run_binary(&["--version"], dir.path());
+    assert!(status.success());
+    assert_eq!(
+        stdout.trim(),
+        format!("edge-metrics-exporter {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check-config", "--help"],
+    ] {
+        let (status, stdout, _) = run_binary(args, dir.path());
+        assert!(status.success(), "{args:?}");
+        assert!(stdout.contains("Usage:"), "{args:?}: {stdout}");
+    }
+    let (status, _, stderr) = run_binary(&["no-such-command"], dir.path());
+    assert_eq!(status.code(), Some(2), "{stderr}");
+}
+
+#[test]
 fn invalid_config_at_start_exits_2_naming_file_line_and_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
@@ -135,26 +157,24 @@ fn reload_applies_metrics_and_rejects_bad_files() {
     let m = machine();
     let config = fixture_config(&m.root, "metrics:\n  host_ram_total_mb: true\n");
     let mut exporter = Exporter::start(&config);
-    // Edit the file only after discovery has written it (both collections), as a
-    // person would edit a settled file.
-    exporter.metrics_until("discovery", |_| {
-        exporter
-            .config_text()
-            .contains("host_cpu_core2_usage_percent: true")
-    });
+    exporter.wait_settled();
 
     // A valid change: disable one metric, change the port (ignored with a warning).
-    let edited = exporter
-        .config_text()
-        .replace("host_ram_total_mb: true", "host_ram_total_mb: false")
-        .replace("port: 0\n", "port: 1\n");
-    std::fs::write(&exporter.config_path, &edited).expect("write");
+    exporter.edit_config(&[
+        ("host_ram_total_mb: true", "host_ram_total_mb: false"),
+        ("\nport: 0\n", "\nport: 1\n"),
+    ]);
     let r = exporter.api_post("/reload", "");
     assert_eq!(r.status, 200, "{}", r.body);
     let j = r.json();
     assert_eq!(j["status"], "success");
     assert_eq!(j["source"], "local");
     assert!(j["metrics_count"].as_u64().expect("count") > 1);
+    assert_eq!(
+        j["restarted_collectors"],
+        serde_json::json!([]),
+        "only metrics changed: nothing rebuilt"
+    );
     exporter.metrics_until("ram disabled", |b| !b.contains("host_ram_total_mb{"));
     exporter.wait_log("Port change detected");
     assert!(exporter.log_text().contains("cannot be applied."));
@@ -201,6 +221,30 @@ fn reload_applies_metrics_and_rejects_bad_files() {
     }
     let body = exporter.metrics();
     assert!(body.contains("host_swap_total_mb{"), "still collecting");
+
+    // A changed sysfs root rebuilds the linux collector, which reads the new tree.
+    let other_dir = m._tmp.path().join("other");
+    std::fs::create_dir(&other_dir).expect("mkdir");
+    let other = copy_fixture("linux/x86-laptop", &other_dir);
+    std::fs::write(
+        other.join("sys/class/thermal/thermal_zone2/temp"),
+        "61000\n",
+    )
+    .expect("write");
+    let config = fixture_config(&m.root, "").replace(
+        &format!("sysfs: {}", m.root.join("sys").display()),
+        &format!("sysfs: {}", other.join("sys").display()),
+    );
+    std::fs::write(&exporter.config_path, config).expect("write");
+    let r = exporter.api_post("/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["restarted_collectors"],
+        serde_json::json!(["linux"])
+    );
+    exporter.metrics_until("values from the new tree", |b| {
+        sample_value(b, &flat("host_temp_x86_pkg_temp_celsius")) == Some(61.0)
+    });
 }
 
 #[test]
@@ -210,16 +254,11 @@ fn sighup_reloads_like_the_api() {
         &m.root,
         "metrics:\n  host_swap_used_mb: true\n",
     ));
-    exporter.metrics_until("discovery", |_| {
-        exporter
-            .config_text()
-            .contains("host_cpu_core2_usage_percent: true")
-    });
-    let edited = exporter
-        .config_text()
-        .replace("host_swap_used_mb: true", "host_swap_used_mb: false")
-        .replace("hostname: fixture-host", "hostname: renamed-host");
-    std::fs::write(&exporter.config_path, edited).expect("write");
+    exporter.wait_settled();
+    exporter.edit_config(&[
+        ("host_swap_used_mb: true", "host_swap_used_mb: false"),
+        ("hostname: fixture-host", "hostname: renamed-host"),
+    ]);
     exporter.signal(libc::SIGHUP);
     exporter.wait_log("configuration reloaded");
     let body = exporter.metrics_until("reloaded", |b| !b.contains("host_swap_used_mb{"));

@@ -278,6 +278,70 @@ fn promtool_accepts_both_styles() {
     }
 }
 
+/// The OpenMetrics output, both styles, read by a strict parser: the one in
+/// Debian's python3-prometheus-client (it rejects blank lines, a missing `# EOF`,
+/// a bad `_total`, ...).
+#[test]
+fn strict_openmetrics_parser_accepts_both_styles() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    let has_client = python.is_file()
+        && Command::new(python)
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !has_client {
+        assert!(
+            !in_ci(),
+            "python3-prometheus-client is required under CI=true"
+        );
+        eprintln!("SKIPPED: python3-prometheus-client not installed");
+        return;
+    }
+    let script = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+print(sum(len(f.samples) for f in families))\n";
+    for style in ["flat", "labeled"] {
+        let m = machine();
+        let exporter = Exporter::start(&fixture_config(
+            &m.root,
+            &format!("metric_style: {style}\n"),
+        ));
+        wait_complete(&exporter);
+        let r = get(
+            &format!("{}/metrics", exporter.metrics_url),
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        );
+        let mut child = Command::new(python)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(r.body.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("output");
+        assert!(
+            out.status.success(),
+            "{style}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            r.body
+        );
+        let parsed: usize = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("count");
+        let lines = r.body.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(parsed, lines, "{style}: every sample line parsed");
+    }
+}
+
 #[test]
 fn landing_page_and_unknown_paths() {
     let m = machine();

@@ -186,6 +186,26 @@ impl Exporter {
         std::fs::read_to_string(&self.config_path).expect("read config")
     }
 
+    /// Waits until auto-discovery has written the ids of both first collections
+    /// (CPU usage appears with the second), so a test edits a settled file the way
+    /// a person would.
+    pub fn wait_settled(&self) {
+        self.metrics_until("discovery to settle", |_| {
+            self.config_text()
+                .contains("host_cpu_core2_usage_percent: ")
+        });
+    }
+
+    /// Rewrites the config file with each `(from, to)` replaced.
+    pub fn edit_config(&self, replacements: &[(&str, &str)]) {
+        let mut text = self.config_text();
+        for (from, to) in replacements {
+            assert!(text.contains(from), "{from:?} not in the config:\n{text}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         #[allow(unsafe_code)]
