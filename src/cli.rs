@@ -33,6 +33,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check a config file and print what it configures; exit 2 when invalid.
     CheckConfig(ConfigArg),
+    /// Turn tegrastats lines into JSON: one object per input line, mapping every
+    /// metric id found in the line to its number.
+    Parse(ParseArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ParseArgs {
+    /// A file of tegrastats lines (a `tegrastats --logfile` log); standard input
+    /// when omitted or `-`.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

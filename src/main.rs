@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use edge_metrics_exporter::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
+use edge_metrics_exporter::cli::{Cli, Command, LogArgs, LogFormat, ParseArgs, ServeArgs};
 use edge_metrics_exporter::config::{Overrides, Store};
 use edge_metrics_exporter::daemon::{self, ServeOptions};
 
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     match cli.command {
         Some(Command::CheckConfig(arg)) => check_config(&arg.config),
+        Some(Command::Parse(args)) => parse(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -108,6 +109,58 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `parse [FILE]`: one JSON object per input line, in order. A line with nothing
+/// recognisable gives `{}` and a warning on stderr; only an input that cannot be
+/// opened or read fails (exit 1).
+fn parse(args: &ParseArgs) -> ExitCode {
+    use edge_metrics_exporter::collectors::tegrastats::{line_to_json, map_line};
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let input: Box<dyn Read> = match args.file.as_deref() {
+        None => Box::new(std::io::stdin().lock()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("error: cannot open {}: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut reader = BufReader::new(input);
+    let mut raw = Vec::new();
+    let (mut mapped, mut json) = (Vec::new(), String::new());
+    for number in 1.. {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: reading input: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        // Garbage bytes are not fatal: they become U+FFFD and are skipped as
+        // unknown tokens.
+        let line = String::from_utf8_lossy(&raw);
+        mapped.clear();
+        json.clear();
+        map_line(line.trim_end_matches(['\n', '\r']), &mut mapped);
+        if mapped.is_empty() {
+            eprintln!("warning: line {number}: no tegrastats fields recognised");
+        }
+        line_to_json(&mapped, &mut json);
+        if writeln!(out, "{json}").is_err() {
+            // Broken pipe (`| head`): stop quietly.
+            return ExitCode::SUCCESS;
+        }
+    }
+    let _ = out.flush();
+    ExitCode::SUCCESS
 }
 
 fn init_logging(args: &LogArgs) {

@@ -11,6 +11,7 @@
 //! reload rebuilds only the ones whose spec changed.
 
 pub mod linux;
+pub mod tegrastats;
 
 use crate::config::{Config, DeviceType};
 use crate::paths::Paths;

@@ -8,4 +8,5 @@ pub mod cpu;
 pub mod hwmon;
 pub mod meminfo;
 pub mod power_supply;
+pub mod tegrastats;
 pub mod thermal;

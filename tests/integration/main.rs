@@ -9,3 +9,4 @@ mod lifecycle;
 mod metrics_endpoint;
 mod prometheus;
 mod support;
+mod tegrastats_parse;
