@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// sysfs mount point (overrides `path.sysfs` in the config).
     #[arg(long = "path.sysfs", value_name = "DIR")]
     pub sysfs: Option<PathBuf>,
+
+    /// Root filesystem, for `/etc/nv_tegra_release` (overrides `path.rootfs`).
+    #[arg(long = "path.rootfs", value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+
+    /// Replay a shipped tegrastats recording as a Jetson, beside the linux
+    /// collector: shows Jetson metrics on any machine. BOARD is one of the
+    /// recordings in `recordings/` (default agx-orin-jp6).
+    #[arg(long, value_name = "BOARD", num_args = 0..=1, default_missing_value = "agx-orin-jp6")]
+    pub demo: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -112,7 +112,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     );
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
     tracing::info!(
-        device_type = state.scheduler.device().resolved.device_type,
+        device_type = state.scheduler.device().resolved.device_type.as_str(),
         config = %store.path().display(),
         "exporter running"
     );

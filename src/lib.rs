@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod exposition;
 pub mod http;
 pub mod paths;
+pub mod recordings;
 pub mod sample;
 pub mod scheduler;
 pub mod sources;

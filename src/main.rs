@@ -23,11 +23,27 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let demo = match args.demo.as_deref() {
+        None => None,
+        Some(name) => match edge_metrics_exporter::recordings::demo(name) {
+            Some(demo) => Some(demo),
+            None => {
+                let known: Vec<&str> = edge_metrics_exporter::recordings::names().collect();
+                eprintln!(
+                    "error: no recording named {name:?} (known: {})",
+                    known.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = ServeOptions {
         config_path: args.config.config,
         overrides: Overrides {
             procfs: args.procfs,
             sysfs: args.sysfs,
+            rootfs: args.rootfs,
+            demo,
             ..Overrides::default()
         }
         .with_env_tokens(),

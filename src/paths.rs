@@ -1,4 +1,5 @@
-//! The roots every hardware read goes through (`--path.procfs`, `--path.sysfs`).
+//! The roots every hardware read goes through (`--path.procfs`, `--path.sysfs`,
+//! `--path.rootfs`).
 //!
 //! Readers never name `/proc` or `/sys` themselves: they receive a [`Paths`] value
 //! and join relative paths onto it, so the whole exporter runs against a fixture
@@ -9,11 +10,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Filesystem roots for procfs and sysfs.
+/// Filesystem roots for procfs, sysfs and the root filesystem (for `/etc`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
+    pub rootfs: PathBuf,
 }
 
 impl Default for Paths {
@@ -21,6 +23,7 @@ impl Default for Paths {
         Paths {
             procfs: PathBuf::from("/proc"),
             sysfs: PathBuf::from("/sys"),
+            rootfs: PathBuf::from("/"),
         }
     }
 }
@@ -32,6 +35,11 @@ impl Paths {
 
     pub fn sys(&self, rel: &str) -> PathBuf {
         self.sysfs.join(rel)
+    }
+
+    /// A path under the root filesystem, e.g. `etc/nv_tegra_release`.
+    pub fn root(&self, rel: &str) -> PathBuf {
+        self.rootfs.join(rel)
     }
 }
 

@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::collectors::{self, CollectError, Collector, CollectorSpec, ResolvedDevice};
+use crate::collectors::{
+    self, BuildContext, CollectError, Collector, CollectorSpec, ResolvedDevice,
+};
 use crate::config::{Config, Store};
 use crate::exposition::{self, DeviceLabels, Format, MetricStyle};
 use crate::sample::{Family, Sample, SampleSink};
@@ -128,7 +130,7 @@ impl DeviceInfo {
         let resolved = collectors::resolve_device(config);
         DeviceInfo {
             labels: DeviceLabels {
-                device_type: resolved.device_type.to_owned(),
+                device_type: resolved.device_type.as_str().to_owned(),
                 hostname: config.hostname.clone().unwrap_or_else(system_hostname),
             },
             resolved,
@@ -243,6 +245,7 @@ impl Scheduler {
                 self.shared.clone(),
                 spec.clone(),
                 cancel.clone(),
+                self.tracker.clone(),
             ));
             running.insert(name, Running { spec, cancel });
             started.push(name);
@@ -354,6 +357,12 @@ impl Shared {
                     now.duration_since(observed).unwrap_or_default() <= max_age
                 });
                 for s in &state.samples {
+                    // The exporter's own samples are always shown and never listed
+                    // under `metrics:`; device samples follow the list.
+                    if !s.device {
+                        out.push(s.clone());
+                        continue;
+                    }
                     if !config.metrics.contains_key(&*s.id) {
                         unseen.push(s.id.clone());
                     }
@@ -409,7 +418,12 @@ fn push_health(out: &mut Vec<Sample>, name: &'static str, state: &CollectorState
 }
 
 /// One collector's loop: build, then collect every interval until cancelled.
-async fn collector_task(shared: Arc<Shared>, spec: CollectorSpec, cancel: CancellationToken) {
+async fn collector_task(
+    shared: Arc<Shared>,
+    spec: CollectorSpec,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let name = spec.name();
     let mut collector: Option<Box<dyn Collector>> = None;
     loop {
@@ -421,7 +435,11 @@ async fn collector_task(shared: Arc<Shared>, spec: CollectorSpec, cancel: Cancel
             Some(c) => c,
             None => {
                 let spec = spec.clone();
-                match tokio::task::spawn_blocking(move || spec.build()).await {
+                let ctx = BuildContext {
+                    tracker: tracker.clone(),
+                    cancel: cancel.clone(),
+                };
+                match tokio::task::spawn_blocking(move || spec.build(&ctx)).await {
                     Ok(c) => c,
                     Err(e) => {
                         shared.record_failure(

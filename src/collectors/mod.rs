@@ -13,9 +13,16 @@
 pub mod linux;
 pub mod tegrastats;
 
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::config::{Config, DeviceType};
 use crate::paths::Paths;
 use crate::sample::SampleSink;
+use crate::sources::board;
+use crate::sources::tegrastats::stream::Source;
 
 /// One data source mapped to samples.
 pub trait Collector: Send + 'static {
@@ -42,18 +49,32 @@ pub enum CollectError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CollectorSpec {
     Linux { paths: Paths },
+    Tegrastats { source: Source, interval: Duration },
+}
+
+/// What a collector may use while it is built: a place to run background tasks
+/// that the daemon waits for at shutdown, and the token that stops them.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub tracker: TaskTracker,
+    /// Cancelled when this collector is stopped (reload) or the daemon shuts down.
+    pub cancel: CancellationToken,
 }
 
 impl CollectorSpec {
     pub fn name(&self) -> &'static str {
         match self {
             CollectorSpec::Linux { .. } => linux::NAME,
+            CollectorSpec::Tegrastats { .. } => tegrastats::NAME,
         }
     }
 
-    pub fn build(&self) -> Box<dyn Collector> {
+    pub fn build(&self, ctx: &BuildContext) -> Box<dyn Collector> {
         match self {
             CollectorSpec::Linux { paths } => Box::new(linux::LinuxCollector::new(paths.clone())),
+            CollectorSpec::Tegrastats { source, interval } => Box::new(
+                tegrastats::TegrastatsCollector::start(source.clone(), *interval, ctx),
+            ),
         }
     }
 }
@@ -61,24 +82,51 @@ impl CollectorSpec {
 /// The device type actually in use: `auto` resolved to a concrete type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedDevice {
-    /// The `device_type` label and `/health` value.
-    pub device_type: &'static str,
+    pub device_type: DeviceType,
+    /// The board's device-tree model, when `auto` looked.
+    pub model: Option<String>,
 }
 
 /// Resolves `auto` by looking at the board (through the configured roots).
 pub fn resolve_device(config: &Config) -> ResolvedDevice {
     match config.device_type {
-        // Board detection grows with the board collectors; until one matches,
-        // every machine is a generic Linux box.
-        DeviceType::Linux | DeviceType::Auto => ResolvedDevice {
-            device_type: "linux",
+        DeviceType::Auto => {
+            let identity = board::identify(&config.paths);
+            ResolvedDevice {
+                device_type: board::detect(&identity),
+                model: identity.model,
+            }
+        }
+        other => ResolvedDevice {
+            device_type: other,
+            model: None,
         },
     }
 }
 
-/// The collectors `config` asks for, in a stable order.
-pub fn plan(config: &Config, _device: &ResolvedDevice) -> Vec<CollectorSpec> {
-    vec![CollectorSpec::Linux {
+/// The collectors `config` asks for, in a stable order: `linux` always, and the
+/// board's own collectors for its device type.
+pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
+    let mut specs = vec![CollectorSpec::Linux {
         paths: config.paths.clone(),
-    }]
+    }];
+    if device.device_type.is_jetson() {
+        let source = match (&config.demo, &config.tegrastats.replay) {
+            (Some(demo), _) => Source::Replay {
+                name: demo.name.clone(),
+                lines: demo.lines.clone(),
+            },
+            (None, Some(path)) => Source::ReplayFile { path: path.clone() },
+            (None, None) => Source::Command {
+                program: config.tegrastats.command.clone(),
+                args: config.tegrastats.args.clone(),
+                sudo: config.tegrastats.sudo,
+            },
+        };
+        specs.push(CollectorSpec::Tegrastats {
+            source,
+            interval: config.interval,
+        });
+    }
+    specs
 }

@@ -9,11 +9,187 @@
 //! `docs/metrics.md`, the per-board rules in `docs/tegrastats.md`.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::sample::{Family, MHZ, MIB, sanitize};
+use tokio_util::sync::DropGuard;
+
+use super::{BuildContext, CollectError, Collector};
+use crate::sample::{Family, MHZ, MIB, Sample, SampleSink, sanitize};
 use crate::sources::tegrastats::parse::{EngineState, Field, LineStats, parse_line};
+use crate::sources::tegrastats::stream::{self, LineSink, Source, StreamStatus};
 
 pub const NAME: &str = "tegrastats";
+
+static RESTARTS: Family = Family::counter(
+    "edge_exporter_tegrastats_restarts_total",
+    "Times tegrastats was started again after it exited, failed to start or went silent",
+    "",
+);
+static LINES: Family = Family::counter(
+    "edge_exporter_tegrastats_lines_total",
+    "tegrastats lines read",
+    "",
+);
+static UNKNOWN_TOKENS: Family = Family::counter(
+    "edge_exporter_tegrastats_unknown_tokens_total",
+    "tegrastats tokens that matched no known form and were skipped",
+    "",
+);
+static UNREADABLE: Family = Family::counter(
+    "edge_exporter_tegrastats_unreadable_lines_total",
+    "tegrastats lines with nothing recognisable, too long or not UTF-8",
+    "",
+);
+static UP: Family = Family::gauge(
+    "edge_exporter_tegrastats_up",
+    "Whether tegrastats lines are arriving (1) or not (0)",
+    "",
+);
+
+/// Reads tegrastats in the background and hands out the latest line's samples.
+pub struct TegrastatsCollector {
+    shared: Arc<Mutex<Shared>>,
+    started: Instant,
+    interval: Duration,
+    /// Stops the stream (and its child) when the collector goes away.
+    _stop: DropGuard,
+}
+
+impl std::fmt::Debug for TegrastatsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TegrastatsCollector")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the stream task shares with the collector.
+#[derive(Debug)]
+struct Shared {
+    latest: Vec<Mapped>,
+    observed: Option<SystemTime>,
+    status: StreamStatus,
+    restarts: u64,
+    lines: u64,
+    unknown_tokens: u64,
+    unreadable: u64,
+    /// Reused for mapping each line.
+    scratch: Vec<Mapped>,
+}
+
+struct Sink(Arc<Mutex<Shared>>);
+
+impl Sink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl LineSink for Sink {
+    fn line(&mut self, line: &str) {
+        let mut shared = self.lock();
+        let shared = &mut *shared;
+        shared.scratch.clear();
+        let stats = map_line(line, &mut shared.scratch);
+        shared.lines += 1;
+        shared.unknown_tokens += u64::from(stats.unknown);
+        if shared.scratch.is_empty() {
+            shared.unreadable += 1;
+            return;
+        }
+        std::mem::swap(&mut shared.latest, &mut shared.scratch);
+        shared.observed = Some(SystemTime::now());
+    }
+
+    fn unreadable(&mut self) {
+        let mut shared = self.lock();
+        shared.lines += 1;
+        shared.unreadable += 1;
+    }
+
+    fn status(&mut self, status: StreamStatus) {
+        self.lock().status = status;
+    }
+
+    fn restarted(&mut self) {
+        self.lock().restarts += 1;
+    }
+}
+
+impl TegrastatsCollector {
+    /// Starts the stream on the context's tracker; it stops with the collector.
+    pub fn start(source: Source, interval: Duration, ctx: &BuildContext) -> Self {
+        let shared = Arc::new(Mutex::new(Shared {
+            latest: Vec::new(),
+            observed: None,
+            status: StreamStatus::Starting,
+            restarts: 0,
+            lines: 0,
+            unknown_tokens: 0,
+            unreadable: 0,
+            scratch: Vec::new(),
+        }));
+        let cancel = ctx.cancel.child_token();
+        ctx.tracker.spawn(stream::run(
+            source,
+            interval,
+            Sink(shared.clone()),
+            cancel.clone(),
+        ));
+        TegrastatsCollector {
+            shared,
+            started: Instant::now(),
+            interval,
+            _stop: cancel.drop_guard(),
+        }
+    }
+}
+
+impl Collector for TegrastatsCollector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(observed) = shared.observed {
+            for m in &shared.latest {
+                let mut sample =
+                    Sample::with_id(m.id.as_str(), m.family, m.value).observed(observed);
+                for (k, v) in &m.labels {
+                    sample = sample.label(k, v.as_str());
+                }
+                out.push(sample);
+            }
+        }
+        let up = matches!(shared.status, StreamStatus::Running);
+        for (family, value) in [
+            (&RESTARTS, shared.restarts as f64),
+            (&LINES, shared.lines as f64),
+            (&UNKNOWN_TOKENS, shared.unknown_tokens as f64),
+            (&UNREADABLE, shared.unreadable as f64),
+            (&UP, if up { 1.0 } else { 0.0 }),
+        ] {
+            let mut s = Sample::new(family, value);
+            s.device = false;
+            out.push(s);
+        }
+        match &shared.status {
+            StreamStatus::Running => Ok(()),
+            StreamStatus::Down(reason) => Err(CollectError::Failed(reason.clone())),
+            // The first line takes one interval to arrive.
+            StreamStatus::Starting
+                if self.started.elapsed() < stream::silence_limit(self.interval) =>
+            {
+                Ok(())
+            }
+            StreamStatus::Starting => Err(CollectError::Failed(format!(
+                "tegrastats has printed nothing for {}s since it started",
+                self.started.elapsed().as_secs()
+            ))),
+        }
+    }
+}
 
 static RAM_USED: Family = Family::gauge(
     "jetson_memory_used_bytes",

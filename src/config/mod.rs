@@ -55,6 +55,7 @@ const KNOWN_KEYS: &[&str] = &[
     "metrics_token",
     "api_token",
     "hostname",
+    "tegrastats",
 ];
 
 /// `config.yaml` as written. Every field is optional; defaults are applied in
@@ -88,8 +89,18 @@ pub struct RawConfig {
     pub api_token: Option<String>,
     /// The `hostname` label; the machine's hostname when unset.
     pub hostname: Option<String>,
+    pub tegrastats: Option<RawTegrastats>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTegrastats {
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub sudo: Option<bool>,
+    pub replay: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,9 +112,11 @@ pub struct RawShelly {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawPaths {
     pub procfs: Option<PathBuf>,
     pub sysfs: Option<PathBuf>,
+    pub rootfs: Option<PathBuf>,
 }
 
 /// What the exporter runs on.
@@ -113,15 +126,31 @@ pub enum DeviceType {
     Linux,
     /// Detect the board; falls back to `linux`.
     Auto,
+    /// A Jetson of another family (TX1, TX2, Thor, ...): tegrastats plus `linux`.
+    Jetson,
+    JetsonOrin,
+    JetsonXavier,
+    JetsonNano,
 }
 
 impl DeviceType {
-    pub const SUPPORTED: &[&str] = &["linux", "auto"];
+    pub const SUPPORTED: &[&str] = &[
+        "linux",
+        "auto",
+        "jetson",
+        "jetson_orin",
+        "jetson_xavier",
+        "jetson_nano",
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "linux" => Some(DeviceType::Linux),
             "auto" => Some(DeviceType::Auto),
+            "jetson" => Some(DeviceType::Jetson),
+            "jetson_orin" => Some(DeviceType::JetsonOrin),
+            "jetson_xavier" => Some(DeviceType::JetsonXavier),
+            "jetson_nano" => Some(DeviceType::JetsonNano),
             _ => None,
         }
     }
@@ -130,8 +159,54 @@ impl DeviceType {
         match self {
             DeviceType::Linux => "linux",
             DeviceType::Auto => "auto",
+            DeviceType::Jetson => "jetson",
+            DeviceType::JetsonOrin => "jetson_orin",
+            DeviceType::JetsonXavier => "jetson_xavier",
+            DeviceType::JetsonNano => "jetson_nano",
         }
     }
+
+    pub fn is_jetson(self) -> bool {
+        matches!(
+            self,
+            DeviceType::Jetson
+                | DeviceType::JetsonOrin
+                | DeviceType::JetsonXavier
+                | DeviceType::JetsonNano
+        )
+    }
+}
+
+/// How the `tegrastats` collector gets its lines (config section `tegrastats:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TegrastatsConfig {
+    /// Program to run; `--interval <ms>` (from `interval`) and `args` follow.
+    pub command: String,
+    pub args: Vec<String>,
+    /// Run as `sudo -n <command>`: tegrastats prints more fields as root.
+    pub sudo: bool,
+    /// Replay this recording in a loop instead of running tegrastats.
+    pub replay: Option<PathBuf>,
+}
+
+impl Default for TegrastatsConfig {
+    fn default() -> Self {
+        TegrastatsConfig {
+            command: "tegrastats".into(),
+            args: Vec::new(),
+            sudo: false,
+            replay: None,
+        }
+    }
+}
+
+/// `serve --demo`: a shipped recording replayed as a Jetson of its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demo {
+    pub device_type: DeviceType,
+    /// Name of the recording, for logs.
+    pub name: String,
+    pub lines: std::sync::Arc<Vec<String>>,
 }
 
 /// A secret from the config or the environment. Its `Debug` never shows the value.
@@ -168,6 +243,9 @@ pub struct ShellyConfig {
 pub struct Overrides {
     pub procfs: Option<PathBuf>,
     pub sysfs: Option<PathBuf>,
+    pub rootfs: Option<PathBuf>,
+    /// `serve --demo`: replaces `device_type` and the tegrastats source.
+    pub demo: Option<Demo>,
     pub metrics_token: Option<Secret>,
     pub api_token: Option<Secret>,
 }
@@ -203,6 +281,9 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     pub api_token: Option<Secret>,
     pub hostname: Option<String>,
+    pub tegrastats: TegrastatsConfig,
+    /// Set by `serve --demo`.
+    pub demo: Option<Demo>,
     /// The file still uses `enabled_metrics:`; the store rewrites it.
     pub has_legacy_list: bool,
     /// Top-level keys this version does not know (kept in the file).
@@ -247,6 +328,10 @@ impl Config {
         source: &Source<'_>,
     ) -> Result<Self, ConfigError> {
         let device_type = match raw.device_type.as_deref() {
+            _ if overrides.demo.is_some() => overrides
+                .demo
+                .as_ref()
+                .map_or(DeviceType::Linux, |d| d.device_type),
             None => DeviceType::Linux,
             Some(name) => DeviceType::parse(name.trim()).ok_or_else(|| {
                 let mut e =
@@ -336,6 +421,27 @@ impl Config {
                 .clone()
                 .or(raw_paths.sysfs)
                 .unwrap_or(defaults.sysfs),
+            rootfs: overrides
+                .rootfs
+                .clone()
+                .or(raw_paths.rootfs)
+                .unwrap_or(defaults.rootfs),
+        };
+        let raw_tegrastats = raw.tegrastats.unwrap_or_default();
+        let defaults = TegrastatsConfig::default();
+        let tegrastats = TegrastatsConfig {
+            command: match raw_tegrastats.command {
+                Some(c) if c.trim().is_empty() => {
+                    return Err(
+                        source.error(&["tegrastats", "command"], "must not be empty".into())
+                    );
+                }
+                Some(c) => c.trim().to_owned(),
+                None => defaults.command,
+            },
+            args: raw_tegrastats.args.unwrap_or_default(),
+            sudo: raw_tegrastats.sudo.unwrap_or(false),
+            replay: raw_tegrastats.replay,
         };
         let hostname = match raw.hostname {
             Some(h) if h.trim().is_empty() || h.contains(['\n', '"', '\\']) => {
@@ -373,6 +479,8 @@ impl Config {
                 .clone()
                 .or_else(|| raw.api_token.and_then(Secret::new)),
             hostname,
+            tegrastats,
+            demo: overrides.demo.clone(),
             has_legacy_list,
             unknown_keys,
         })
@@ -572,7 +680,8 @@ mod tests {
         assert_eq!(e.message, "Unsupported device type: toaster");
         assert_eq!(
             e.to_string(),
-            "config.yaml:2: device_type: Unsupported device type: toaster (supported: linux, auto)"
+            "config.yaml:2: device_type: Unsupported device type: toaster \
+             (supported: linux, auto, jetson, jetson_orin, jetson_xavier, jetson_nano)"
         );
 
         let e = parse("interval: 0\n").expect_err("zero interval");

@@ -114,8 +114,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let enabled = config.metrics.values().filter(|on| **on).count();
     Json(json!({
         "status": if degraded { "degraded" } else { "healthy" },
-        "device_type": device.resolved.device_type,
-        "collector": collectors.keys().next().copied().unwrap_or(""),
+        "device_type": device.resolved.device_type.as_str(),
+        // The board's own collector where there is one (tegrastats on a Jetson).
+        "collector": collectors
+            .keys()
+            .find(|name| **name != crate::collectors::linux::NAME)
+            .or_else(|| collectors.keys().next())
+            .copied()
+            .unwrap_or(""),
         "collectors": list,
         "metrics_count": config.metrics.len(),
         "enabled_metrics_count": enabled,
@@ -165,7 +171,7 @@ async fn metrics_list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let live = state.store.live();
     Json(json!({
         "metrics": live.metrics,
-        "device_type": state.scheduler.device().resolved.device_type,
+        "device_type": state.scheduler.device().resolved.device_type.as_str(),
         "source": state.store.source().as_str(),
     }))
 }

@@ -4,6 +4,7 @@
 //! names; collectors (`crate::collectors`) map these values to samples. Every
 //! filesystem read goes through a [`crate::paths::Paths`] root.
 
+pub mod board;
 pub mod cpu;
 pub mod hwmon;
 pub mod meminfo;

@@ -9,4 +9,5 @@ mod lifecycle;
 mod metrics_endpoint;
 mod prometheus;
 mod support;
+mod tegrastats_child;
 mod tegrastats_parse;

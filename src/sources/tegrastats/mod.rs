@@ -5,3 +5,4 @@
 //! `tegrastats` collector's job.
 
 pub mod parse;
+pub mod stream;
