@@ -204,3 +204,68 @@ fn prometheus_scrapes_real_values() {
         assert_eq!(prom.wait_value(query), want, "{query}");
     }
 }
+
+/// The exporter replays a recording, Prometheus scrapes it, and the queried values
+/// equal the recording's (JetPack 7.2 AGX Orin: three-value rails, `/max`
+/// temperatures, two GPCs).
+#[test]
+fn prometheus_scrapes_a_replayed_recording() {
+    let Some(prom) = prometheus() else { return };
+    let m = crate::metrics_endpoint::machine();
+    let recording =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/agx-orin-jp7.log");
+    let extra = format!("tegrastats:\n  replay: {}\n", recording.display());
+    let config =
+        fixture_config(&m.root, &extra).replace("device_type: linux", "device_type: jetson_orin");
+    let flat_exporter = Exporter::start(&config);
+    let labeled_exporter = Exporter::start(&format!("{config}metric_style: labeled\n"));
+    prom.add_target("e2e_replay_flat", &flat_exporter.metrics_url);
+    prom.add_target("e2e_replay_labeled", &labeled_exporter.metrics_url);
+    let checks = [
+        (
+            "jetson_power_vdd_gpu_soc_watts{test=\"e2e_replay_flat\",device_type=\"jetson_orin\"}",
+            5.139,
+        ),
+        (
+            "jetson_power_vdd_cpu_cv_max_watts{test=\"e2e_replay_flat\"}",
+            3.268,
+        ),
+        ("jetson_gpu_freq1_mhz{test=\"e2e_replay_flat\"}", 1300.0),
+        ("jetson_gpu_usage_percent{test=\"e2e_replay_flat\"}", 12.0),
+        (
+            "jetson_temp_cpu_max_celsius{test=\"e2e_replay_flat\"}",
+            52.968,
+        ),
+        (
+            "jetson_cpu_core11_usage_percent{test=\"e2e_replay_flat\"}",
+            27.0,
+        ),
+        ("jetson_ram_used_mb{test=\"e2e_replay_flat\"}", 20642.0),
+        ("jetson_ape_freq_mhz{test=\"e2e_replay_flat\"}", 174.0),
+        ("jetson_nvenc0_status{test=\"e2e_replay_flat\"}", 0.0),
+        (
+            "jetson_power_watts{test=\"e2e_replay_labeled\",rail=\"vdd_cpu_cv\"}",
+            3.268,
+        ),
+        (
+            "jetson_gpu_frequency_hertz{test=\"e2e_replay_labeled\",gpc=\"1\"}",
+            1.3e9,
+        ),
+        (
+            "jetson_memory_used_bytes{test=\"e2e_replay_labeled\"}",
+            20642.0 * 1024.0 * 1024.0,
+        ),
+        (
+            "jetson_temp_celsius{test=\"e2e_replay_labeled\",sensor=\"soc0\"}",
+            49.531,
+        ),
+    ];
+    for (query, want) in checks {
+        assert_eq!(prom.wait_value(query), want, "{query}");
+    }
+    let input = prom.query("jetson_power_input_watts{test=\"e2e_replay_flat\"}");
+    assert!(
+        input.is_empty(),
+        "AGX Orin has no module input rail: {input:?}"
+    );
+}
