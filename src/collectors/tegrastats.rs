@@ -788,3 +788,109 @@ mod tests {
         assert_eq!(json, "{}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::sample::is_valid_metric_name;
+    use proptest::prelude::*;
+
+    const CORPUS: &str = include_str!("../../tests/fixtures/tegrastats/corpus.tsv");
+
+    fn corpus_lines() -> Vec<&'static str> {
+        CORPUS.lines().skip(1).map(|r| r.rsplit('\t').next().unwrap_or("")).collect()
+    }
+
+    /// Whatever the input: no panic, ids that are metric names, finite values,
+    /// output bounded by the input's size.
+    fn check(line: &str) {
+        let mut out = Vec::new();
+        let stats = map_line(line, &mut out);
+        let tokens = line.split_ascii_whitespace().count();
+        assert!((stats.fields + stats.unknown) as usize <= tokens);
+        // A CPU list token yields up to 3 samples per entry; others a handful.
+        assert!(out.len() <= 8 * line.len() + 2, "{} samples from {} bytes", out.len(), line.len());
+        for m in &out {
+            assert!(is_valid_metric_name(&m.id), "{:?} from {line:?}", m.id);
+            assert!(m.value.is_finite());
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Delete(usize, usize),
+        Insert(usize, String),
+        DuplicateToken(usize),
+        SwapTokens(usize, usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (any::<usize>(), 0usize..20).prop_map(|(at, n)| Edit::Delete(at, n)),
+            (any::<usize>(), "[ -~%@/\\[\\],xkMBCmW\u{0}\u{fffd}]{0,8}").prop_map(|(at, s)| Edit::Insert(at, s)),
+            any::<usize>().prop_map(Edit::DuplicateToken),
+            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapTokens(a, b)),
+        ]
+    }
+
+    fn apply(line: &str, edits: &[Edit]) -> String {
+        let mut s: Vec<char> = line.chars().collect();
+        for e in edits {
+            match e {
+                Edit::Delete(at, n) if !s.is_empty() => {
+                    let at = at % s.len();
+                    let end = (at + n).min(s.len());
+                    s.drain(at..end);
+                }
+                Edit::Insert(at, text) => {
+                    let at = if s.is_empty() { 0 } else { at % (s.len() + 1) };
+                    for (i, c) in text.chars().enumerate() {
+                        s.insert(at + i, c);
+                    }
+                }
+                Edit::DuplicateToken(i) | Edit::SwapTokens(i, _) => {
+                    let text: String = s.iter().collect();
+                    let mut tokens: Vec<&str> = text.split(' ').collect();
+                    if tokens.is_empty() {
+                        continue;
+                    }
+                    let a = i % tokens.len();
+                    match e {
+                        Edit::SwapTokens(_, j) => {
+                            let b = j % tokens.len();
+                            tokens.swap(a, b);
+                        }
+                        _ => tokens.insert(a, tokens[a]),
+                    }
+                    s = tokens.join(" ").chars().collect();
+                }
+                _ => {}
+            }
+        }
+        s.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_breaks_the_parser(line in "\\PC{0,300}") {
+            check(&line);
+        }
+
+        #[test]
+        fn tegrastats_alphabet_never_breaks_the_parser(line in "[A-Za-z0-9_ %@/\\[\\],.()x-]{0,300}") {
+            check(&line);
+        }
+
+        #[test]
+        fn mutated_corpus_lines_never_break_the_parser(
+            index in 0usize..66,
+            edits in proptest::collection::vec(edit(), 0..12),
+        ) {
+            let lines = corpus_lines();
+            let line = apply(lines[index % lines.len()], &edits);
+            check(&line);
+        }
+    }
+}

@@ -202,8 +202,48 @@ fn is_name(t: &str) -> bool {
         && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
+/// A decimal number as tegrastats prints it (`2201`, `-256`, `52.968`).
+///
+/// The common case is read directly: the digits as an integer divided by a power of
+/// ten, both exact in an f64, so the one IEEE division gives the double nearest the
+/// decimal, exactly what `str::parse` returns. Anything else (exponents, more than
+/// 15 digits) goes through `str::parse`. Never "inf" or "nan".
 fn number(s: &str) -> Option<f64> {
-    // `f64::from_str` accepts "inf" and "nan"; tegrastats never prints them.
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let bytes = s.as_bytes();
+    let (negative, digits) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut fraction: Option<usize> = None;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                count += 1;
+                if let Some(f) = fraction.as_mut() {
+                    *f += 1;
+                }
+                if count > 15 {
+                    return slow_number(s);
+                }
+            }
+            b'.' if fraction.is_none() => fraction = Some(0),
+            _ => return slow_number(s),
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / POW10[fraction.unwrap_or(0)];
+    Some(if negative { -value } else { value })
+}
+
+fn slow_number(s: &str) -> Option<f64> {
     let v: f64 = s.parse().ok()?;
     v.is_finite().then_some(v)
 }
@@ -946,6 +986,19 @@ mod tests {
         let (f, s) = fields("garbage line \u{fffd}\u{0} with @ signs @ and [ brackets ]");
         assert!(f.is_empty(), "{f:?}");
         assert!(s.unknown > 0);
+    }
+
+    #[test]
+    fn fast_numbers_equal_std_parsing() {
+        for s in [
+            "0", "7", "2201", "-256", "52.968", "49.406", "0.125", "29.45", "-0.5", "123456789012345",
+            "1e3", "1234567890123456789", ".5", "5.", "007", "3.14159265358979",
+        ] {
+            assert_eq!(number(s), s.parse::<f64>().ok(), "{s}");
+        }
+        for bad in ["", "-", ".", "1.2.3", "12a", "--1", "nan", "inf", "1e999"] {
+            assert_eq!(number(bad), None, "{bad}");
+        }
     }
 
     #[test]
