@@ -81,7 +81,11 @@ fn allocations_per_line(lines: &[String]) {
     }
     let map = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let n = ROUNDS * lines.len() as u64;
-    println!("allocations per line over {n} lines: parse_line {:.3}, map_line {:.1}", parse as f64 / n as f64, map as f64 / n as f64);
+    println!(
+        "allocations per line over {n} lines: parse_line {:.3}, map_line {:.1}",
+        parse as f64 / n as f64,
+        map as f64 / n as f64
+    );
 }
 
 fn throughput(c: &mut Criterion) {

@@ -798,7 +798,11 @@ mod properties {
     const CORPUS: &str = include_str!("../../tests/fixtures/tegrastats/corpus.tsv");
 
     fn corpus_lines() -> Vec<&'static str> {
-        CORPUS.lines().skip(1).map(|r| r.rsplit('\t').next().unwrap_or("")).collect()
+        CORPUS
+            .lines()
+            .skip(1)
+            .map(|r| r.rsplit('\t').next().unwrap_or(""))
+            .collect()
     }
 
     /// Whatever the input: no panic, ids that are metric names, finite values,
@@ -809,7 +813,12 @@ mod properties {
         let tokens = line.split_ascii_whitespace().count();
         assert!((stats.fields + stats.unknown) as usize <= tokens);
         // A CPU list token yields up to 3 samples per entry; others a handful.
-        assert!(out.len() <= 8 * line.len() + 2, "{} samples from {} bytes", out.len(), line.len());
+        assert!(
+            out.len() <= 8 * line.len() + 2,
+            "{} samples from {} bytes",
+            out.len(),
+            line.len()
+        );
         for m in &out {
             assert!(is_valid_metric_name(&m.id), "{:?} from {line:?}", m.id);
             assert!(m.value.is_finite());
@@ -827,7 +836,8 @@ mod properties {
     fn edit() -> impl Strategy<Value = Edit> {
         prop_oneof![
             (any::<usize>(), 0usize..20).prop_map(|(at, n)| Edit::Delete(at, n)),
-            (any::<usize>(), "[ -~%@/\\[\\],xkMBCmW\u{0}\u{fffd}]{0,8}").prop_map(|(at, s)| Edit::Insert(at, s)),
+            (any::<usize>(), "[ -~%@/\\[\\],xkMBCmW\u{0}\u{fffd}]{0,8}")
+                .prop_map(|(at, s)| Edit::Insert(at, s)),
             any::<usize>().prop_map(Edit::DuplicateToken),
             (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapTokens(a, b)),
         ]
