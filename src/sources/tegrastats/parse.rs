@@ -110,7 +110,13 @@ pub fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Field<'a>)) -> LineSta
             }
             continue;
         }
-        let recognised = match token {
+        // Keywords are 3 or 4 bytes long; everything else skips the comparisons.
+        let keyword = if matches!(token.len(), 3 | 4) {
+            token
+        } else {
+            ""
+        };
+        let recognised = match keyword {
             "RAM" => parse_ram(&mut tokens, &mut emit),
             "SWAP" => parse_swap(&mut tokens, &mut emit),
             "IRAM" => parse_iram(&mut tokens, &mut emit),
@@ -122,15 +128,17 @@ pub fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Field<'a>)) -> LineSta
             "cpu" if tokens.peek().is_some_and(|t| t.starts_with('[')) => tokens
                 .next()
                 .is_some_and(|list| parse_old_cpu_list(list, &mut emit)),
-            _ if token.contains('@') => parse_temp(token, &mut emit),
-            _ if is_name(token) => match tokens.peek() {
-                Some(value) if parse_named(token, value, &mut emit) => {
-                    tokens.next();
-                    true
-                }
-                _ => false,
+            _ => match shape(token) {
+                Shape::NameAt(at) => parse_temp(token, at, &mut emit),
+                Shape::Name => match tokens.peek() {
+                    Some(value) if parse_named(token, value, &mut emit) => {
+                        tokens.next();
+                        true
+                    }
+                    _ => false,
+                },
+                Shape::Other => false,
             },
-            _ => false,
         };
         if recognised {
             stats.fields += 1;
@@ -141,40 +149,134 @@ pub fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Field<'a>)) -> LineSta
     stats
 }
 
-/// Whitespace-separated tokens with one token of look-ahead.
+/// Tokens separated by runs of ASCII whitespace, with one token of look-ahead
+/// always read (cheaper than peeking on demand).
 struct Tokens<'a> {
-    inner: std::str::SplitAsciiWhitespace<'a>,
-    peeked: Option<Option<&'a str>>,
+    line: &'a str,
+    at: usize,
+    ahead: Option<&'a str>,
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0C' | b'\r')
 }
 
 impl<'a> Tokens<'a> {
     fn new(line: &'a str) -> Self {
-        Tokens {
-            inner: line.split_ascii_whitespace(),
-            peeked: None,
-        }
+        let mut t = Tokens {
+            line,
+            at: 0,
+            ahead: None,
+        };
+        t.ahead = t.read_token();
+        t
     }
 
-    fn peek(&mut self) -> Option<&'a str> {
-        *self.peeked.get_or_insert_with(|| self.inner.next())
+    #[inline(always)]
+    fn read_token(&mut self) -> Option<&'a str> {
+        let bytes = self.line.as_bytes();
+        let mut i = self.at;
+        while i < bytes.len() && is_space(bytes[i]) {
+            i += 1;
+        }
+        if i == bytes.len() {
+            self.at = i;
+            return None;
+        }
+        let start = i;
+        let i = token_end(bytes, start);
+        self.at = i;
+        // Whitespace is ASCII, so token edges are char boundaries: slicing the
+        // remaining text from the front keeps the check to one split.
+        let (token, _) = self.line.get(start..)?.split_at_checked(i - start)?;
+        Some(token)
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        self.ahead
     }
 
     fn next_if(&mut self, pred: impl FnOnce(&str) -> bool) -> Option<&'a str> {
-        match self.peek() {
+        match self.ahead {
             Some(t) if pred(t) => self.next(),
             _ => None,
         }
     }
 }
 
+/// The index of the first whitespace byte at or after `from` (or the end).
+///
+/// Eight bytes at a time: a word-sized test flags every byte below `0x21` (spaces
+/// and control characters), and only flagged bytes are checked exactly. Lines are
+/// mostly short tokens, and this keeps the scan to a few instructions per word.
+#[inline(always)]
+fn token_end(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // High bit set in each byte < 0x21 (bytes >= 0x80 are excluded by `!x`).
+        let mut flagged = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        while flagged != 0 {
+            let at = i + (flagged.trailing_zeros() / 8) as usize;
+            if is_space(bytes[at]) {
+                return at;
+            }
+            flagged &= flagged - 1;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !is_space(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
 impl<'a> Iterator for Tokens<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        match self.peeked.take() {
-            Some(t) => t,
-            None => self.inner.next(),
-        }
+        let current = self.ahead?;
+        self.ahead = self.read_token();
+        Some(current)
+    }
+}
+
+/// What a token looks like, from one pass over its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Letters, digits, `_`, starting with a letter: a field name.
+    Name,
+    /// A name, then `@` at this byte index: a temperature candidate.
+    NameAt(usize),
+    Other,
+}
+
+/// Bytes that may appear in a field name.
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    table
+};
+
+fn shape(t: &str) -> Shape {
+    let bytes = t.as_bytes();
+    match bytes.first() {
+        Some(c) if c.is_ascii_alphabetic() => {}
+        _ => return Shape::Other,
+    }
+    match bytes.iter().position(|&b| !NAME_BYTE[usize::from(b)]) {
+        None => Shape::Name,
+        Some(i) if bytes[i] == b'@' => Shape::NameAt(i),
+        Some(_) => Shape::Other,
     }
 }
 
@@ -194,53 +296,105 @@ fn digits_except(b: &[u8], separators: &[usize]) -> bool {
         .all(|(i, c)| separators.contains(&i) || c.is_ascii_digit())
 }
 
-/// A field name: letters, digits and `_`, starting with a letter.
-fn is_name(t: &str) -> bool {
-    t.as_bytes()
-        .first()
-        .is_some_and(|c| c.is_ascii_alphabetic())
-        && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+/// Splits at the first `sep` byte. A plain loop: tokens are short, and this beats
+/// the general `str::split_once` searcher on them.
+fn split_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    // `sep` is ASCII, so both sides are on char boundaries.
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
-/// A decimal number as tegrastats prints it (`2201`, `-256`, `52.968`).
-///
-/// The common case is read directly: the digits as an integer divided by a power of
-/// ten, both exact in an f64, so the one IEEE division gives the double nearest the
-/// decimal, exactly what `str::parse` returns. Anything else (exponents, more than
-/// 15 digits) goes through `str::parse`. Never "inf" or "nan".
-fn number(s: &str) -> Option<f64> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
-    let bytes = s.as_bytes();
-    let (negative, digits) = match bytes.first() {
-        Some(b'-') => (true, &bytes[1..]),
-        _ => (false, bytes),
-    };
-    let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut fraction: Option<usize> = None;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                count += 1;
-                if let Some(f) = fraction.as_mut() {
-                    *f += 1;
-                }
-                if count > 15 {
-                    return slow_number(s);
-                }
-            }
-            b'.' if fraction.is_none() => fraction = Some(0),
-            _ => return slow_number(s),
+/// Reads a value token left to right.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(s: &'a str) -> Self {
+        Cursor {
+            bytes: s.as_bytes(),
+            at: 0,
         }
     }
-    if count == 0 {
-        return None;
+
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
     }
-    let value = mantissa as f64 / POW10[fraction.unwrap_or(0)];
-    Some(if negative { -value } else { value })
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_str(&mut self, s: &[u8]) -> bool {
+        if self.bytes.get(self.at..self.at + s.len()) == Some(s) {
+            self.at += s.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A decimal number (`2201`, `-256`, `52.968`) at the cursor.
+    ///
+    /// Read directly: the digits as an integer divided by a power of ten, both exact
+    /// in an f64, so the one IEEE division gives the double nearest the decimal,
+    /// exactly what `str::parse` returns. More than 15 digits: `None` (tegrastats
+    /// never prints that many).
+    fn number(&mut self) -> Option<f64> {
+        const POW10: [f64; 16] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+        ];
+        let start = self.at;
+        let negative = self.eat(b'-');
+        let mut mantissa: u64 = 0;
+        let mut digits = 0usize;
+        let mut decimals: Option<usize> = None;
+        while let Some(b) = self.peek() {
+            match b {
+                b'0'..=b'9' => {
+                    digits += 1;
+                    if digits > 15 {
+                        self.at = start;
+                        return None;
+                    }
+                    mantissa = mantissa * 10 + u64::from(b - b'0');
+                    if let Some(d) = decimals.as_mut() {
+                        *d += 1;
+                    }
+                }
+                b'.' if decimals.is_none() => decimals = Some(0),
+                _ => break,
+            }
+            self.at += 1;
+        }
+        if digits == 0 {
+            self.at = start;
+            return None;
+        }
+        let value = mantissa as f64 / POW10[decimals.unwrap_or(0)];
+        Some(if negative { -value } else { value })
+    }
+}
+
+/// A whole token that is a decimal number. Exponent forms (never printed by
+/// tegrastats) go through `str::parse`; never "inf" or "nan".
+fn number(s: &str) -> Option<f64> {
+    let mut c = Cursor::new(s);
+    match c.number() {
+        Some(v) if c.done() => Some(v),
+        _ if s.bytes().any(|b| matches!(b, b'e' | b'E' | b'+')) || s.len() > 15 => slow_number(s),
+        _ => None,
+    }
 }
 
 fn slow_number(s: &str) -> Option<f64> {
@@ -250,8 +404,13 @@ fn slow_number(s: &str) -> Option<f64> {
 
 /// `used/total` followed by `unit`, e.g. `1736/15827MB` with unit `MB`.
 fn used_total(t: &str, unit: &str) -> Option<(f64, f64)> {
-    let (used, total) = t.strip_suffix(unit)?.split_once('/')?;
-    Some((number(used)?, number(total)?))
+    let mut c = Cursor::new(t.strip_suffix(unit)?);
+    let used = c.number()?;
+    if !c.eat(b'/') {
+        return None;
+    }
+    let total = c.number()?;
+    c.done().then_some((used, total))
 }
 
 /// A size with its unit, in MB: `4MB`, `512kB`.
@@ -264,17 +423,15 @@ fn size_mb(t: &str) -> Option<f64> {
 }
 
 fn parse_ram<'a>(tokens: &mut Tokens<'a>, emit: &mut impl FnMut(Field<'a>)) -> bool {
-    let Some((used_mb, total_mb)) = tokens
-        .next_if(|t| used_total(t, "MB").is_some())
-        .and_then(|t| used_total(t, "MB"))
-    else {
+    let Some((used_mb, total_mb)) = tokens.peek().and_then(|t| used_total(t, "MB")) else {
         return false;
     };
+    tokens.next();
     let mut lfb = None;
     if tokens.next_if(|t| t == "(lfb").is_some() {
         // `NxSMB)` or `NxSkB)`
         lfb = tokens.next().and_then(|t| {
-            let (n, size) = t.strip_suffix(')')?.split_once('x')?;
+            let (n, size) = split_byte(t.strip_suffix(')')?, b'x')?;
             Some(Lfb {
                 blocks: number(n)?,
                 block_mb: size_mb(size)?,
@@ -290,12 +447,10 @@ fn parse_ram<'a>(tokens: &mut Tokens<'a>, emit: &mut impl FnMut(Field<'a>)) -> b
 }
 
 fn parse_swap<'a>(tokens: &mut Tokens<'a>, emit: &mut impl FnMut(Field<'a>)) -> bool {
-    let Some((used_mb, total_mb)) = tokens
-        .next_if(|t| used_total(t, "MB").is_some())
-        .and_then(|t| used_total(t, "MB"))
-    else {
+    let Some((used_mb, total_mb)) = tokens.peek().and_then(|t| used_total(t, "MB")) else {
         return false;
     };
+    tokens.next();
     let mut cached_mb = None;
     if tokens.next_if(|t| t == "(cached").is_some() {
         cached_mb = tokens
@@ -313,7 +468,7 @@ fn parse_swap<'a>(tokens: &mut Tokens<'a>, emit: &mut impl FnMut(Field<'a>)) -> 
 
 /// `IRAM 0/252kB(lfb 252kB)`: the `(lfb` is glued to the totals.
 fn parse_iram<'a>(tokens: &mut Tokens<'a>, emit: &mut impl FnMut(Field<'a>)) -> bool {
-    let Some(head) = tokens.next_if(|t| t.contains('/')) else {
+    let Some(head) = tokens.next_if(|t| t.as_bytes().contains(&b'/')) else {
         return false;
     };
     let (totals, has_lfb) = match head.strip_suffix("(lfb") {
@@ -374,37 +529,41 @@ fn parse_edp<'a>(tokens: &mut Tokens<'a>, emit: &mut impl FnMut(Field<'a>)) -> b
     }
 }
 
+/// One entry of a CPU list: `off`, `p%@f`, `p%` (or the old form's `p%`). `None`
+/// for anything else.
+fn cpu_entry(entry: &[u8]) -> Option<(bool, Option<f64>, Option<f64>)> {
+    if entry == b"off" {
+        return Some((false, None, None));
+    }
+    let mut c = Cursor {
+        bytes: entry,
+        at: 0,
+    };
+    let usage = c.number().filter(|_| c.eat(b'%'));
+    let freq = if c.eat(b'@') { c.number() } else { None };
+    (c.done() && (usage.is_some() || freq.is_some())).then_some((true, usage, freq))
+}
+
+/// The entries between `[` and `]`, split at commas.
+fn list_entries(inner: &[u8]) -> impl Iterator<Item = &[u8]> {
+    inner.split(|b| *b == b',')
+}
+
 /// `[23%@2201,off,...]`: one entry per possible core.
 fn parse_cpu_list<'a>(list: &'a str, emit: &mut impl FnMut(Field<'a>)) -> bool {
     let Some(inner) = list.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
         return false;
     };
     let mut any = false;
-    for (index, entry) in inner.split(',').enumerate() {
-        let index = index as u32;
-        let entry = entry.trim();
-        if entry == "off" {
-            emit(Field::CpuCore {
-                index,
-                online: false,
-                usage: None,
-                freq_mhz: None,
-            });
-            any = true;
+    for (index, entry) in list_entries(inner.as_bytes()).enumerate() {
+        let Some((online, usage, freq_mhz)) = cpu_entry(entry) else {
             continue;
-        }
-        let (usage, freq) = match entry.split_once('@') {
-            Some((u, f)) => (percent(u), number(f)),
-            None => (percent(entry), None),
         };
-        if usage.is_none() && freq.is_none() {
-            continue;
-        }
         emit(Field::CpuCore {
-            index,
-            online: true,
+            index: index as u32,
+            online,
             usage,
-            freq_mhz: freq,
+            freq_mhz,
         });
         any = true;
     }
@@ -421,15 +580,11 @@ fn parse_old_cpu_list<'a>(token: &'a str, emit: &mut impl FnMut(Field<'a>)) -> b
         return false;
     };
     let mut any = false;
-    for (index, entry) in inner.split(',').enumerate() {
-        let entry = entry.trim();
-        let (online, usage) = if entry == "off" {
-            (false, None)
-        } else {
-            match percent(entry) {
-                Some(u) => (true, Some(u)),
-                None => continue,
-            }
+    for (index, entry) in list_entries(inner.as_bytes()).enumerate() {
+        let (online, usage) = match cpu_entry(entry) {
+            Some((false, _, _)) => (false, None),
+            Some((true, Some(u), None)) => (true, Some(u)),
+            _ => continue,
         };
         emit(Field::CpuCore {
             index: index as u32,
@@ -442,28 +597,27 @@ fn parse_old_cpu_list<'a>(token: &'a str, emit: &mut impl FnMut(Field<'a>)) -> b
     any
 }
 
-/// `name@52.968C` or `name@52.968C/52.968C`.
-fn parse_temp<'a>(token: &'a str, emit: &mut impl FnMut(Field<'a>)) -> bool {
-    let Some((name, value)) = token.split_once('@') else {
+/// `name@52.968C` or `name@52.968C/52.968C`; `at` is the index of the `@` after a
+/// valid name.
+fn parse_temp<'a>(token: &'a str, at: usize, emit: &mut impl FnMut(Field<'a>)) -> bool {
+    let (Some(name), Some(value)) = (token.get(..at), token.get(at + 1..)) else {
         return false;
     };
-    if !is_name(name) {
-        return false;
-    }
-    let (current, max) = match value.split_once('/') {
-        Some((c, m)) => (c, Some(m)),
-        None => (value, None),
-    };
-    let Some(raw) = current.strip_suffix('C').and_then(number) else {
+    let mut c = Cursor::new(value);
+    let Some(raw) = c.number().filter(|_| c.eat(b'C')) else {
         return false;
     };
-    let max_celsius = match max {
-        Some(m) => match m.strip_suffix('C').and_then(number) {
+    let max_celsius = if c.eat(b'/') {
+        match c.number().filter(|_| c.eat(b'C')) {
             Some(v) => Some(v),
             None => return false,
-        },
-        None => None,
+        }
+    } else {
+        None
     };
+    if !c.done() {
+        return false;
+    }
     let live = |v: f64| (v > SENTINEL_CELSIUS).then_some(v);
     emit(Field::Temp {
         name,
@@ -475,7 +629,11 @@ fn parse_temp<'a>(token: &'a str, emit: &mut impl FnMut(Field<'a>)) -> bool {
 
 /// A named field with its value token: a rail, the GPU, the EMC or an engine.
 fn parse_named<'a>(name: &'a str, value: &'a str, emit: &mut impl FnMut(Field<'a>)) -> bool {
-    if let Some(rail) = parse_rail(value) {
+    // Only rails have a `/` in their value.
+    if value.as_bytes().contains(&b'/') {
+        let Some(rail) = parse_rail(value) else {
+            return false;
+        };
         if name != "NC" {
             emit(Field::Rail {
                 name,
@@ -517,13 +675,13 @@ fn parse_named<'a>(name: &'a str, value: &'a str, emit: &mut impl FnMut(Field<'a
             "EMC" => {
                 emit(Field::Emc {
                     usage: v.usage,
-                    freq_mhz: v.freq_list().next().map(|(_, f)| f),
+                    freq_mhz: v.first_freq(),
                 });
                 return true;
             }
             _ => EngineState::On {
                 usage: v.usage,
-                freq_mhz: v.freq_list().next().map(|(_, f)| f),
+                freq_mhz: v.first_freq(),
             },
         }
     };
@@ -533,62 +691,80 @@ fn parse_named<'a>(name: &'a str, value: &'a str, emit: &mut impl FnMut(Field<'a
 
 /// `cur/avg[/max]` with optional `mW` on each value.
 fn parse_rail(value: &str) -> Option<(f64, Option<f64>, Option<f64>)> {
-    let mut parts = value.split('/');
-    let mw = |p: &str| number(p.strip_suffix("mW").unwrap_or(p));
-    let current = mw(parts.next()?)?;
-    let average = mw(parts.next()?)?;
-    let max = match parts.next() {
-        Some(p) => Some(mw(p)?),
-        None => None,
+    let mut c = Cursor::new(value);
+    let read = |c: &mut Cursor<'_>| {
+        let v = c.number()?;
+        c.eat_str(b"mW");
+        Some(v)
     };
-    if parts.next().is_some() {
+    let current = read(&mut c)?;
+    if !c.eat(b'/') {
         return None;
     }
-    Some((current, Some(average), max))
+    let average = read(&mut c)?;
+    let max = if c.eat(b'/') {
+        Some(read(&mut c)?)
+    } else {
+        None
+    };
+    c.done().then_some((current, Some(average), max))
 }
 
 /// The value of a clocked field: `p%`, `p%@f`, `@f`, `p%@[f,f]`, `@[f,f]`, or a
 /// bare clock `f`.
 struct ClockValue<'a> {
     usage: Option<f64>,
-    /// The clock part: `f` or `f,f,...` (brackets removed).
-    freqs: Option<&'a str>,
+    /// The clock part: `f` or `f,f,...` (brackets removed), already validated.
+    freqs: Option<&'a [u8]>,
 }
 
 impl<'a> ClockValue<'a> {
     fn freq_list(&self) -> impl Iterator<Item = (u32, f64)> + 'a {
-        self.freqs
-            .unwrap_or("")
-            .split(',')
+        list_entries(self.freqs.unwrap_or(b""))
             .enumerate()
-            .filter_map(|(i, f)| Some((i as u32, number(f.trim())?)))
+            .filter_map(|(i, f)| Some((i as u32, whole_number(f)?)))
+    }
+
+    fn first_freq(&self) -> Option<f64> {
+        self.freq_list().next().map(|(_, f)| f)
     }
 }
 
+fn whole_number(bytes: &[u8]) -> Option<f64> {
+    let mut c = Cursor { bytes, at: 0 };
+    c.number().filter(|_| c.done())
+}
+
 fn parse_clock_value(value: &str) -> Option<ClockValue<'_>> {
-    let (usage_part, freq_part) = match value.split_once('@') {
-        Some((u, f)) => (u, Some(f)),
-        None if value.ends_with('%') => (value, None),
-        // A bare number is a clock in MHz (`APE 150`, `VIC_FREQ 729`).
-        None => ("", Some(value)),
-    };
-    let usage = if usage_part.is_empty() {
+    let mut c = Cursor::new(value);
+    let mut usage = None;
+    if let Some(n) = c.number() {
+        if c.eat(b'%') {
+            usage = Some(n);
+        } else if c.done() {
+            // A bare number is a clock in MHz (`APE 150`, `VIC_FREQ 729`).
+            return Some(ClockValue {
+                usage: None,
+                freqs: Some(value.as_bytes()),
+            });
+        } else {
+            return None;
+        }
+    }
+    let freqs = if c.eat(b'@') {
+        let rest = &c.bytes[c.at..];
+        let inner = match rest.split_first() {
+            Some((b'[', tail)) => tail.strip_suffix(b"]")?,
+            _ => rest,
+        };
+        if inner.is_empty() || !list_entries(inner).all(|f| whole_number(f).is_some()) {
+            return None;
+        }
+        Some(inner)
+    } else if c.done() {
         None
     } else {
-        Some(percent(usage_part)?)
-    };
-    let freqs = match freq_part {
-        None => None,
-        Some(f) => {
-            let inner = match f.strip_prefix('[') {
-                Some(rest) => rest.strip_suffix(']')?,
-                None => f,
-            };
-            if inner.is_empty() || !inner.split(',').all(|x| number(x.trim()).is_some()) {
-                return None;
-            }
-            Some(inner)
-        }
+        return None;
     };
     if usage.is_none() && freqs.is_none() {
         return None;
@@ -986,6 +1162,30 @@ mod tests {
         let (f, s) = fields("garbage line \u{fffd}\u{0} with @ signs @ and [ brackets ]");
         assert!(f.is_empty(), "{f:?}");
         assert!(s.unknown > 0);
+    }
+
+    #[test]
+    fn token_ends_match_a_byte_scan() {
+        let cases = [
+            "",
+            " ",
+            "abc",
+            "abcdefgh ij",
+            "0123456789abcdef\tx",
+            "\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}\u{9} z",
+            "ÄÖÜäöüßéèê x",
+            "exactly8",
+            "exactly8 ",
+            "12345678901234567890\r",
+            "a\x0Cb",
+        ];
+        for s in cases {
+            let b = s.as_bytes();
+            for from in 0..=b.len() {
+                let want = (from..b.len()).find(|&i| is_space(b[i])).unwrap_or(b.len());
+                assert_eq!(token_end(b, from), want, "{s:?} from {from}");
+            }
+        }
     }
 
     #[test]
