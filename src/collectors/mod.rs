@@ -10,6 +10,7 @@
 //! [`CollectorSpec`] per collector. Two equal specs mean an unchanged collector, so a
 //! reload rebuilds only the ones whose spec changed.
 
+pub mod control;
 pub mod linux;
 pub mod tegrastats;
 
@@ -48,8 +49,17 @@ pub enum CollectError {
 /// in its spec, so comparing specs tells what a reload must rebuild.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CollectorSpec {
-    Linux { paths: Paths },
-    Tegrastats { source: Source, interval: Duration },
+    Linux {
+        paths: Paths,
+    },
+    Tegrastats {
+        source: Source,
+        interval: Duration,
+    },
+    Control {
+        paths: Paths,
+        nvpmodel_command: String,
+    },
 }
 
 /// What a collector may use while it is built: a place to run background tasks
@@ -66,6 +76,7 @@ impl CollectorSpec {
         match self {
             CollectorSpec::Linux { .. } => linux::NAME,
             CollectorSpec::Tegrastats { .. } => tegrastats::NAME,
+            CollectorSpec::Control { .. } => control::NAME,
         }
     }
 
@@ -75,6 +86,13 @@ impl CollectorSpec {
             CollectorSpec::Tegrastats { source, interval } => Box::new(
                 tegrastats::TegrastatsCollector::start(source.clone(), *interval, ctx),
             ),
+            CollectorSpec::Control {
+                paths,
+                nvpmodel_command,
+            } => Box::new(control::ControlCollector::new(
+                paths.clone(),
+                nvpmodel_command.clone(),
+            )),
         }
     }
 }
@@ -126,6 +144,10 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
         specs.push(CollectorSpec::Tegrastats {
             source,
             interval: config.interval,
+        });
+        specs.push(CollectorSpec::Control {
+            paths: config.paths.clone(),
+            nvpmodel_command: config.tegrastats.nvpmodel_command.clone(),
         });
     }
     specs

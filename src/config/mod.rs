@@ -101,6 +101,7 @@ pub struct RawTegrastats {
     pub args: Option<Vec<String>>,
     pub sudo: Option<bool>,
     pub replay: Option<PathBuf>,
+    pub nvpmodel_command: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +188,8 @@ pub struct TegrastatsConfig {
     pub sudo: bool,
     /// Replay this recording in a loop instead of running tegrastats.
     pub replay: Option<PathBuf>,
+    /// Program queried (`-q`) for the nvpmodel power mode.
+    pub nvpmodel_command: String,
 }
 
 impl Default for TegrastatsConfig {
@@ -196,6 +199,7 @@ impl Default for TegrastatsConfig {
             args: Vec::new(),
             sudo: false,
             replay: None,
+            nvpmodel_command: "nvpmodel".into(),
         }
     }
 }
@@ -442,6 +446,16 @@ impl Config {
             args: raw_tegrastats.args.unwrap_or_default(),
             sudo: raw_tegrastats.sudo.unwrap_or(false),
             replay: raw_tegrastats.replay,
+            nvpmodel_command: match raw_tegrastats.nvpmodel_command {
+                Some(c) if c.trim().is_empty() => {
+                    return Err(source.error(
+                        &["tegrastats", "nvpmodel_command"],
+                        "must not be empty".into(),
+                    ));
+                }
+                Some(c) => c.trim().to_owned(),
+                None => defaults.nvpmodel_command,
+            },
         };
         let hostname = match raw.hostname {
             Some(h) if h.trim().is_empty() || h.contains(['\n', '"', '\\']) => {

@@ -5,6 +5,7 @@
 //! filesystem read goes through a [`crate::paths::Paths`] root.
 
 pub mod board;
+pub mod control;
 pub mod cpu;
 pub mod hwmon;
 pub mod meminfo;
