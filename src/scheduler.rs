@@ -123,6 +123,8 @@ impl CollectorState {
 pub struct DeviceInfo {
     pub resolved: ResolvedDevice,
     pub labels: DeviceLabels,
+    /// The collectors the config asks for, in plan order.
+    pub specs: Vec<CollectorSpec>,
 }
 
 impl DeviceInfo {
@@ -133,8 +135,18 @@ impl DeviceInfo {
                 device_type: resolved.device_type.as_str().to_owned(),
                 hostname: config.hostname.clone().unwrap_or_else(system_hostname),
             },
+            specs: collectors::plan(config, &resolved),
             resolved,
         }
+    }
+
+    /// The device's own collector (`tegrastats` on a Jetson), else `linux`: the
+    /// spec's `collector` field of `/health`.
+    pub fn primary_collector(&self) -> &'static str {
+        self.specs
+            .get(1)
+            .or_else(|| self.specs.first())
+            .map_or(collectors::linux::NAME, CollectorSpec::name)
     }
 }
 
@@ -218,7 +230,7 @@ impl Scheduler {
     /// Returns the names of the collectors (re)started.
     pub fn apply(&self, config: &Config) -> Vec<&'static str> {
         let device = DeviceInfo::from_config(config);
-        let specs = collectors::plan(config, &device.resolved);
+        let specs = device.specs.clone();
         self.shared.device.store(Arc::new(device));
         let mut running = lock(&self.running);
         let stale: Vec<&'static str> = running

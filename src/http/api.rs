@@ -116,12 +116,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "status": if degraded { "degraded" } else { "healthy" },
         "device_type": device.resolved.device_type.as_str(),
         // The board's own collector where there is one (tegrastats on a Jetson).
-        "collector": collectors
-            .keys()
-            .find(|name| **name != crate::collectors::linux::NAME)
-            .or_else(|| collectors.keys().next())
-            .copied()
-            .unwrap_or(""),
+        "collector": device.primary_collector(),
         "collectors": list,
         "metrics_count": config.metrics.len(),
         "enabled_metrics_count": enabled,

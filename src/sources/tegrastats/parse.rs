@@ -549,23 +549,44 @@ fn list_entries(inner: &[u8]) -> impl Iterator<Item = &[u8]> {
     inner.split(|b| *b == b',')
 }
 
-/// `[23%@2201,off,...]`: one entry per possible core.
+/// `[23%@2201,off,...]`: one entry per possible core, read in one pass (the
+/// longest field of most lines). An entry that is not `off`, `p%`, `p%@f` or `@f`
+/// is skipped; its index still counts.
 fn parse_cpu_list<'a>(list: &'a str, emit: &mut impl FnMut(Field<'a>)) -> bool {
     let Some(inner) = list.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
         return false;
     };
+    let mut c = Cursor::new(inner);
     let mut any = false;
-    for (index, entry) in list_entries(inner.as_bytes()).enumerate() {
-        let Some((online, usage, freq_mhz)) = cpu_entry(entry) else {
-            continue;
+    let mut index = 0u32;
+    loop {
+        let entry = if c.eat_str(b"off") {
+            Some((false, None, None))
+        } else {
+            let usage = c.number().filter(|_| c.eat(b'%'));
+            let freq = if c.eat(b'@') { c.number() } else { None };
+            (usage.is_some() || freq.is_some()).then_some((true, usage, freq))
         };
-        emit(Field::CpuCore {
-            index: index as u32,
-            online,
-            usage,
-            freq_mhz,
-        });
-        any = true;
+        match entry {
+            Some((online, usage, freq_mhz)) if c.done() || c.peek() == Some(b',') => {
+                emit(Field::CpuCore {
+                    index,
+                    online,
+                    usage,
+                    freq_mhz,
+                });
+                any = true;
+            }
+            _ => {
+                while !c.done() && c.peek() != Some(b',') {
+                    c.at += 1;
+                }
+            }
+        }
+        if !c.eat(b',') {
+            break;
+        }
+        index += 1;
     }
     any
 }
