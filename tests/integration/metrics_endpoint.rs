@@ -1,7 +1,7 @@
 //! `/metrics` against the x86-laptop fixture tree: every value, both styles, both
 //! formats, promtool, and expiry of samples a stuck collector no longer refreshes.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -236,34 +236,17 @@ fn promtool_accepts_both_styles() {
             &format!("metric_style: {style}\n"),
         ));
         let body = wait_complete(&exporter);
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("promtool output");
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (status, stdout, stderr) =
+            run_with_stdin(&promtool, &["check", "metrics"], body.as_bytes());
+        let report = format!("{stdout}{stderr}");
         match style {
             "labeled" => assert!(
-                out.status.success() && report.trim().is_empty(),
+                status.success() && report.trim().is_empty(),
                 "labeled: {report}"
             ),
             _ => {
                 // Exit 3 is "lint problems"; 1 would be a parse error.
-                assert!(matches!(out.status.code(), Some(0 | 3)), "flat: {report}");
+                assert!(matches!(status.code(), Some(0 | 3)), "flat: {report}");
                 for line in report.lines() {
                     let spec_unit = line
                         .ends_with("metric names should not contain abbreviated units")
@@ -312,31 +295,9 @@ print(sum(len(f.samples) for f in families))\n";
             &format!("{}/metrics", exporter.metrics_url),
             &[("Accept", "application/openmetrics-text; version=1.0.0")],
         );
-        let mut child = Command::new(python)
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(r.body.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("output");
-        assert!(
-            out.status.success(),
-            "{style}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            r.body
-        );
-        let parsed: usize = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("count");
+        let (status, stdout, stderr) = run_with_stdin(python, &["-c", script], r.body.as_bytes());
+        assert!(status.success(), "{style}: {stderr}\n{}", r.body);
+        let parsed: usize = stdout.trim().parse().expect("count");
         let lines = r.body.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(parsed, lines, "{style}: every sample line parsed");
     }

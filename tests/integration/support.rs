@@ -292,6 +292,32 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Runs `program args` with `input` on stdin (written from a thread, so a large
+/// input cannot deadlock against a full stdout); returns status, stdout, stderr.
+pub fn run_with_stdin(program: &Path, args: &[&str], input: &[u8]) -> (ExitStatus, String, String) {
+    use std::io::Write;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs the binary to completion (for `check-config` and start-up failures).
 pub fn run_binary(args: &[&str], cwd: &Path) -> (ExitStatus, String, String) {
     let mut command = Command::new(BIN);

@@ -111,6 +111,17 @@ fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
     }
 }
 
+/// The `/health` entry of one collector.
+fn collector_health(exporter: &Exporter, name: &str) -> serde_json::Value {
+    exporter.api_get("/health").json()["collectors"]
+        .as_array()
+        .expect("collectors")
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no collector {name}"))
+}
+
 fn restarts(body: &str) -> f64 {
     sample_value(body, "edge_exporter_tegrastats_restarts_total").unwrap_or(-1.0)
 }
@@ -181,14 +192,7 @@ fn an_exiting_child_is_restarted_and_counted() {
         zombies_of(exporter.pid()).is_empty(),
         "every exited child was reaped"
     );
-    let health = exporter.api_get("/health").json();
-    let tegrastats = health["collectors"]
-        .as_array()
-        .expect("collectors")
-        .iter()
-        .find(|c| c["name"] == "tegrastats")
-        .cloned()
-        .expect("tegrastats collector");
+    let tegrastats = collector_health(&exporter, "tegrastats");
     if tegrastats["status"] == "failing" {
         assert!(
             tegrastats["error"]
@@ -275,14 +279,10 @@ fn missing_tegrastats_is_reported_and_the_rest_keeps_serving() {
     });
     assert!(body.contains("host_ram_total_mb{device_type=\"jetson_orin\""));
     assert!(!body.contains("jetson_ram_used_mb"));
-    let health = exporter.api_get("/health").json();
-    assert_eq!(health["status"], "degraded");
-    let error = health["collectors"]
-        .as_array()
-        .expect("collectors")
-        .iter()
-        .find(|c| c["name"] == "tegrastats")
-        .and_then(|c| c["error"].as_str().map(str::to_owned))
+    assert_eq!(exporter.api_get("/health").json()["status"], "degraded");
+    let error = collector_health(&exporter, "tegrastats")["error"]
+        .as_str()
+        .map(str::to_owned)
         .expect("tegrastats error");
     assert!(error.contains("tegrastats not found"), "{error}");
 }

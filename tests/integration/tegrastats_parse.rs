@@ -1,9 +1,6 @@
 //! `parse` on the whole tegrastats corpus against a reviewed golden file, and its
 //! behaviour on bad input.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use crate::support::*;
 
 /// The `line` column of the corpus, one line per record.
@@ -21,27 +18,9 @@ fn corpus_lines() -> String {
 }
 
 fn run_parse(args: &[&str], stdin: &str) -> (std::process::ExitStatus, String, String) {
-    let mut command = Command::new(BIN);
-    command
-        .arg("parse")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    die_with_parent(&mut command);
-    let mut child = command.spawn().expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec!["parse"];
+    all.extend_from_slice(args);
+    run_with_stdin(std::path::Path::new(BIN), &all, stdin.as_bytes())
 }
 
 /// `UPDATE_GOLDEN=1 cargo test` rewrites the golden file; review its diff.
@@ -102,19 +81,8 @@ fn unreadable_lines_give_empty_objects_and_a_warning() {
     let mut bytes = b"\xff\xfe RAM 2/4MB (lfb 1x1MB)\n".to_vec();
     bytes.extend(std::iter::repeat_n(b'A', 1 << 20));
     bytes.extend(b"\nAPE 150\n");
-    let mut command = Command::new(BIN);
-    command
-        .arg("parse")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("join").expect("write");
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (status, stdout, _) = run_with_stdin(std::path::Path::new(BIN), &["parse"], &bytes);
+    assert!(status.success());
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].contains("\"jetson_ram_used_mb\":2"));
