@@ -10,5 +10,6 @@ pub mod cpu;
 pub mod hwmon;
 pub mod meminfo;
 pub mod power_supply;
+pub mod shelly;
 pub mod tegrastats;
 pub mod thermal;
