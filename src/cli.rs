@@ -36,6 +36,33 @@ pub enum Command {
     /// Turn tegrastats lines into JSON: one object per input line, mapping every
     /// metric id found in the line to its number.
     Parse(ParseArgs),
+    /// Run the Shelly plug hub: plugs connect to its WebSocket port, exporters
+    /// read them through its HTTP API.
+    ShellyServer(ShellyServerArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ShellyServerArgs {
+    /// Port plugs connect to (their `Ws.SetConfig` server URL).
+    #[arg(long, env = "SHELLY_WS_PORT", default_value_t = 8765)]
+    pub ws_port: u16,
+
+    /// Port of the HTTP API exporters read.
+    #[arg(long, env = "SHELLY_HTTP_PORT", default_value_t = 8766)]
+    pub http_port: u16,
+
+    /// Address of the WebSocket endpoint (plugs must reach it).
+    #[arg(long, env = "SHELLY_WS_ADDRESS", default_value = "0.0.0.0")]
+    pub ws_address: std::net::IpAddr,
+
+    /// Address of the HTTP API (loopback unless exporters on other hosts read it).
+    #[arg(long, env = "SHELLY_HTTP_ADDRESS", default_value = "127.0.0.1")]
+    pub http_address: std::net::IpAddr,
+
+    /// Secret plugs must put in their connection URL (`?token=` or the first path
+    /// segment). Prefer the environment variable, so it is not in `ps`.
+    #[arg(long, env = "SHELLY_WS_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -15,7 +15,9 @@
 //!   expiry, publishes the snapshot that scrapes serve.
 //! * `sample`: the data model shared by collectors and outputs.
 //! * `exposition`: writes samples as Prometheus text 0.0.4 or OpenMetrics 1.0.
-//! * `http`: the Prometheus endpoint and the management API (routers only).
+//! * `http`: the Prometheus endpoint and the management API (routers only), and
+//!   the serve loop with its timeouts.
+//! * `shelly`: the plug hub Shelly plugs connect to (`shelly-server`, or embedded).
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
 pub mod cli;
@@ -28,4 +30,5 @@ pub mod paths;
 pub mod recordings;
 pub mod sample;
 pub mod scheduler;
+pub mod shelly;
 pub mod sources;

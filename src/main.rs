@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use edge_metrics_exporter::cli::{Cli, Command, LogArgs, LogFormat, ParseArgs, ServeArgs};
+use edge_metrics_exporter::cli::{
+    Cli, Command, LogArgs, LogFormat, ParseArgs, ServeArgs, ShellyServerArgs,
+};
 use edge_metrics_exporter::config::{Overrides, Store};
 use edge_metrics_exporter::daemon::{self, ServeOptions};
 
@@ -17,8 +19,50 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig(arg)) => check_config(&arg.config),
         Some(Command::Parse(args)) => parse(&args),
+        Some(Command::ShellyServer(args)) => shelly_server(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
+    }
+}
+
+/// A runtime sized for a small board (see `serve`).
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+fn shelly_server(args: ShellyServerArgs) -> ExitCode {
+    use edge_metrics_exporter::config::Secret;
+    use edge_metrics_exporter::shelly::{HubConfig, server};
+    let options = server::ServerOptions {
+        ws: std::net::SocketAddr::new(args.ws_address, args.ws_port),
+        http: std::net::SocketAddr::new(args.http_address, args.http_port),
+        secret: args.secret.and_then(Secret::new),
+        hub: HubConfig::default(),
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        server::run(options, shutdown).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -50,17 +94,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     // Two workers are plenty for a scrape endpoint and a small API, and keep the
     // footprint small on 4 GB boards; hardware reads run on the blocking pool.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(8)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -16,12 +16,12 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Longest time a connection may go without any byte read or written.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,7 +37,7 @@ pub async fn serve_with_idle_timeout(
     shutdown: CancellationToken,
     idle: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
     loop {
@@ -56,16 +56,29 @@ pub async fn serve_with_idle_timeout(
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(IdleTimeout::new(stream, idle));
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(io, service));
-        tokio::spawn(async move {
+        // Upgrades are allowed so the same loop serves the Shelly WebSocket endpoint
+        // (an upgraded socket lives on in its own task; see `shelly::hub`).
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             // Errors here are per connection (a client that hung up or idled out).
-            if let Err(e) = connection.await {
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }
 
 /// An I/O stream that fails with `TimedOut` once it has been waiting on its peer

@@ -9,6 +9,8 @@ mod jetson;
 mod lifecycle;
 mod metrics_endpoint;
 mod prometheus;
+mod shelly_hub;
+mod shelly_sim;
 mod support;
 mod tegrastats_child;
 mod tegrastats_parse;

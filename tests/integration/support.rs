@@ -252,8 +252,13 @@ fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<
     for (k, v) in &options.env {
         command.env(k, v);
     }
+    spawn_logged(command)
+}
+
+/// Spawns `command` (killed with the test) and collects its stderr lines.
+pub fn spawn_logged(mut command: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
     die_with_parent(&mut command);
-    let mut child = command.spawn().expect("spawn exporter");
+    let mut child = command.spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
@@ -288,6 +293,109 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         if Instant::now() > deadline {
             return None;
         }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it),
+/// for tests that open thousands of sockets.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct passed.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A running `shelly-server`. Dropping it kills the process.
+pub struct ShellyServer {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// `ws://127.0.0.1:PORT`
+    pub ws_url: String,
+    /// `http://127.0.0.1:PORT`
+    pub api_url: String,
+}
+
+impl ShellyServer {
+    pub fn start(secret: Option<&str>) -> ShellyServer {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "shelly-server",
+                "--ws-port",
+                "0",
+                "--http-port",
+                "0",
+                "--ws-address",
+                "127.0.0.1",
+            ])
+            .env_remove("SHELLY_WS_SECRET")
+            .env("EDGE_EXPORTER_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(secret) = secret {
+            command.env("SHELLY_WS_SECRET", secret);
+        }
+        let (child, log) = spawn_logged(command);
+        let mut server = ShellyServer {
+            child,
+            log,
+            ws_url: String::new(),
+            api_url: String::new(),
+        };
+        server.ws_url = format!("ws://{}", server.wait_log("shelly websocket listening on "));
+        server.api_url = format!(
+            "http://{}",
+            server.wait_log("shelly HTTP API listening on ")
+        );
+        server
+    }
+
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        wait_log(&mut self.child, &self.log, needle)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        get(&format!("{}{path}", self.api_url), &[])
+    }
+}
+
+impl Drop for ShellyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a log line containing `needle`; returns the word after it.
+pub fn wait_log(child: &mut Child, log: &Arc<Mutex<Vec<String>>>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            let rest = &line[line.find(needle).unwrap() + needle.len()..];
+            return rest.split_whitespace().next().unwrap_or("").to_owned();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "process exited ({status}) before logging {needle:?}:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line {needle:?}:\n{}",
+            log.lock().unwrap().join("\n")
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }

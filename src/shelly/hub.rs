@@ -1,0 +1,448 @@
+//! The plug hub: the WebSocket endpoint Shelly Gen2+ plugs connect out to, the
+//! registry of connected plugs, and RPC over their sockets.
+//!
+//! A plug is known by the `src` of its first frame (and optionally by an alias from
+//! its connection URL, e.g. the edge device's hostname). Its status document is
+//! kept from `NotifyFullStatus`/`NotifyStatus` pushes and RPC replies. Requests carry
+//! numeric ids and replies are matched by id, so any number can be in flight. A
+//! plug that reconnects replaces its old connection. Pings find dead sockets; frames
+//! are bounded; garbage is logged, counted and ignored.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::sources::shelly::{self, Incoming, Reading, RpcError};
+
+/// The `src` our requests carry; replies come back with it as `dst`.
+pub const HUB_SRC: &str = "edge-metrics-exporter";
+
+/// Limits and timings of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How long an RPC may take (the spec's 5 s, then 504).
+    pub rpc_timeout: Duration,
+    /// Largest frame accepted from a plug.
+    pub max_frame: usize,
+    /// How often the hub pings each plug.
+    pub ping_every: Duration,
+    /// How long a new connection has to send its first frame.
+    pub first_frame_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            rpc_timeout: Duration::from_secs(5),
+            max_frame: 64 * 1024,
+            ping_every: Duration::from_secs(20),
+            first_frame_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an RPC got no usable answer; each maps to the spec's HTTP status.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RpcFailure {
+    #[error("No Shelly device connected: {0}")]
+    NotConnected(String),
+    #[error("Device connection lost: {0}")]
+    ConnectionLost(String),
+    #[error("RPC request timeout ({0} s): {1}")]
+    Timeout(u64, String),
+    #[error("RPC error from {0}: code {1}: {2}")]
+    Device(String, i64, String),
+    #[error("Invalid RPC response from {0}: {1}")]
+    Invalid(String, String),
+}
+
+/// A connected plug.
+#[derive(Debug)]
+pub struct Plug {
+    /// The plug's own id (`src`), e.g. `shellyplusplugs-a8032ab12345`.
+    pub id: String,
+    /// A name from the connection URL, e.g. the edge device's hostname.
+    pub alias: Option<String>,
+    pub connected_at: SystemTime,
+    connection: u64,
+    outgoing: mpsc::Sender<String>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
+    status: Mutex<Map<String, Value>>,
+    closed: CancellationToken,
+}
+
+impl Plug {
+    /// The plug's current status document.
+    pub fn status(&self) -> Map<String, Value> {
+        lock(&self.status).clone()
+    }
+
+    /// The name `/devices` lists: the alias where there is one.
+    pub fn name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Counters of what the hub saw, for logs, `/devices` and self-telemetry.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub connections: AtomicU64,
+    pub replaced: AtomicU64,
+    pub invalid_frames: AtomicU64,
+    pub oversized_frames: AtomicU64,
+    pub rejected: AtomicU64,
+    pub rpc_requests: AtomicU64,
+    pub rpc_failures: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<Plug>>,
+    alias_to_id: HashMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    pub config: HubConfig,
+    registry: Mutex<Registry>,
+    next_request: AtomicU64,
+    next_connection: AtomicU64,
+    pub stats: HubStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section replaces whole values; a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Hub {
+            config,
+            registry: Mutex::new(Registry::default()),
+            next_request: AtomicU64::new(1),
+            next_connection: AtomicU64::new(1),
+            stats: HubStats::default(),
+        })
+    }
+
+    /// A connected plug by id or alias.
+    pub fn resolve(&self, name: &str) -> Option<Arc<Plug>> {
+        let registry = lock(&self.registry);
+        let id = registry
+            .alias_to_id
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or(name);
+        registry.by_id.get(id).cloned()
+    }
+
+    /// Every connected plug, sorted by name.
+    pub fn plugs(&self) -> Vec<Arc<Plug>> {
+        let mut plugs: Vec<Arc<Plug>> = lock(&self.registry).by_id.values().cloned().collect();
+        plugs.sort_by(|a, b| a.name().cmp(b.name()));
+        plugs
+    }
+
+    pub fn connected(&self) -> usize {
+        lock(&self.registry).by_id.len()
+    }
+
+    /// Sends `method` to the plug and waits for its reply.
+    pub async fn rpc(&self, plug: &Plug, method: &str, params: Value) -> Result<Value, RpcFailure> {
+        self.stats.rpc_requests.fetch_add(1, Ordering::Relaxed);
+        let result = self.rpc_inner(plug, method, params).await;
+        if result.is_err() {
+            self.stats.rpc_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn rpc_inner(
+        &self,
+        plug: &Plug,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcFailure> {
+        let lost = || RpcFailure::ConnectionLost(plug.name().to_owned());
+        if plug.closed.is_cancelled() {
+            return Err(lost());
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&plug.pending).insert(id, tx);
+        let frame = shelly::request(id, HUB_SRC, method, params);
+        let timeout = self.config.rpc_timeout;
+        let exchange = async {
+            plug.outgoing.send(frame).await.map_err(|_| lost())?;
+            match rx.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(RpcFailure::Device(
+                    plug.name().to_owned(),
+                    e.code,
+                    e.message,
+                )),
+                // The connection ended and dropped our reply slot.
+                Err(_) => Err(lost()),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                lock(&plug.pending).remove(&id);
+                Err(RpcFailure::Timeout(
+                    timeout.as_secs(),
+                    plug.name().to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// Asks a plug for its full status (`Shelly.GetStatus`), records it, and reads
+    /// its power components.
+    pub async fn read(&self, plug: &Plug) -> Result<Reading, RpcFailure> {
+        let result = self
+            .rpc(plug, "Shelly.GetStatus", serde_json::json!({}))
+            .await?;
+        let Value::Object(status) = result else {
+            return Err(RpcFailure::Invalid(
+                plug.name().to_owned(),
+                "the status is not an object".into(),
+            ));
+        };
+        let reading = shelly::reading(&status);
+        if reading.components.is_empty() {
+            return Err(RpcFailure::Invalid(
+                plug.name().to_owned(),
+                "no power component (switch with apower, pm1, em1, em) in the status".into(),
+            ));
+        }
+        shelly::apply_status(&mut lock(&plug.status), &status, true);
+        Ok(reading)
+    }
+
+    fn register(&self, plug: Arc<Plug>) {
+        let mut registry = lock(&self.registry);
+        if let Some(old) = registry.by_id.insert(plug.id.clone(), plug.clone()) {
+            self.stats.replaced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(plug = %plug.id, "plug reconnected; the old connection is closed");
+            old.closed.cancel();
+            if let Some(alias) = &old.alias {
+                registry.alias_to_id.remove(alias);
+            }
+        }
+        if let Some(alias) = &plug.alias {
+            registry.alias_to_id.insert(alias.clone(), plug.id.clone());
+        }
+    }
+
+    fn unregister(&self, plug: &Plug) {
+        let mut registry = lock(&self.registry);
+        // A newer connection of the same plug may have replaced this one already.
+        if registry
+            .by_id
+            .get(&plug.id)
+            .is_some_and(|p| p.connection == plug.connection)
+        {
+            registry.by_id.remove(&plug.id);
+            if let Some(alias) = &plug.alias
+                && registry.alias_to_id.get(alias) == Some(&plug.id)
+            {
+                registry.alias_to_id.remove(alias);
+            }
+        }
+    }
+
+    /// Runs one plug connection until it closes, is replaced, dies or `shutdown`.
+    pub async fn serve_socket(
+        self: Arc<Self>,
+        socket: WebSocket,
+        alias: Option<String>,
+        shutdown: CancellationToken,
+    ) {
+        let (mut sink, mut stream) = socket.split();
+        // The first frame names the plug.
+        let first = tokio::time::timeout(self.config.first_frame_timeout, stream.next()).await;
+        let (src, method, params) = match first {
+            Ok(Some(Ok(Message::Text(text)))) => match shelly::parse_frame(text.as_str()) {
+                Ok(Incoming::Notification {
+                    src,
+                    method,
+                    params,
+                }) => (src, method, params),
+                other => {
+                    self.stats.invalid_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(frame = ?other.err(), "a connection's first frame is not a notification with a src; closing it");
+                    let _ = sink.close().await;
+                    return;
+                }
+            },
+            _ => {
+                tracing::debug!("a connection sent no first frame in time; closing it");
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        let plug = Arc::new(Plug {
+            id: src,
+            alias,
+            connected_at: SystemTime::now(),
+            connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            outgoing: tx,
+            pending: Mutex::new(HashMap::new()),
+            status: Mutex::new(Map::new()),
+            closed: shutdown.child_token(),
+        });
+        apply_notification(&plug, &method, &params);
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.register(plug.clone());
+        tracing::info!(plug = %plug.id, alias = ?plug.alias, "plug connected");
+
+        let ping_every = self.config.ping_every;
+        // Silence for two ping periods means the plug or the network is gone.
+        let dead_after = ping_every * 2 + Duration::from_secs(5);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = tokio::time::Instant::now();
+        let reason = loop {
+            tokio::select! {
+                _ = plug.closed.cancelled() => break "replaced or shutting down",
+                Some(frame) = rx.recv() => {
+                    if sink.send(Message::Text(frame.into())).await.is_err() {
+                        break "send failed";
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > dead_after {
+                        break "no answer to pings";
+                    }
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break "send failed";
+                    }
+                }
+                message = stream.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    match message {
+                        Some(Ok(Message::Text(text))) => self.handle_text(&plug, text.as_str()),
+                        Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                            Ok(text) => self.handle_text(&plug, text),
+                            Err(_) => self.garbage(&plug, "binary frame that is not UTF-8"),
+                        },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break "closed by the plug",
+                        Some(Err(e)) => {
+                            let text = e.to_string();
+                            if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                                self.stats.oversized_frames.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(plug = %plug.id, error = %text, "oversized frame; closing the connection");
+                            }
+                            break "socket error";
+                        }
+                    }
+                }
+            }
+        };
+        plug.closed.cancel();
+        self.unregister(&plug);
+        // Dropping the reply slots tells waiting requests the connection is lost.
+        lock(&plug.pending).clear();
+        let _ = sink.close().await;
+        tracing::info!(plug = %plug.id, reason, "plug disconnected");
+    }
+
+    fn handle_text(&self, plug: &Plug, text: &str) {
+        if text.len() > self.config.max_frame {
+            self.stats.oversized_frames.fetch_add(1, Ordering::Relaxed);
+            self.garbage(plug, "oversized frame");
+            return;
+        }
+        match shelly::parse_frame(text) {
+            Ok(Incoming::Notification {
+                src,
+                method,
+                params,
+            }) => {
+                if src == plug.id {
+                    apply_notification(plug, &method, &params);
+                } else {
+                    self.garbage(plug, "notification from another src on this connection");
+                }
+            }
+            Ok(Incoming::Response { id, result, .. }) => {
+                match lock(&plug.pending).remove(&id) {
+                    // The requester may have timed out; its slot is simply gone.
+                    Some(slot) => {
+                        let _ = slot.send(result);
+                    }
+                    None => {
+                        tracing::debug!(plug = %plug.id, id, "reply to an unknown or expired request")
+                    }
+                }
+            }
+            Err(e) => self.garbage(plug, &e.to_string()),
+        }
+    }
+
+    fn garbage(&self, plug: &Plug, what: &str) {
+        let n = self.stats.invalid_frames.fetch_add(1, Ordering::Relaxed) + 1;
+        // Logged for the first frames and then every 100th, so a broken plug
+        // cannot flood the log.
+        if n <= 10 || n.is_multiple_of(100) {
+            tracing::warn!(plug = %plug.id, error = what, count = n, "invalid frame ignored");
+        }
+    }
+
+    /// The JSON `/metrics` answers for a reading.
+    pub fn reading_json(plug: &Plug, reading: &Reading) -> Value {
+        let mut metrics = Map::new();
+        let mut put = |k: &str, v: Option<f64>| {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                metrics.insert(k.to_owned(), serde_json::json!(v));
+            }
+        };
+        put("power_total_watts", reading.power_watts);
+        put("power_voltage_volts", reading.voltage_volts);
+        put("power_current_amps", reading.current_amps);
+        put("power_factor", reading.power_factor);
+        put("power_frequency_hertz", reading.frequency_hertz);
+        put("energy_total_wh", reading.energy_wh);
+        put("energy_returned_wh", reading.returned_energy_wh);
+        put("temperature_celsius", reading.temperature_celsius);
+        put(
+            "output_on",
+            reading.output_on.map(|o| if o { 1.0 } else { 0.0 }),
+        );
+        serde_json::json!({
+            "device_id": plug.id,
+            "alias": plug.alias,
+            "metrics": metrics,
+            "errors": reading.errors,
+            "components": reading.components,
+            "timestamp": now_seconds(),
+        })
+    }
+}
+
+fn apply_notification(plug: &Plug, method: &str, params: &Map<String, Value>) {
+    match method {
+        "NotifyFullStatus" => shelly::apply_status(&mut lock(&plug.status), params, true),
+        "NotifyStatus" => shelly::apply_status(&mut lock(&plug.status), params, false),
+        // Events (button presses, config changes) carry no status.
+        _ => {}
+    }
+}

@@ -1,0 +1,64 @@
+//! `edge-metrics-exporter shelly-server`: the plug hub as its own process (the
+//! spec's `shelly_server`): the WebSocket endpoint on `--ws-port` (8765) and the
+//! HTTP API on `--http-port` (8766, loopback by default).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::endpoints;
+use super::hub::{Hub, HubConfig};
+use crate::config::Secret;
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub ws: SocketAddr,
+    pub http: SocketAddr,
+    pub secret: Option<Secret>,
+    pub hub: HubConfig,
+}
+
+/// Binds both listeners and serves until `shutdown`.
+pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io::Result<()> {
+    let ws = bind("shelly websocket", options.ws).await?;
+    let http = bind("shelly HTTP API", options.http).await?;
+    if options.secret.is_none() {
+        tracing::info!(
+            "no secret set: any client that reaches the WebSocket port can register as a plug"
+        );
+    }
+    let hub = Hub::new(options.hub);
+    let tracker = TaskTracker::new();
+    tracker.spawn(crate::http::serve::serve(
+        ws,
+        endpoints::ws_router(hub.clone(), options.secret, shutdown.clone()),
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::http::serve::serve(
+        http,
+        endpoints::api_router(hub),
+        shutdown.clone(),
+    ));
+    tracing::info!("shelly-server running");
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    Ok(())
+}
+
+pub async fn bind(what: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
+    })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(%local, "{what} listening on {local}");
+    Ok(listener)
+}
