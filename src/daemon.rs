@@ -84,8 +84,24 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     let bound_reload_port = local_port(&api_listener, api_addr);
 
     let tracker = TaskTracker::new();
+    // The plug hub inside the exporter, for one-box setups (`shelly.listen`).
+    let hub = match config.shelly.listen {
+        Some(addr) if config.shelly.enabled => {
+            let listener = bind("shelly websocket", addr).await?;
+            let hub = crate::shelly::Hub::new(crate::shelly::HubConfig::default());
+            let router = crate::shelly::endpoints::ws_router(
+                hub.clone(),
+                config.shelly.secret.clone(),
+                shutdown.clone(),
+            );
+            serve(&tracker, listener, router, &shutdown);
+            Some(hub)
+        }
+        _ => None,
+    };
     let scheduler = Arc::new(Scheduler::start(
         store.clone(),
+        hub,
         tracker.clone(),
         shutdown.clone(),
     ));
@@ -146,6 +162,7 @@ pub async fn reload(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
     warn_port_change(state.bound_reload_port, reloaded.new.reload_port);
     if reloaded.old.listen_address != reloaded.new.listen_address
         || reloaded.old.api_listen() != reloaded.new.api_listen()
+        || reloaded.old.shelly.listen != reloaded.new.shelly.listen
     {
         tracing::warn!(
             "listen address change detected but cannot be applied; restart the service to apply it"

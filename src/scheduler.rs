@@ -170,6 +170,8 @@ struct Running {
 /// State shared by the collector tasks and the HTTP handlers.
 struct Shared {
     store: Arc<Store>,
+    /// The embedded plug hub, handed to collectors that read it.
+    hub: Option<Arc<crate::shelly::Hub>>,
     device: ArcSwap<DeviceInfo>,
     states: Mutex<BTreeMap<&'static str, CollectorState>>,
     snapshot: ArcSwap<Snapshot>,
@@ -198,7 +200,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Scheduler {
     /// Creates the scheduler and starts the collectors the live config asks for.
-    pub fn start(store: Arc<Store>, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
+    pub fn start(
+        store: Arc<Store>,
+        hub: Option<Arc<crate::shelly::Hub>>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
         let config = store.live();
         let device = DeviceInfo::from_config(&config);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -211,6 +218,7 @@ impl Scheduler {
             device: ArcSwap::from_pointee(device),
             states: Mutex::new(BTreeMap::new()),
             store,
+            hub,
             discovered: tx,
         });
         tracker.spawn(discovery_task(shared.store.clone(), rx, shutdown.clone()));
@@ -450,6 +458,7 @@ async fn collector_task(
                 let ctx = BuildContext {
                     tracker: tracker.clone(),
                     cancel: cancel.clone(),
+                    hub: shared.hub.clone(),
                 };
                 match tokio::task::spawn_blocking(move || spec.build(&ctx)).await {
                     Ok(c) => c,

@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod linux;
+pub mod shelly;
 pub mod tegrastats;
 
 use std::time::Duration;
@@ -60,6 +61,11 @@ pub enum CollectorSpec {
         paths: Paths,
         nvpmodel_command: String,
     },
+    Shelly {
+        source: shelly::ShellySource,
+        device_id: Option<String>,
+        hostname: String,
+    },
 }
 
 /// What a collector may use while it is built: a place to run background tasks
@@ -69,6 +75,8 @@ pub struct BuildContext {
     pub tracker: TaskTracker,
     /// Cancelled when this collector is stopped (reload) or the daemon shuts down.
     pub cancel: CancellationToken,
+    /// The plug hub running inside the exporter (`shelly.listen`), if any.
+    pub hub: Option<std::sync::Arc<crate::shelly::Hub>>,
 }
 
 impl CollectorSpec {
@@ -77,6 +85,7 @@ impl CollectorSpec {
             CollectorSpec::Linux { .. } => linux::NAME,
             CollectorSpec::Tegrastats { .. } => tegrastats::NAME,
             CollectorSpec::Control { .. } => control::NAME,
+            CollectorSpec::Shelly { .. } => shelly::NAME,
         }
     }
 
@@ -92,6 +101,16 @@ impl CollectorSpec {
             } => Box::new(control::ControlCollector::new(
                 paths.clone(),
                 nvpmodel_command.clone(),
+            )),
+            CollectorSpec::Shelly {
+                source,
+                device_id,
+                hostname,
+            } => Box::new(shelly::ShellyCollector::new(
+                source.clone(),
+                device_id.clone(),
+                hostname.clone(),
+                ctx.hub.clone(),
             )),
         }
     }
@@ -148,6 +167,26 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
         specs.push(CollectorSpec::Control {
             paths: config.paths.clone(),
             nvpmodel_command: config.tegrastats.nvpmodel_command.clone(),
+        });
+    }
+    let shelly_config = &config.shelly;
+    if shelly_config.enabled {
+        let source = if !shelly_config.poll.is_empty() {
+            shelly::ShellySource::Poll(shelly_config.poll.clone())
+        } else if shelly_config.listen.is_some() {
+            shelly::ShellySource::Embedded
+        } else {
+            shelly::ShellySource::Hub {
+                url: shelly_config.server_url.clone(),
+            }
+        };
+        specs.push(CollectorSpec::Shelly {
+            source,
+            device_id: shelly_config.device_id.clone(),
+            hostname: config
+                .hostname
+                .clone()
+                .unwrap_or_else(crate::scheduler::system_hostname),
         });
     }
     specs

@@ -108,8 +108,28 @@ pub struct RawTegrastats {
 pub struct RawShelly {
     pub enabled: Option<bool>,
     pub server_url: Option<String>,
+    /// Which plug powers this device: its alias or id at the hub.
+    pub device_id: Option<String>,
+    /// Run the plug hub inside the exporter on this address (`0.0.0.0:8765`).
+    pub listen: Option<String>,
+    /// Secret plugs must put in their URL when `listen` is set.
+    pub secret: Option<String>,
+    /// Plugs read over HTTP instead (they cannot connect out).
+    pub poll: Option<Vec<RawPoll>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    pub url: String,
+    /// 2 (Gen2 and later, `/rpc/Shelly.GetStatus`) or 1 (`/status`).
+    pub generation: Option<u8>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The `plug` label; the URL's host when unset.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +259,21 @@ impl fmt::Debug for Secret {
 pub struct ShellyConfig {
     pub enabled: bool,
     pub server_url: String,
+    pub device_id: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub secret: Option<Secret>,
+    pub poll: Vec<PollTarget>,
+}
+
+/// A plug read over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollTarget {
+    /// `http://host[:port]`, without a path.
+    pub url: String,
+    pub generation: u8,
+    pub username: String,
+    pub password: Option<Secret>,
+    pub name: String,
 }
 
 /// Settings that come from the command line and the environment rather than the
@@ -480,6 +515,26 @@ impl Config {
             shelly: ShellyConfig {
                 enabled: shelly.enabled.unwrap_or(shelly_section),
                 server_url,
+                device_id: shelly
+                    .device_id
+                    .map(|d| d.trim().to_owned())
+                    .filter(|d| !d.is_empty()),
+                listen: match shelly.listen {
+                    None => None,
+                    Some(l) => Some(l.trim().parse().map_err(|_| {
+                        source.error(
+                            &["shelly", "listen"],
+                            format!("must be an address such as 0.0.0.0:8765, got {l:?}"),
+                        )
+                    })?),
+                },
+                secret: shelly.secret.and_then(Secret::new),
+                poll: shelly
+                    .poll
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| poll_target(p, source))
+                    .collect::<Result<_, _>>()?,
             },
             paths,
             listen_address,
@@ -509,6 +564,40 @@ impl Config {
         let raw = parse_raw(text, source)?;
         Config::from_raw(raw, overrides, source)
     }
+}
+
+fn poll_target(raw: RawPoll, source: &Source<'_>) -> Result<PollTarget, ConfigError> {
+    let url = raw.url.trim().trim_end_matches('/').to_owned();
+    let host = url
+        .strip_prefix("http://")
+        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+        .ok_or_else(|| {
+            source.error(
+                &["shelly", "poll"],
+                format!(
+                    "url must be http://host[:port] without a path, got {:?}",
+                    raw.url
+                ),
+            )
+        })?
+        .to_owned();
+    let generation = raw.generation.unwrap_or(2);
+    if !matches!(generation, 1 | 2) {
+        return Err(source.error(
+            &["shelly", "poll"],
+            format!("generation must be 1 or 2, got {generation}"),
+        ));
+    }
+    let name = raw
+        .name
+        .unwrap_or_else(|| host.split(':').next().unwrap_or(&host).to_owned());
+    Ok(PollTarget {
+        url,
+        generation,
+        username: raw.username.unwrap_or_else(|| "admin".to_owned()),
+        password: raw.password.and_then(Secret::new),
+        name,
+    })
 }
 
 /// Parses YAML text into [`RawConfig`]. An empty file (or only comments) is the

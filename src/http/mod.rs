@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
+pub mod digest;
 pub mod error;
 pub mod metrics;
 pub mod serve;

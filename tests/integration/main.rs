@@ -9,6 +9,7 @@ mod jetson;
 mod lifecycle;
 mod metrics_endpoint;
 mod prometheus;
+mod shelly_exporter;
 mod shelly_hub;
 mod shelly_sim;
 mod support;

@@ -13,7 +13,7 @@ use crate::support::*;
 
 const PLUG: &str = "shellyplusplugs-a8032ab12345";
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,0 +1,116 @@
+//! A small HTTP/1.1 client for the exporter's outbound requests (the Shelly hub's
+//! API, plugs polled over HTTP): one request per connection, plain `http://`, a
+//! time limit on the whole exchange and a bound on the body. That is all these
+//! peers need, and it keeps TLS and connection pools out of the binary.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::rt::TokioIo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("no answer from {0} within {1:?}")]
+    Timeout(String, Duration),
+    #[error("HTTP exchange with {0} failed: {1}")]
+    Http(String, String),
+    #[error("the answer from {0} is larger than {1} bytes")]
+    TooLarge(String, usize),
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// `GET url` with `headers`, within `timeout`, reading at most `max_body` bytes.
+pub async fn get(
+    url: &str,
+    headers: &[(HeaderName, String)],
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Response, ClientError> {
+    match tokio::time::timeout(timeout, exchange(url, headers, max_body)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Timeout(url.to_owned(), timeout)),
+    }
+}
+
+async fn exchange(
+    url: &str,
+    headers: &[(HeaderName, String)],
+    max_body: usize,
+) -> Result<Response, ClientError> {
+    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+        ClientError::Url(url.to_owned(), e.to_string())
+    })?;
+    if uri.scheme_str() != Some("http") {
+        return Err(ClientError::Url(
+            url.to_owned(),
+            "only http:// URLs are supported".into(),
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Url(url.to_owned(), "no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| ClientError::Connect(format!("{host}:{port}"), e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
+    tokio::spawn(async move {
+        // Ends when the exchange is done or the peer hangs up.
+        let _ = connection.await;
+    });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = Request::get(path)
+        .header(
+            hyper::header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
+        request.headers_mut().insert(name.clone(), value);
+    }
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = Limited::new(response.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ClientError::TooLarge(url.to_owned(), max_body)
+            } else {
+                ClientError::Http(url.to_owned(), e.to_string())
+            }
+        })?
+        .to_bytes();
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
