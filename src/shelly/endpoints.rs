@@ -58,9 +58,13 @@ async fn ws_upgrade(State(state): State<WsState>, uri: Uri, upgrade: WebSocketUp
     };
     let max = state.hub.config.max_frame;
     let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
+    // Buffers sized for plug frames (a full status is a few kB), not the 128 KiB
+    // default, which would cost 256 KiB per plug: a hub holds thousands of sockets.
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| hub.serve_socket(socket, alias, shutdown))
 }
 

@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::sources::shelly::{self, Incoming, Reading, RpcError};
+use crate::sources::shelly::{self, CompactStatus, Incoming, Reading, RpcError};
 
 /// The `src` our requests carry; replies come back with it as `dst`.
 pub const HUB_SRC: &str = "edge-metrics-exporter";
@@ -72,16 +73,24 @@ pub struct Plug {
     pub alias: Option<String>,
     pub connected_at: SystemTime,
     connection: u64,
-    outgoing: mpsc::Sender<String>,
+    /// The socket's sending half; requests and pings take turns on it.
+    sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
-    status: Mutex<Map<String, Value>>,
+    status: Mutex<CompactStatus>,
     closed: CancellationToken,
 }
 
 impl Plug {
-    /// The plug's current status document.
+    /// The plug's current status (power components).
     pub fn status(&self) -> Map<String, Value> {
-        lock(&self.status).clone()
+        lock(&self.status).to_map()
+    }
+
+    async fn send(&self, message: Message) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        self.sink.lock().await.send(message).await.is_ok()
     }
 
     /// The name `/devices` lists: the alias where there is one.
@@ -188,7 +197,9 @@ impl Hub {
         let frame = shelly::request(id, HUB_SRC, method, params);
         let timeout = self.config.rpc_timeout;
         let exchange = async {
-            plug.outgoing.send(frame).await.map_err(|_| lost())?;
+            if !plug.send(Message::Text(frame.into())).await {
+                return Err(lost());
+            }
             match rx.await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(e)) => Err(RpcFailure::Device(
@@ -231,7 +242,7 @@ impl Hub {
                 "no power component (switch with apower, pm1, em1, em) in the status".into(),
             ));
         }
-        shelly::apply_status(&mut lock(&plug.status), &status, true);
+        lock(&plug.status).apply(&status, true);
         Ok(reading)
     }
 
@@ -297,18 +308,20 @@ impl Hub {
                 return;
             }
         };
-        let (tx, mut rx) = mpsc::channel::<String>(64);
         let plug = Arc::new(Plug {
             id: src,
             alias,
             connected_at: SystemTime::now(),
             connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
-            outgoing: tx,
+            sink: tokio::sync::Mutex::new(sink),
             pending: Mutex::new(HashMap::new()),
-            status: Mutex::new(Map::new()),
+            status: Mutex::new(CompactStatus::default()),
             closed: shutdown.child_token(),
         });
         apply_notification(&plug, &method, &params);
+        // The first frame is parsed into a JSON tree; it must not live as long as
+        // the connection (the compact status holds what is needed).
+        drop((method, params));
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.register(plug.clone());
         tracing::info!(plug = %plug.id, alias = ?plug.alias, "plug connected");
@@ -322,16 +335,11 @@ impl Hub {
         let reason = loop {
             tokio::select! {
                 _ = plug.closed.cancelled() => break "replaced or shutting down",
-                Some(frame) = rx.recv() => {
-                    if sink.send(Message::Text(frame.into())).await.is_err() {
-                        break "send failed";
-                    }
-                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > dead_after {
                         break "no answer to pings";
                     }
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    if !plug.send(Message::Ping(Vec::new().into())).await {
                         break "send failed";
                     }
                 }
@@ -361,7 +369,7 @@ impl Hub {
         self.unregister(&plug);
         // Dropping the reply slots tells waiting requests the connection is lost.
         lock(&plug.pending).clear();
-        let _ = sink.close().await;
+        let _ = plug.sink.lock().await.close().await;
         tracing::info!(plug = %plug.id, reason, "plug disconnected");
     }
 
@@ -440,8 +448,8 @@ impl Hub {
 
 fn apply_notification(plug: &Plug, method: &str, params: &Map<String, Value>) {
     match method {
-        "NotifyFullStatus" => shelly::apply_status(&mut lock(&plug.status), params, true),
-        "NotifyStatus" => shelly::apply_status(&mut lock(&plug.status), params, false),
+        "NotifyFullStatus" => lock(&plug.status).apply(params, true),
+        "NotifyStatus" => lock(&plug.status).apply(params, false),
         // Events (button presses, config changes) carry no status.
         _ => {}
     }

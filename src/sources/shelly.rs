@@ -108,15 +108,25 @@ pub fn request(id: u64, src: &str, method: &str, params: Value) -> String {
         .to_string()
 }
 
-/// Applies a notification or a `Shelly.GetStatus` result to the status document:
-/// a full status replaces it, a partial one is merged component by component
-/// (`ts` and other non-component keys are not status).
+/// The component types that measure power; the rest of a plug's status (`sys`,
+/// `wifi`, `cloud`, UI settings, ...) is not kept, so a hub holding thousands of
+/// plugs keeps only what it reads.
+pub const POWER_COMPONENTS: &[&str] = &["switch", "pm1", "em", "em1", "emdata", "em1data"];
+
+fn is_power_component(key: &str) -> bool {
+    let kind = key.split_once(':').map_or(key, |(kind, _)| kind);
+    POWER_COMPONENTS.contains(&kind)
+}
+
+/// Applies a notification or a `Shelly.GetStatus` result to the status document
+/// of power components: a full status replaces it, a partial one is merged
+/// component by component, field by field.
 pub fn apply_status(document: &mut Map<String, Value>, params: &Map<String, Value>, full: bool) {
     if full {
         document.clear();
     }
     for (key, value) in params {
-        if key == "ts" {
+        if !is_power_component(key) {
             continue;
         }
         match document.get_mut(key) {
@@ -124,6 +134,82 @@ pub fn apply_status(document: &mut Map<String, Value>, params: &Map<String, Valu
             _ => {
                 document.insert(key.clone(), value.clone());
             }
+        }
+    }
+}
+
+/// A plug's power-component status kept compactly, for hubs that hold thousands
+/// of plugs: one entry per numeric, boolean or error-list leaf
+/// (`switch:0.aenergy.total` → 1234.5), sorted by path. Strings and other arrays
+/// (`source`, `by_minute`) are not kept; nothing reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactStatus {
+    leaves: Vec<(Box<str>, Value)>,
+}
+
+impl CompactStatus {
+    /// Same semantics as [`apply_status`]: full replaces, partial merges.
+    pub fn apply(&mut self, params: &Map<String, Value>, full: bool) {
+        if full {
+            self.leaves.clear();
+        }
+        for (key, value) in params {
+            if is_power_component(key) {
+                self.flatten(key, value);
+            }
+        }
+        self.leaves.shrink_to_fit();
+    }
+
+    fn flatten(&mut self, path: &str, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    self.flatten(&format!("{path}.{k}"), v);
+                }
+            }
+            Value::Number(_) | Value::Bool(_) => self.set(path, value.clone()),
+            Value::Array(items) if path.ends_with(".errors") => {
+                self.set(path, Value::Array(items.clone()))
+            }
+            Value::Null => self.remove(path),
+            _ => {}
+        }
+    }
+
+    fn set(&mut self, path: &str, value: Value) {
+        match self.leaves.binary_search_by(|(k, _)| (**k).cmp(path)) {
+            Ok(i) => self.leaves[i].1 = value,
+            Err(i) => self.leaves.insert(i, (path.into(), value)),
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        if let Ok(i) = self.leaves.binary_search_by(|(k, _)| (**k).cmp(path)) {
+            self.leaves.remove(i);
+        }
+    }
+
+    /// The status as a nested document, for [`reading`] and for display.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut root = Value::Object(Map::new());
+        for (path, value) in &self.leaves {
+            let mut node = &mut root;
+            let mut parts = path.split('.').peekable();
+            while let Some(part) = parts.next() {
+                let Value::Object(map) = node else { break };
+                if parts.peek().is_none() {
+                    map.insert(part.to_owned(), value.clone());
+                    break;
+                }
+                node = map
+                    .entry(part.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()));
+            }
+        }
+        match root {
+            Value::Object(map) => map,
+            _ => Map::new(),
         }
     }
 }
@@ -402,7 +488,8 @@ mod tests {
         );
         assert_eq!(
             Value::Object(doc.clone()),
-            json!({"switch:0":{"id":0,"output":true,"apower":46.1,"voltage":220.7,"current":0.205,"temperature":{"tC":35.2}},"sys":{"uptime":6}})
+            json!({"switch:0":{"id":0,"output":true,"apower":46.1,"voltage":220.7,"current":0.205,"temperature":{"tC":35.2}}}),
+            "power components are merged; the rest of the status is not kept"
         );
         apply_status(
             &mut doc,
@@ -412,6 +499,31 @@ mod tests {
         assert_eq!(
             Value::Object(doc),
             json!({"switch:0":{"id":0,"apower":1.0}})
+        );
+    }
+
+    #[test]
+    fn compact_status_merges_like_the_document() {
+        let full = obj(
+            json!({"ts":1.0,"switch:0":{"id":0,"source":"init","output":true,"apower":45.3,"voltage":220.5,"aenergy":{"total":11.5,"by_minute":[1,2,3]},"temperature":{"tC":35.2},"errors":["overtemp"]},"sys":{"uptime":5}}),
+        );
+        let patch =
+            obj(json!({"switch:0":{"apower":46.1,"temperature":{"tC":36.0}},"sys":{"uptime":6}}));
+        let mut compact = CompactStatus::default();
+        compact.apply(&full, true);
+        compact.apply(&patch, false);
+        let mut doc = Map::new();
+        apply_status(&mut doc, &full, true);
+        apply_status(&mut doc, &patch, false);
+        assert_eq!(reading(&compact.to_map()), reading(&doc));
+        assert_eq!(
+            Value::Object(compact.to_map()),
+            json!({"switch:0":{"id":0,"output":true,"apower":46.1,"voltage":220.5,"aenergy":{"total":11.5},"temperature":{"tC":36.0},"errors":["overtemp"]}})
+        );
+        compact.apply(&obj(json!({"pm1:0":{"apower":1}})), true);
+        assert_eq!(
+            Value::Object(compact.to_map()),
+            json!({"pm1:0":{"apower":1}})
         );
     }
 
