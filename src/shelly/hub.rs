@@ -34,6 +34,8 @@ pub struct HubConfig {
     pub max_frame: usize,
     /// How often the hub pings each plug.
     pub ping_every: Duration,
+    /// Silence after which a plug counts as gone (it answers pings when alive).
+    pub dead_after: Duration,
     /// How long a new connection has to send its first frame.
     pub first_frame_timeout: Duration,
 }
@@ -44,6 +46,7 @@ impl Default for HubConfig {
             rpc_timeout: Duration::from_secs(5),
             max_frame: 64 * 1024,
             ping_every: Duration::from_secs(20),
+            dead_after: Duration::from_secs(45),
             first_frame_timeout: Duration::from_secs(10),
         }
     }
@@ -327,8 +330,7 @@ impl Hub {
         tracing::info!(plug = %plug.id, alias = ?plug.alias, "plug connected");
 
         let ping_every = self.config.ping_every;
-        // Silence for two ping periods means the plug or the network is gone.
-        let dead_after = ping_every * 2 + Duration::from_secs(5);
+        let dead_after = self.config.dead_after;
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = tokio::time::Instant::now();
@@ -452,5 +454,63 @@ fn apply_notification(plug: &Plug, method: &str, params: &Map<String, Value>) {
         "NotifyStatus" => lock(&plug.status).apply(params, false),
         // Events (button presses, config changes) carry no status.
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as ClientMessage;
+
+    /// A plug that stops answering pings (its socket is open but nobody reads it)
+    /// is dropped after `dead_after`.
+    #[tokio::test]
+    async fn a_plug_that_stops_answering_pings_is_dropped() {
+        let hub = Hub::new(HubConfig {
+            ping_every: Duration::from_millis(100),
+            dead_after: Duration::from_millis(400),
+            ..HubConfig::default()
+        });
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = super::super::endpoints::ws_router(hub.clone(), None, shutdown.clone());
+        tokio::spawn(crate::http::serve::serve(
+            listener,
+            router,
+            shutdown.clone(),
+        ));
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/quiet"))
+            .await
+            .expect("connect");
+        let hello = r#"{"src":"shellyplusplugs-000000000042","dst":"ws","method":"NotifyFullStatus","params":{"switch:0":{"id":0,"apower":1}}}"#;
+        socket
+            .send(ClientMessage::Text(hello.into()))
+            .await
+            .expect("send");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while hub.connected() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The client never reads again, so it never answers a ping.
+        let started = tokio::time::Instant::now();
+        while hub.connected() == 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a silent plug was never dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        shutdown.cancel();
+        drop(socket);
     }
 }
