@@ -8,6 +8,7 @@ pub mod board;
 pub mod control;
 pub mod cpu;
 pub mod hwmon;
+pub mod ina2xx;
 pub mod meminfo;
 pub mod power_supply;
 pub mod shelly;
