@@ -10,8 +10,12 @@
 //! [`CollectorSpec`] per collector. Two equal specs mean an unchanged collector, so a
 //! reload rebuilds only the ones whose spec changed.
 
+pub mod board;
 pub mod control;
+pub mod ina2xx;
 pub mod linux;
+pub mod pmic;
+pub mod rapl;
 pub mod shelly;
 pub mod tegrastats;
 
@@ -20,10 +24,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, DeviceType};
+use crate::config::{Config, DeviceType, Ina2xxSensor};
 use crate::paths::Paths;
 use crate::sample::SampleSink;
-use crate::sources::board;
+use crate::sources::board as profiles;
 use crate::sources::tegrastats::stream::Source;
 
 /// One data source mapped to samples.
@@ -66,6 +70,20 @@ pub enum CollectorSpec {
         device_id: Option<String>,
         hostname: String,
     },
+    Ina2xx {
+        paths: Paths,
+        sensors: Vec<Ina2xxSensor>,
+    },
+    Rapl {
+        paths: Paths,
+    },
+    Pmic {
+        command: String,
+    },
+    Board {
+        paths: Paths,
+        supply_prefix: &'static str,
+    },
 }
 
 /// What a collector may use while it is built: a place to run background tasks
@@ -86,6 +104,10 @@ impl CollectorSpec {
             CollectorSpec::Tegrastats { .. } => tegrastats::NAME,
             CollectorSpec::Control { .. } => control::NAME,
             CollectorSpec::Shelly { .. } => shelly::NAME,
+            CollectorSpec::Ina2xx { .. } => ina2xx::NAME,
+            CollectorSpec::Rapl { .. } => rapl::NAME,
+            CollectorSpec::Pmic { .. } => pmic::NAME,
+            CollectorSpec::Board { .. } => board::NAME,
         }
     }
 
@@ -112,6 +134,15 @@ impl CollectorSpec {
                 hostname.clone(),
                 ctx.hub.clone(),
             )),
+            CollectorSpec::Ina2xx { paths, sensors } => {
+                Box::new(ina2xx::Ina2xxCollector::new(paths.clone(), sensors.clone()))
+            }
+            CollectorSpec::Rapl { paths } => Box::new(rapl::RaplCollector::new(paths.clone())),
+            CollectorSpec::Pmic { command } => Box::new(pmic::PmicCollector::new(command.clone())),
+            CollectorSpec::Board {
+                paths,
+                supply_prefix,
+            } => Box::new(board::BoardCollector::new(paths.clone(), supply_prefix)),
         }
     }
 }
@@ -120,24 +151,24 @@ impl CollectorSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedDevice {
     pub device_type: DeviceType,
-    /// The board's device-tree model, when `auto` looked.
+    /// The board's model (device tree) or DMI product name.
     pub model: Option<String>,
+    /// The Raspberry Pi, Orange Pi or LattePanda profile, when the board matches
+    /// one of the resolved type.
+    pub board: Option<&'static profiles::Board>,
 }
 
 /// Resolves `auto` by looking at the board (through the configured roots).
 pub fn resolve_device(config: &Config) -> ResolvedDevice {
-    match config.device_type {
-        DeviceType::Auto => {
-            let identity = board::identify(&config.paths);
-            ResolvedDevice {
-                device_type: board::detect(&identity),
-                model: identity.model,
-            }
-        }
-        other => ResolvedDevice {
-            device_type: other,
-            model: None,
-        },
+    let identity = profiles::identify(&config.paths);
+    let device_type = match config.device_type {
+        DeviceType::Auto => profiles::detect(&identity),
+        other => other,
+    };
+    ResolvedDevice {
+        device_type,
+        model: identity.name().map(str::to_owned),
+        board: profiles::board(&identity).filter(|b| b.device_type == device_type),
     }
 }
 
@@ -168,6 +199,42 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
             paths: config.paths.clone(),
             nvpmodel_command: config.tegrastats.nvpmodel_command.clone(),
         });
+    }
+    let is_pi = device.device_type == DeviceType::RaspberryPi;
+    let sensors = match &config.ina2xx {
+        Some(list) => list.clone(),
+        None if is_pi => vec![Ina2xxSensor::raspberry_pi_default()],
+        None => Vec::new(),
+    };
+    if !sensors.is_empty() {
+        specs.push(CollectorSpec::Ina2xx {
+            paths: config.paths.clone(),
+            sensors,
+        });
+    }
+    let pi5 = is_pi && device.board.is_some_and(|b| b.pmic);
+    if config.pmic.enabled.unwrap_or(pi5) {
+        specs.push(CollectorSpec::Pmic {
+            command: config.pmic.command.clone(),
+        });
+    }
+    if config
+        .rapl
+        .unwrap_or(device.device_type == DeviceType::LattePanda)
+    {
+        specs.push(CollectorSpec::Rapl {
+            paths: config.paths.clone(),
+        });
+    }
+    // The board's input supply, where it has one present.
+    if let Some(prefix) = device.board.and_then(|b| b.input_supply) {
+        let supplies = crate::sources::power_supply::read_supplies(&config.paths);
+        if board::find_input(&supplies, prefix).is_some() {
+            specs.push(CollectorSpec::Board {
+                paths: config.paths.clone(),
+                supply_prefix: prefix,
+            });
+        }
     }
     let shelly_config = &config.shelly;
     if shelly_config.enabled {

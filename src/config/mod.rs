@@ -22,7 +22,8 @@ use serde::Deserialize;
 
 use crate::exposition::MetricStyle;
 use crate::paths::Paths;
-use crate::sample::is_valid_metric_name;
+use crate::sample::{is_valid_metric_name, sanitize};
+use crate::sources::ina2xx;
 
 pub use store::Store;
 
@@ -56,6 +57,9 @@ const KNOWN_KEYS: &[&str] = &[
     "api_token",
     "hostname",
     "tegrastats",
+    "ina2xx",
+    "rapl",
+    "pmic",
 ];
 
 /// `config.yaml` as written. Every field is optional; defaults are applied in
@@ -90,8 +94,44 @@ pub struct RawConfig {
     /// The `hostname` label; the machine's hostname when unset.
     pub hostname: Option<String>,
     pub tegrastats: Option<RawTegrastats>,
+    /// INA260/INA226/INA219 power monitors on I2C.
+    pub ina2xx: Option<Vec<RawIna2xx>>,
+    pub rapl: Option<RawRapl>,
+    pub pmic: Option<RawPmic>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIna2xx {
+    /// Used in metric ids (`board_power_<name>_watts`).
+    pub name: String,
+    /// `ina260` (default), `ina226` or `ina219`.
+    pub chip: Option<String>,
+    /// N of `/dev/i2c-N`; default 1 (the Raspberry Pi header).
+    pub bus: Option<u8>,
+    /// 0x40..0x4F, as a number or a string such as "0x40"; default 0x40.
+    pub address: Option<serde_yaml::Value>,
+    /// External shunt (INA226, INA219), ohms.
+    pub shunt_ohms: Option<f64>,
+    /// Largest current expected (INA226, INA219); sets the resolution.
+    pub max_current_amps: Option<f64>,
+    pub averaging: Option<u16>,
+    pub conversion_time_us: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRapl {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPmic {
+    pub enabled: Option<bool>,
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +192,12 @@ pub enum DeviceType {
     JetsonOrin,
     JetsonXavier,
     JetsonNano,
+    /// Power from INA260 over I2C (and the PMIC on a Pi 5).
+    RaspberryPi,
+    /// sysfs: the board profile's input, where the board has one.
+    OrangePi,
+    /// x86: RAPL through powercap.
+    LattePanda,
 }
 
 impl DeviceType {
@@ -162,6 +208,9 @@ impl DeviceType {
         "jetson_orin",
         "jetson_xavier",
         "jetson_nano",
+        "raspberry_pi",
+        "orange_pi",
+        "lattepanda",
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -172,6 +221,9 @@ impl DeviceType {
             "jetson_orin" => Some(DeviceType::JetsonOrin),
             "jetson_xavier" => Some(DeviceType::JetsonXavier),
             "jetson_nano" => Some(DeviceType::JetsonNano),
+            "raspberry_pi" => Some(DeviceType::RaspberryPi),
+            "orange_pi" => Some(DeviceType::OrangePi),
+            "lattepanda" => Some(DeviceType::LattePanda),
             _ => None,
         }
     }
@@ -184,6 +236,9 @@ impl DeviceType {
             DeviceType::JetsonOrin => "jetson_orin",
             DeviceType::JetsonXavier => "jetson_xavier",
             DeviceType::JetsonNano => "jetson_nano",
+            DeviceType::RaspberryPi => "raspberry_pi",
+            DeviceType::OrangePi => "orange_pi",
+            DeviceType::LattePanda => "lattepanda",
         }
     }
 
@@ -222,6 +277,41 @@ impl Default for TegrastatsConfig {
             nvpmodel_command: "nvpmodel".into(),
         }
     }
+}
+
+/// One INA2xx power monitor (config list `ina2xx:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ina2xxSensor {
+    /// Sanitized, unique: the `<sensor>` of `board_power_<sensor>_watts`.
+    pub name: String,
+    pub bus: u8,
+    pub address: u8,
+    pub settings: ina2xx::Settings,
+}
+
+impl Ina2xxSensor {
+    /// The Raspberry Pi default: one INA260 at 0x40 on I2C bus 1, named `board`.
+    pub fn raspberry_pi_default() -> Self {
+        Ina2xxSensor {
+            name: "board".into(),
+            bus: 1,
+            address: 0x40,
+            settings: ina2xx::Settings {
+                chip: ina2xx::Chip::Ina260,
+                averaging: 16,
+                conversion_time_us: 1100,
+            },
+        }
+    }
+}
+
+/// The Raspberry Pi 5 PMIC reader (config section `pmic:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmicConfig {
+    /// `None`: on when the board is a Raspberry Pi 5.
+    pub enabled: Option<bool>,
+    /// Run as `<command> pmic_read_adc`.
+    pub command: String,
 }
 
 /// `serve --demo`: a shipped recording replayed as a Jetson of its type.
@@ -321,6 +411,11 @@ pub struct Config {
     pub api_token: Option<Secret>,
     pub hostname: Option<String>,
     pub tegrastats: TegrastatsConfig,
+    /// `None` when the file has no `ina2xx:` list (the device type's default applies).
+    pub ina2xx: Option<Vec<Ina2xxSensor>>,
+    /// `rapl.enabled`; `None`: on for `lattepanda`.
+    pub rapl: Option<bool>,
+    pub pmic: PmicConfig,
     /// Set by `serve --demo`.
     pub demo: Option<Demo>,
     /// The file still uses `enabled_metrics:`; the store rewrites it.
@@ -498,6 +593,21 @@ impl Config {
             }
             other => other.map(|h| h.trim().to_owned()),
         };
+        let ina2xx = raw
+            .ina2xx
+            .map(|list| ina2xx_sensors(list, source))
+            .transpose()?;
+        let raw_pmic = raw.pmic.unwrap_or_default();
+        let pmic = PmicConfig {
+            enabled: raw_pmic.enabled,
+            command: match raw_pmic.command {
+                Some(c) if c.trim().is_empty() => {
+                    return Err(source.error(&["pmic", "command"], "must not be empty".into()));
+                }
+                Some(c) => c.trim().to_owned(),
+                None => "vcgencmd".into(),
+            },
+        };
         let unknown_keys = raw
             .other
             .keys()
@@ -549,6 +659,9 @@ impl Config {
                 .or_else(|| raw.api_token.and_then(Secret::new)),
             hostname,
             tegrastats,
+            ina2xx,
+            rapl: raw.rapl.and_then(|r| r.enabled),
+            pmic,
             demo: overrides.demo.clone(),
             has_legacy_list,
             unknown_keys,
@@ -564,6 +677,111 @@ impl Config {
         let raw = parse_raw(text, source)?;
         Config::from_raw(raw, overrides, source)
     }
+}
+
+fn ina2xx_sensors(
+    list: Vec<RawIna2xx>,
+    source: &Source<'_>,
+) -> Result<Vec<Ina2xxSensor>, ConfigError> {
+    let mut sensors: Vec<Ina2xxSensor> = Vec::with_capacity(list.len());
+    for raw in list {
+        let err = |message: String| source.error(&["ina2xx"], format!("{}: {message}", raw.name));
+        let name =
+            sanitize(&raw.name).ok_or_else(|| err("name must contain a letter or digit".into()))?;
+        if sensors.iter().any(|s| s.name == name) {
+            return Err(err(format!("a second sensor named {name}")));
+        }
+        let bus = raw.bus.unwrap_or(1);
+        let address = match &raw.address {
+            None => 0x40,
+            Some(serde_yaml::Value::Number(n)) => {
+                n.as_u64().and_then(|a| u8::try_from(a).ok()).unwrap_or(0)
+            }
+            Some(serde_yaml::Value::String(s)) => {
+                let s = s.trim();
+                let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                    Some(hex) => u8::from_str_radix(hex, 16).ok(),
+                    None => s.parse().ok(),
+                };
+                parsed.unwrap_or(0)
+            }
+            Some(_) => 0,
+        };
+        if !(0x40..=0x4F).contains(&address) {
+            return Err(err(format!(
+                "address must be 0x40 to 0x4F, got {}",
+                raw.address
+                    .as_ref()
+                    .map_or_else(String::new, |v| serde_yaml::to_string(v)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned())
+            )));
+        }
+        let shunt = raw.shunt_ohms;
+        let chip = match raw.chip.as_deref().map(str::trim).unwrap_or("ina260") {
+            "ina260" => {
+                if shunt.is_some() || raw.max_current_amps.is_some() {
+                    return Err(err(
+                        "the INA260 has its own 2 mΩ shunt: remove shunt_ohms and max_current_amps"
+                            .into(),
+                    ));
+                }
+                ina2xx::Chip::Ina260
+            }
+            chip @ ("ina226" | "ina219") => {
+                let shunt_ohms = shunt.ok_or_else(|| {
+                    err(format!(
+                        "{chip} needs shunt_ohms (the shunt resistor, ohms)"
+                    ))
+                })?;
+                if !(shunt_ohms > 0.0 && shunt_ohms.is_finite()) {
+                    return Err(err(format!(
+                        "shunt_ohms must be positive, got {shunt_ohms}"
+                    )));
+                }
+                // Full scale of the shunt ADC: 81.92 mV (INA226), 320 mV (INA219 at gain /8).
+                let full_scale = if chip == "ina226" { 0.08192 } else { 0.32 };
+                let max_current_amps = raw.max_current_amps.unwrap_or(full_scale / shunt_ohms);
+                if chip == "ina226" {
+                    ina2xx::Chip::Ina226 {
+                        shunt_ohms,
+                        max_current_amps,
+                    }
+                } else {
+                    ina2xx::Chip::Ina219 {
+                        shunt_ohms,
+                        max_current_amps,
+                    }
+                }
+            }
+            other => {
+                return Err(err(format!(
+                    "unsupported chip {other:?} (supported: ina260, ina226, ina219)"
+                )));
+            }
+        };
+        let is_219 = matches!(chip, ina2xx::Chip::Ina219 { .. });
+        if is_219 && raw.conversion_time_us.is_some() {
+            return Err(err("conversion_time_us does not apply to the INA219 (its ADC resolution is fixed at 12 bits)".into()));
+        }
+        let settings = ina2xx::Settings {
+            chip,
+            averaging: raw.averaging.unwrap_or(if is_219 { 1 } else { 16 }),
+            conversion_time_us: raw
+                .conversion_time_us
+                .unwrap_or(if is_219 { 0 } else { 1100 }),
+        };
+        ina2xx::config_word(&settings).map_err(&err)?;
+        ina2xx::calibration(chip).map_err(&err)?;
+        sensors.push(Ina2xxSensor {
+            name,
+            bus,
+            address,
+            settings,
+        });
+    }
+    Ok(sensors)
 }
 
 fn poll_target(raw: RawPoll, source: &Source<'_>) -> Result<PollTarget, ConfigError> {
@@ -784,7 +1002,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "config.yaml:2: device_type: Unsupported device type: toaster \
-             (supported: linux, auto, jetson, jetson_orin, jetson_xavier, jetson_nano)"
+             (supported: linux, auto, jetson, jetson_orin, jetson_xavier, jetson_nano, raspberry_pi, orange_pi, lattepanda)"
         );
 
         let e = parse("interval: 0\n").expect_err("zero interval");
@@ -837,6 +1055,75 @@ mod tests {
         let c = parse("api_token: \"  \"\napi_listen_address: 10.0.0.1\n").expect("valid");
         assert_eq!(c.api_token, None);
         assert_eq!(c.api_listen(), IpAddr::from([10, 0, 0, 1]));
+    }
+
+    #[test]
+    fn ina2xx_sensors() {
+        let c = parse("device_type: raspberry_pi\n").expect("valid");
+        assert_eq!(c.device_type, DeviceType::RaspberryPi);
+        assert_eq!(c.ina2xx, None, "no list: the device type's default applies");
+        let c = parse(
+            "ina2xx:\n  - name: Board 5V\n    address: 0x41\n    averaging: 64\n  - name: fan\n    chip: ina219\n    bus: 3\n    address: \"0x4f\"\n    shunt_ohms: 0.1\n",
+        )
+        .expect("valid");
+        let sensors = c.ina2xx.expect("listed");
+        assert_eq!(sensors[0].name, "board_5v");
+        assert_eq!((sensors[0].bus, sensors[0].address), (1, 0x41));
+        assert_eq!(sensors[0].settings.averaging, 64);
+        assert_eq!(sensors[0].settings.conversion_time_us, 1100);
+        assert_eq!((sensors[1].bus, sensors[1].address), (3, 0x4F));
+        // Without max_current_amps, the shunt ADC's full scale: 0.32 V / 0.1 Ω.
+        assert!(matches!(
+            sensors[1].settings.chip,
+            ina2xx::Chip::Ina219 { shunt_ohms, max_current_amps }
+                if shunt_ohms == 0.1 && (max_current_amps - 3.2).abs() < 1e-9
+        ));
+        assert_eq!(parse("ina2xx: []\n").expect("valid").ina2xx, Some(vec![]));
+
+        for (text, wanted) in [
+            (
+                "ina2xx:\n  - name: a\n    address: 0x39\n",
+                "address must be 0x40 to 0x4F",
+            ),
+            (
+                "ina2xx:\n  - name: a\n    chip: ina3221\n",
+                "unsupported chip",
+            ),
+            (
+                "ina2xx:\n  - name: a\n    chip: ina226\n",
+                "needs shunt_ohms",
+            ),
+            (
+                "ina2xx:\n  - name: a\n    shunt_ohms: 0.1\n",
+                "own 2 mΩ shunt",
+            ),
+            (
+                "ina2xx:\n  - name: a\n    averaging: 3\n",
+                "averaging must be one of",
+            ),
+            (
+                "ina2xx:\n  - name: a\n  - name: A\n",
+                "a second sensor named a",
+            ),
+            ("ina2xx:\n  - name: \"--\"\n", "name must contain"),
+            (
+                "ina2xx:\n  - name: a\n    chip: ina219\n    shunt_ohms: 0.1\n    conversion_time_us: 140\n",
+                "does not apply",
+            ),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(e.message.contains(wanted), "{text}: {}", e.message);
+            assert_eq!(e.field.as_deref(), Some("ina2xx"));
+            assert_eq!(e.line, Some(1));
+        }
+        let e = parse("ina2xx:\n  - name: a\n    addr: 0x40\n").expect_err("unknown field");
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+        let e = parse("rapl:\n  enabled: maybe\n").expect_err("not a bool");
+        assert_eq!(e.field.as_deref(), Some("rapl.enabled"));
+        let c = parse("rapl:\n  enabled: true\npmic:\n  command: /opt/vc/bin/vcgencmd\n")
+            .expect("valid");
+        assert_eq!(c.rapl, Some(true));
+        assert_eq!(c.pmic.command, "/opt/vc/bin/vcgencmd");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Which board this is: the device-tree model (`/proc/device-tree/model`, or
-//! `/sys/firmware/devicetree/base/model`) and `/etc/nv_tegra_release`, read through
-//! the configured roots. Used by `device_type: auto`.
+//! `/sys/firmware/devicetree/base/model`), `/etc/nv_tegra_release`, and on x86 the
+//! DMI strings (`/sys/class/dmi/id/{sys_vendor,board_vendor,board_name,product_name}`),
+//! read through the configured roots. Used by `device_type: auto`.
 //!
 //! The board profiles here are the small per-board facts the rest of the exporter
-//! needs: the device type a model maps to, and which tegrastats rail (if any)
-//! measures the power into the whole module. `docs/tegrastats.md` has the table.
+//! needs: the device type a board maps to, which tegrastats rail (if any) measures
+//! the power into a Jetson module, and for other boards where their input power can
+//! be read, if anywhere. `docs/tegrastats.md` and `docs/board-sensors.md` have the
+//! tables.
 
 use crate::config::DeviceType;
 use crate::paths::{self, Paths};
@@ -63,12 +66,99 @@ pub const PROFILES: &[Profile] = &[
     },
 ];
 
+/// How a non-Jetson board is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// A substring of the device-tree model (ARM boards).
+    Model(&'static str),
+    /// A substring of one of the DMI strings (x86 boards), compared ignoring case.
+    Dmi(&'static str),
+}
+
+/// Facts about a Raspberry Pi, Orange Pi or LattePanda family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Board {
+    pub matches: Match,
+    pub device_type: DeviceType,
+    /// The `power_supply` node (a name prefix) that reports the board's input,
+    /// where the board has one.
+    pub input_supply: Option<&'static str>,
+    /// `vcgencmd pmic_read_adc` reports the PMIC's rails (Raspberry Pi 5 family).
+    pub pmic: bool,
+    /// What measures this board's power: shown in `/health` and the docs.
+    pub power: &'static str,
+}
+
+const ADD_SENSOR: &str = "add an INA260/INA226/INA219 on the I2C header (ina2xx:) or meter the supply with a Shelly plug (shelly:)";
+
+/// Checked in order: the first match wins (so the Pi 5 comes before other Pis).
+pub const BOARDS: &[Board] = &[
+    Board {
+        matches: Match::Model("Raspberry Pi 5"),
+        device_type: DeviceType::RaspberryPi,
+        input_supply: None,
+        pmic: true,
+        power: "PMIC rails through vcgencmd pmic_read_adc (an estimate of the SoC side); INA260 over I2C for the whole board",
+    },
+    Board {
+        matches: Match::Model("Raspberry Pi Compute Module 5"),
+        device_type: DeviceType::RaspberryPi,
+        input_supply: None,
+        pmic: true,
+        power: "PMIC rails through vcgencmd pmic_read_adc (an estimate of the SoC side); INA260 over I2C for the whole board",
+    },
+    Board {
+        matches: Match::Model("Raspberry Pi"),
+        device_type: DeviceType::RaspberryPi,
+        input_supply: None,
+        pmic: false,
+        power: "no power sensor on the board: INA260 over I2C (the default: bus 1, 0x40)",
+    },
+    Board {
+        // RK3588 boards (5, 5B, 5 Plus, 5 Max): the only electrical hwmon is the USB-PD
+        // controller (tcpm_source_psy_*), which reports the negotiated contract.
+        matches: Match::Model("Orange Pi 5"),
+        device_type: DeviceType::OrangePi,
+        input_supply: None,
+        pmic: false,
+        power: ADD_SENSOR,
+    },
+    Board {
+        matches: Match::Model("Orange Pi"),
+        device_type: DeviceType::OrangePi,
+        // Allwinner boards with an AXP PMIC (axp20x-ac, axp20x-usb, axp813-ac).
+        input_supply: Some("axp"),
+        pmic: false,
+        power: "the AXP PMIC's input supply where the board has one; otherwise add a sensor",
+    },
+    Board {
+        // Mainline device trees of Allwinner boards spell it "OrangePi".
+        matches: Match::Model("OrangePi"),
+        device_type: DeviceType::OrangePi,
+        input_supply: Some("axp"),
+        pmic: false,
+        power: "the AXP PMIC's input supply where the board has one; otherwise add a sensor",
+    },
+    Board {
+        matches: Match::Dmi("LattePanda"),
+        device_type: DeviceType::LattePanda,
+        input_supply: None,
+        pmic: false,
+        power: "RAPL through powercap (package, core, uncore, psys)",
+    },
+];
+
+/// DMI strings that name the maker and the board.
+const DMI_FIELDS: &[&str] = &["sys_vendor", "board_vendor", "board_name", "product_name"];
+
 /// What the board tells about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub model: Option<String>,
     /// `/etc/nv_tegra_release` exists (an NVIDIA L4T system).
     pub l4t: bool,
+    /// The DMI strings present, in [`DMI_FIELDS`] order.
+    pub dmi: Vec<String>,
 }
 
 pub fn identify(paths: &Paths) -> Identity {
@@ -78,7 +168,35 @@ pub fn identify(paths: &Paths) -> Identity {
         .map(|m| m.trim_end_matches('\0').trim().to_owned())
         .filter(|m| !m.is_empty());
     let l4t = paths.root("etc/nv_tegra_release").is_file();
-    Identity { model, l4t }
+    let dmi = DMI_FIELDS
+        .iter()
+        .filter_map(|f| paths::read_attr(&paths.sys(&format!("class/dmi/id/{f}"))))
+        .filter(|v| !v.is_empty())
+        .collect();
+    Identity { model, l4t, dmi }
+}
+
+impl Identity {
+    /// The board's name for people: the model, else the DMI product.
+    pub fn name(&self) -> Option<&str> {
+        self.model
+            .as_deref()
+            .or_else(|| self.dmi.last().map(String::as_str))
+    }
+}
+
+/// The Raspberry Pi, Orange Pi or LattePanda profile of a board.
+pub fn board(identity: &Identity) -> Option<&'static Board> {
+    BOARDS.iter().find(|b| match b.matches {
+        Match::Model(s) => identity.model.as_deref().is_some_and(|m| m.contains(s)),
+        Match::Dmi(s) => {
+            let s = s.to_ascii_lowercase();
+            identity
+                .dmi
+                .iter()
+                .any(|v| v.to_ascii_lowercase().contains(&s))
+        }
+    })
 }
 
 /// The profile of a model, if it is a Jetson we know.
@@ -101,7 +219,7 @@ pub fn detect(identity: &Identity) -> DeviceType {
         {
             DeviceType::Jetson
         }
-        None => DeviceType::Linux,
+        None => board(identity).map_or(DeviceType::Linux, |b| b.device_type),
     }
 }
 
@@ -112,7 +230,7 @@ mod tests {
     fn with_model(model: &str) -> DeviceType {
         detect(&Identity {
             model: Some(model.into()),
-            l4t: false,
+            ..Identity::default()
         })
     }
 
@@ -142,22 +260,16 @@ mod tests {
         );
         assert_eq!(
             with_model("Raspberry Pi 4 Model B Rev 1.4"),
-            DeviceType::Linux
+            DeviceType::RaspberryPi
         );
         assert_eq!(
             detect(&Identity {
-                model: None,
-                l4t: true
+                l4t: true,
+                ..Identity::default()
             }),
             DeviceType::Jetson
         );
-        assert_eq!(
-            detect(&Identity {
-                model: None,
-                l4t: false
-            }),
-            DeviceType::Linux
-        );
+        assert_eq!(detect(&Identity::default()), DeviceType::Linux);
         assert_eq!(
             profile("NVIDIA Jetson AGX Orin Developer Kit").and_then(|p| p.input_rail),
             None

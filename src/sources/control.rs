@@ -6,8 +6,7 @@
 //! Each reading is `None` where the board lacks it.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::paths::{self, Paths};
 
@@ -34,33 +33,7 @@ pub fn parse_nvpmodel(output: &str) -> Option<PowerMode> {
 
 /// Runs `command -q` with a time limit; `None` when it is missing, fails or hangs.
 pub fn query_nvpmodel(command: &str, limit: Duration) -> Option<PowerMode> {
-    let mut child = Command::new(command)
-        .arg("-q")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let mut out = String::new();
-    use std::io::Read;
-    child
-        .stdout
-        .take()?
-        .take(64 * 1024)
-        .read_to_string(&mut out)
-        .ok()?;
+    let out = crate::sources::command::run(command, &["-q"], limit).ok()?;
     parse_nvpmodel(&out)
 }
 

@@ -5,12 +5,15 @@
 //! filesystem read goes through a [`crate::paths::Paths`] root.
 
 pub mod board;
+pub mod command;
 pub mod control;
 pub mod cpu;
 pub mod hwmon;
 pub mod ina2xx;
 pub mod meminfo;
+pub mod pmic;
 pub mod power_supply;
+pub mod rapl;
 pub mod shelly;
 pub mod tegrastats;
 pub mod thermal;

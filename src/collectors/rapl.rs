@@ -1,0 +1,162 @@
+//! The `rapl` collector: energy and power of every RAPL zone (see
+//! `sources::rapl`). Runs on `lattepanda`, or anywhere with `rapl.enabled: true`.
+//!
+//! Energy is a counter in joules that keeps counting through the hardware
+//! counter's wraps; power is the energy used between two collections divided by the
+//! time between them, so it appears from the second collection on. Flat ids are
+//! `energy_<zone>_joules_total` and `power_<zone>_watts` (the spec's
+//! `power_package_watts`, `power_dram_watts`).
+
+use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
+use std::time::Instant;
+
+use super::{CollectError, Collector};
+use crate::paths::Paths;
+use crate::sample::{Family, Sample, SampleSink};
+use crate::sources::rapl::{self, Unwrapped};
+
+pub const NAME: &str = "rapl";
+
+/// How to give the exporter read access to `energy_uj`, logged once.
+pub const PERMISSION_FIX: &str = "energy_uj is readable by root only since Linux 5.10 (CVE-2020-8694). \
+Either run the exporter with CAP_DAC_READ_SEARCH (systemd: AmbientCapabilities=CAP_DAC_READ_SEARCH), \
+or make the counters readable at boot, accepting the side channel the kernel closed: \
+a systemd-tmpfiles line `z /sys/class/powercap/intel-rapl:*/energy_uj 0444 - - -` and the same for `intel-rapl:*:*`. \
+See docs/board-sensors.md";
+
+static ENERGY: Family = Family::counter(
+    "rapl_energy_joules_total",
+    "Energy used by a RAPL zone since boot (powercap energy_uj; the counter's wraps are added back)",
+    "joules",
+);
+static POWER: Family = Family::gauge(
+    "rapl_power_watts",
+    "Average power of a RAPL zone over the last collection interval",
+    "watts",
+);
+
+#[derive(Debug)]
+struct ZoneState {
+    counter: Unwrapped,
+    at: Instant,
+}
+
+#[derive(Debug)]
+pub struct RaplCollector {
+    paths: Paths,
+    /// By zone directory name.
+    zones: HashMap<String, ZoneState>,
+    /// Permission denied has been logged with the fix.
+    told_permission: bool,
+}
+
+impl RaplCollector {
+    pub fn new(paths: Paths) -> Self {
+        RaplCollector {
+            paths,
+            zones: HashMap::new(),
+            told_permission: false,
+        }
+    }
+}
+
+impl Collector for RaplCollector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
+        let zones = rapl::discover(&self.paths);
+        if zones.is_empty() {
+            self.zones.clear();
+            return Err(CollectError::NoData(format!(
+                "no RAPL zones under {} (not an Intel or AMD machine, a virtual machine, or the intel_rapl_common module is not loaded)",
+                self.paths.sys("class/powercap").display()
+            )));
+        }
+        let mut denied = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen_ids = HashSet::new();
+        let mut present = HashSet::new();
+        for zone in &zones {
+            let path = zone.energy_path();
+            let raw = match rapl::read_energy_uj(&path) {
+                Ok(raw) => raw,
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    denied.push(path.display().to_string());
+                    continue;
+                }
+                // A zone without a counter (some parts list zones they cannot
+                // measure) is skipped, not an error.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            present.insert(zone.dir_name.clone());
+            let power = match self.zones.get_mut(&zone.dir_name) {
+                Some(state) => {
+                    let delta = state.counter.advance(raw, zone.max_energy_uj);
+                    let seconds = now.duration_since(state.at).as_secs_f64();
+                    state.at = now;
+                    (seconds > 0.0).then(|| delta as f64 / 1e6 / seconds)
+                }
+                None => {
+                    self.zones.insert(
+                        zone.dir_name.clone(),
+                        ZoneState {
+                            counter: Unwrapped::new(raw),
+                            at: now,
+                        },
+                    );
+                    None
+                }
+            };
+            let total = self.zones[&zone.dir_name].counter.total_uj();
+            let mut fragment = zone.id_fragment();
+            if !seen_ids.insert(fragment.clone()) {
+                // Two zones with one name in one package: the directory tells them apart.
+                fragment = crate::sample::sanitize(&zone.dir_name).unwrap_or(fragment);
+            }
+            let labels = |s: Sample| {
+                s.label("zone", zone.domain.as_str())
+                    .label("package", zone.package.to_string())
+            };
+            out.push(labels(Sample::with_id(
+                format!("energy_{fragment}_joules_total"),
+                &ENERGY,
+                total as f64 / 1e6,
+            )));
+            out.push_some(power, |w| {
+                labels(Sample::with_id(
+                    format!("power_{fragment}_watts"),
+                    &POWER,
+                    w,
+                ))
+            });
+        }
+        // Zones that went away start over if they come back.
+        self.zones.retain(|name, _| present.contains(name));
+        if !denied.is_empty() {
+            if !self.told_permission {
+                tracing::warn!(files = %denied.join(", "), "cannot read RAPL energy: permission denied. {PERMISSION_FIX}");
+                self.told_permission = true;
+            }
+            errors.insert(
+                0,
+                format!(
+                    "permission denied reading {} (energy_uj is root-only since Linux 5.10; see docs/board-sensors.md)",
+                    denied.join(", ")
+                ),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::Failed(errors.join("; ")))
+        }
+    }
+}
