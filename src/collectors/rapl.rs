@@ -160,3 +160,99 @@ impl Collector for RaplCollector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn zone(base: &Path, dir: &str, name: &str, energy: Option<&str>) {
+        let d = base.join("class/powercap").join(dir);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("name"), format!("{name}\n")).expect("write");
+        std::fs::write(d.join("max_energy_range_uj"), "65532610987\n").expect("write");
+        if let Some(e) = energy {
+            std::fs::write(d.join("energy_uj"), format!("{e}\n")).expect("write");
+        }
+    }
+
+    fn ids(out: &SampleSink) -> Vec<(String, f64)> {
+        let mut v: Vec<(String, f64)> = out
+            .samples
+            .iter()
+            .map(|s| (s.id.to_string(), s.value))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn two_sockets_with_dram_and_the_spec_ids() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sys = tmp.path();
+        zone(sys, "intel-rapl:0", "package-0", Some("1000000"));
+        zone(sys, "intel-rapl:0:0", "dram", Some("500000"));
+        zone(sys, "intel-rapl:1", "package-1", Some("3000000"));
+        zone(sys, "intel-rapl:1:0", "dram", Some("700000"));
+        // A zone the part lists but cannot measure.
+        zone(sys, "intel-rapl:0:1", "core", None);
+        let paths = Paths {
+            sysfs: sys.to_owned(),
+            ..Paths::default()
+        };
+        let mut c = RaplCollector::new(paths);
+        let mut out = SampleSink::default();
+        c.collect(&mut out).expect("first");
+        assert_eq!(
+            ids(&out),
+            [
+                ("energy_dram_1_joules_total".to_owned(), 0.7),
+                ("energy_dram_joules_total".to_owned(), 0.5),
+                ("energy_package_1_joules_total".to_owned(), 3.0),
+                ("energy_package_joules_total".to_owned(), 1.0),
+            ],
+            "power needs two readings"
+        );
+        let dram1 = out
+            .samples
+            .iter()
+            .find(|s| &*s.id == "energy_dram_1_joules_total");
+        let labels: Vec<(&str, &str)> = dram1
+            .expect("dram 1")
+            .labels
+            .iter()
+            .map(|(k, v)| (*k, v.as_ref()))
+            .collect();
+        assert_eq!(labels, [("zone", "dram"), ("package", "1")]);
+
+        std::fs::write(
+            sys.join("class/powercap/intel-rapl:0/energy_uj"),
+            "3000000\n",
+        )
+        .expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut out = SampleSink::default();
+        c.collect(&mut out).expect("second");
+        let got = ids(&out);
+        let power = |id: &str| got.iter().find(|(i, _)| i == id).map(|(_, v)| *v);
+        // 2 J in a little over 20 ms: under 100 W, and more than nothing.
+        let package = power("power_package_watts").expect("package power");
+        assert!(package > 0.0 && package < 100.0, "{package}");
+        assert_eq!(power("power_dram_watts"), Some(0.0));
+        assert_eq!(power("power_package_1_watts"), Some(0.0));
+        assert_eq!(power("energy_package_joules_total"), Some(3.0));
+    }
+
+    #[test]
+    fn no_zones_is_no_data() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut c = RaplCollector::new(Paths {
+            sysfs: tmp.path().to_owned(),
+            ..Paths::default()
+        });
+        let mut out = SampleSink::default();
+        assert!(
+            matches!(c.collect(&mut out), Err(CollectError::NoData(m)) if m.contains("no RAPL zones"))
+        );
+    }
+}

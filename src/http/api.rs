@@ -118,6 +118,11 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         // The board's own collector where there is one (tegrastats on a Jetson).
         "collector": device.primary_collector(),
         "collectors": list,
+        // What the board is and what measures its power (docs/board-sensors.md).
+        "board": {
+            "model": device.resolved.model,
+            "power": device.resolved.board.map(|b| b.power),
+        },
         "metrics_count": config.metrics.len(),
         "enabled_metrics_count": enabled,
         "config_source": state.store.source().as_str(),

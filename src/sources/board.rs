@@ -279,4 +279,83 @@ mod tests {
             Some("VDD_IN")
         );
     }
+
+    #[test]
+    fn raspberry_orange_and_lattepanda() {
+        let pmic = |model: &str| {
+            board(&Identity {
+                model: Some(model.into()),
+                ..Identity::default()
+            })
+            .map(|b| (b.device_type, b.pmic))
+        };
+        let pi = DeviceType::RaspberryPi;
+        assert_eq!(pmic("Raspberry Pi 5 Model B Rev 1.0"), Some((pi, true)));
+        assert_eq!(pmic("Raspberry Pi 500 Rev 1.0"), Some((pi, true)));
+        assert_eq!(
+            pmic("Raspberry Pi Compute Module 5 Rev 1.0"),
+            Some((pi, true))
+        );
+        assert_eq!(
+            pmic("Raspberry Pi Compute Module 4 Rev 1.1"),
+            Some((pi, false))
+        );
+        assert_eq!(
+            pmic("Raspberry Pi 3 Model B Plus Rev 1.3"),
+            Some((pi, false))
+        );
+        let opi = DeviceType::OrangePi;
+        for model in ["Orange Pi 5", "Orange Pi 5 Plus", "Orange Pi 5B"] {
+            let b = board(&Identity {
+                model: Some(model.into()),
+                ..Identity::default()
+            })
+            .expect(model);
+            assert_eq!((b.device_type, b.input_supply), (opi, None), "{model}");
+        }
+        for model in ["Xunlong Orange Pi PC", "OrangePi Zero3", "Orange Pi"] {
+            let b = board(&Identity {
+                model: Some(model.into()),
+                ..Identity::default()
+            })
+            .expect(model);
+            assert_eq!(
+                (b.device_type, b.input_supply),
+                (opi, Some("axp")),
+                "{model}"
+            );
+        }
+        let dmi = |fields: &[&str]| {
+            detect(&Identity {
+                dmi: fields.iter().map(|f| f.to_string()).collect(),
+                ..Identity::default()
+            })
+        };
+        assert_eq!(
+            dmi(&[
+                "LattePanda",
+                "LattePanda",
+                "LattePanda 3 Delta",
+                "LattePanda 3 Delta"
+            ]),
+            DeviceType::LattePanda
+        );
+        assert_eq!(
+            dmi(&["DFRobot", "LATTEPANDA SIGMA"]),
+            DeviceType::LattePanda
+        );
+        assert_eq!(
+            dmi(&["LENOVO", "LENOVO", "20XW0055GE", "ThinkPad X1 Carbon Gen 9"]),
+            DeviceType::Linux
+        );
+        // A Jetson is a Jetson even with a DMI table.
+        assert_eq!(
+            detect(&Identity {
+                model: Some("NVIDIA Jetson AGX Orin Developer Kit".into()),
+                dmi: vec!["LattePanda".into()],
+                ..Identity::default()
+            }),
+            DeviceType::JetsonOrin
+        );
+    }
 }

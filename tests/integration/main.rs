@@ -5,6 +5,7 @@
 //! and stops every process it starts.
 
 mod api;
+mod board_sensors;
 mod jetson;
 mod lifecycle;
 mod metrics_endpoint;

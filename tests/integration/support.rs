@@ -70,6 +70,10 @@ pub struct Options<'a> {
     pub env: Vec<(&'a str, String)>,
     /// Write `config` to the config file (false: leave the file missing).
     pub write_config: bool,
+    /// Run the exporter as this user and group id (the test must be root).
+    pub uid: Option<u32>,
+    /// The binary to run instead of the one cargo built (a copy others can run).
+    pub program: Option<PathBuf>,
 }
 
 impl<'a> Options<'a> {
@@ -79,6 +83,8 @@ impl<'a> Options<'a> {
             args: Vec::new(),
             env: Vec::new(),
             write_config: true,
+            uid: None,
+            program: None,
         }
     }
 }
@@ -103,6 +109,14 @@ impl Exporter {
         let config_path = dir.path().join("config.yaml");
         if options.write_config {
             std::fs::write(&config_path, options.config).expect("write config");
+        }
+        if options.uid.is_some() {
+            // The unprivileged exporter reads and rewrites its config here.
+            use std::os::unix::fs::PermissionsExt;
+            for path in [dir.path(), config_path.as_path()] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+                    .expect("chmod");
+            }
         }
         let (child, log) = spawn(&config_path, dir.path(), &options);
         let mut exporter = Exporter {
@@ -236,7 +250,7 @@ fn loopback(addr: &str) -> String {
 }
 
 fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(options.program.as_deref().unwrap_or(Path::new(BIN)));
     command
         .arg("--config")
         .arg(config)
@@ -251,6 +265,10 @@ fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<
         .stderr(Stdio::piped());
     for (k, v) in &options.env {
         command.env(k, v);
+    }
+    if let Some(id) = options.uid {
+        use std::os::unix::process::CommandExt;
+        command.uid(id).gid(id);
     }
     spawn_logged(command)
 }
