@@ -99,7 +99,9 @@ pub fn render(
             MetricStyle::Flat => &*sample.id,
             MetricStyle::Labeled => sample.family.name,
         };
-        if style == MetricStyle::Flat || previous_family != Some(name) {
+        // Samples that share a name (one per collector, one per plug) share one
+        // header: a second HELP for a name is a parse error.
+        if previous_family != Some(name) {
             write_header(&mut out, sample, name, style, format);
             previous_family = Some(name);
         }
@@ -275,6 +277,27 @@ host_cpu_core1_usage_percent{device_type=\"linux\",hostname=\"edge-01\"} 20
 host_energy_x_joules_total{device_type=\"linux\",hostname=\"edge-01\"} 3.25
 ";
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn samples_that_share_a_name_share_one_header() {
+        static POWER: Family = Family::gauge("power_total_watts", "Active power", "watts");
+        let mut v = vec![
+            Sample::new(&POWER, 5.0).const_label("plug", "b"),
+            Sample::new(&POWER, 4.0).const_label("plug", "a"),
+        ];
+        for style in [MetricStyle::Flat, MetricStyle::Labeled] {
+            sort_for(style, &mut v);
+            let got = render(&v, style, Format::Text004, &device());
+            assert_eq!(got.matches("# HELP power_total_watts").count(), 1, "{got}");
+            assert_eq!(got.matches("# TYPE power_total_watts").count(), 1, "{got}");
+            assert_eq!(
+                got.lines()
+                    .filter(|l| l.starts_with("power_total_watts{"))
+                    .count(),
+                2
+            );
+        }
     }
 
     #[test]

@@ -589,3 +589,48 @@ fn hwmon_and_rapl_match_node_exporter_on_the_same_trees() {
         }
     }
 }
+
+#[test]
+fn promtool_accepts_every_board_in_both_styles() {
+    let Some(promtool) = peer("promtool") else {
+        return;
+    };
+    let tools = tempfile::tempdir().expect("tempdir");
+    let vcgencmd = fake_vcgencmd(tools.path());
+    for fixture in ["raspberry-pi-5", "orange-pi-a20", "lattepanda-3-delta"] {
+        for style in ["flat", "labeled"] {
+            let root = fixtures().join("linux").join(fixture);
+            let exporter = Exporter::start(&board_config(
+                &root,
+                &format!(
+                    "metric_style: {style}\npmic:\n  command: {}\n",
+                    vcgencmd.display()
+                ),
+            ));
+            settled_health(&exporter);
+            // Power needs a second RAPL reading.
+            let body = exporter.metrics_until("every sample", |b| {
+                fixture != "lattepanda-3-delta"
+                    || b.contains("power_package_watts")
+                    || b.contains("rapl_power_watts")
+            });
+            let (status, stdout, stderr) =
+                run_with_stdin(&promtool, &["check", "metrics"], body.as_bytes());
+            let report = format!("{stdout}{stderr}");
+            // The flat style keeps the spec's `_mb` ids of the linux collector.
+            let findings: Vec<&str> = report
+                .lines()
+                .filter(|l| {
+                    !(l.ends_with("metric names should not contain abbreviated units")
+                        && l.split_whitespace()
+                            .next()
+                            .is_some_and(|id| id.ends_with("_mb")))
+                })
+                .collect();
+            assert!(
+                matches!(status.code(), Some(0 | 3)) && findings.is_empty(),
+                "{fixture} {style}: {report}"
+            );
+        }
+    }
+}
