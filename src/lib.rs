@@ -7,8 +7,9 @@
 //! * `daemon`: `serve`, wiring everything below together; `run(options, shutdown)`.
 //! * `config`: `config.yaml` read and validated in two stages; `config::store` is
 //!   the one writer of the file, `config::edit` its comment-preserving edits.
-//! * `sources`: readers of the hardware (procfs, sysfs, ...), pure parsing into
-//!   typed values in base units, one module per data source.
+//! * `sources`: readers of the hardware (procfs, sysfs, I2C, board tools such as
+//!   `vcgencmd`), pure parsing into typed values in base units, one module per data
+//!   source; `sources::board` holds the board profiles and detection.
 //! * `collectors`: map source readings to samples; `collectors::plan` is the one
 //!   place that decides which collectors run.
 //! * `scheduler`: runs collectors in the background, owns their health and sample
