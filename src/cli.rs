@@ -39,6 +39,28 @@ pub enum Command {
     /// Run the Shelly plug hub: plugs connect to its WebSocket port, exporters
     /// read them through its HTTP API.
     ShellyServer(ShellyServerArgs),
+    /// Run the central config server devices sync with, and its web page.
+    ConfigServer(ConfigServerArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigServerArgs {
+    /// Port of the HTTP API and web page (devices' `CONFIG_SERVER_URL`).
+    #[arg(long, env = "CONFIG_SERVER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on (devices on the network must reach it).
+    #[arg(long, env = "CONFIG_SERVER_ADDRESS", default_value = "0.0.0.0")]
+    pub address: std::net::IpAddr,
+
+    /// The SQLite database file (created when missing).
+    #[arg(long, env = "CONFIG_SERVER_DB", default_value = "configs.db")]
+    pub db: PathBuf,
+
+    /// Bearer token every request must carry (browsers: the password of the login
+    /// prompt). Prefer the environment variable, so it is not in `ps`.
+    #[arg(long, env = "CONFIG_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

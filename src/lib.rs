@@ -18,12 +18,14 @@
 //! * `exposition`: writes samples as Prometheus text 0.0.4 or OpenMetrics 1.0.
 //! * `http`: the Prometheus endpoint and the management API (routers only), and
 //!   the serve loop with its timeouts.
+//! * `config_server`: the central config store devices sync with (`config-server`).
 //! * `shelly`: the plug hub Shelly plugs connect to (`shelly-server`, or embedded).
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
 pub mod cli;
 pub mod collectors;
 pub mod config;
+pub mod config_server;
 pub mod daemon;
 pub mod exposition;
 pub mod http;

@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use edge_metrics_exporter::cli::{
-    Cli, Command, LogArgs, LogFormat, ParseArgs, ServeArgs, ShellyServerArgs,
+    Cli, Command, ConfigServerArgs, LogArgs, LogFormat, ParseArgs, ServeArgs, ShellyServerArgs,
 };
 use edge_metrics_exporter::config::{Overrides, Store};
 use edge_metrics_exporter::daemon::{self, ServeOptions};
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(arg)) => check_config(&arg.config),
         Some(Command::Parse(args)) => parse(&args),
         Some(Command::ShellyServer(args)) => shelly_server(args),
+        Some(Command::ConfigServer(args)) => config_server(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -55,6 +56,33 @@ fn shelly_server(args: ShellyServerArgs) -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         server::run(options, shutdown).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_server(args: ConfigServerArgs) -> ExitCode {
+    use edge_metrics_exporter::config::Secret;
+    use edge_metrics_exporter::config_server::{self, ServerOptions};
+    let options = ServerOptions {
+        addr: std::net::SocketAddr::new(args.address, args.port),
+        db: args.db,
+        token: args.token.and_then(Secret::new),
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        config_server::run(options, shutdown).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {

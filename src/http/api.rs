@@ -136,7 +136,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
     let live = state.store.live();
-    let mut out = match yaml_to_json(&state.store.document()) {
+    let mut out = match crate::config::yaml_to_json(&state.store.document()) {
         Value::Object(map) => map,
         _ => Map::new(),
     };
@@ -255,28 +255,37 @@ fn config_error(e: ConfigError) -> ApiError {
 
 /// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_TIMEOUT`].
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    read_body_limited(headers, body, MAX_BODY_BYTES).await
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`]: 413 when
+/// larger (declared or sent), 408 when it does not arrive in time.
+pub async fn read_body_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body too large (limit {MAX_BODY_BYTES} bytes)"),
+            format!("Request body too large (limit {limit} bytes)"),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let collected =
-        tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "Request body not received in time",
-                )
-            })?;
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time",
+            )
+        })?;
     match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
@@ -292,41 +301,5 @@ fn seconds_json(d: Duration) -> Value {
         json!(d.as_secs())
     } else {
         json!(secs)
-    }
-}
-
-/// YAML to JSON; keys that are not strings are written as their YAML text.
-fn yaml_to_json(value: &serde_yaml::Value) -> Value {
-    use serde_yaml::Value as Y;
-    match value {
-        Y::Null => Value::Null,
-        Y::Bool(b) => json!(b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                json!(i)
-            } else if let Some(u) = n.as_u64() {
-                json!(u)
-            } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(Value::Null, Value::Number)
-            }
-        }
-        Y::String(s) => json!(s),
-        Y::Sequence(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
-        Y::Mapping(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other)
-                            .map(|s| s.trim().to_owned())
-                            .unwrap_or_default(),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Y::Tagged(tagged) => yaml_to_json(&tagged.value),
     }
 }

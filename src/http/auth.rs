@@ -26,6 +26,37 @@ pub fn authorized(expected: Option<&Secret>, headers: &HeaderMap) -> bool {
     tokens_match(expected.expose(), given)
 }
 
+/// Like [`authorized`], and also accepts the token as the password of HTTP Basic
+/// authentication (any user name), which is what a browser sends after its
+/// login prompt.
+pub fn authorized_or_basic(expected: Option<&Secret>, headers: &HeaderMap) -> bool {
+    let Some(secret) = expected else {
+        return true;
+    };
+    if authorized(expected, headers) {
+        return true;
+    }
+    let password = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_password);
+    password.is_some_and(|p| tokens_match(secret.expose(), &p))
+}
+
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -61,5 +92,21 @@ mod tests {
         assert!(!authorized(Some(&secret), &headers("Bearer s3cre")));
         assert!(!authorized(Some(&secret), &headers("Basic s3cret")));
         assert!(!authorized(Some(&secret), &headers("s3cret")));
+    }
+
+    #[test]
+    fn basic_carries_the_token_as_password() {
+        let secret = Secret::new("s3cret").expect("secret");
+        let basic = crate::http::digest::basic("anyone", "s3cret");
+        assert!(authorized_or_basic(Some(&secret), &headers(&basic)));
+        assert!(authorized_or_basic(
+            Some(&secret),
+            &headers("Bearer s3cret")
+        ));
+        let wrong = crate::http::digest::basic("anyone", "s3cre");
+        assert!(!authorized_or_basic(Some(&secret), &headers(&wrong)));
+        assert!(!authorized_or_basic(Some(&secret), &headers("Basic !!!")));
+        assert!(!authorized_or_basic(Some(&secret), &HeaderMap::new()));
+        assert!(authorized_or_basic(None, &HeaderMap::new()));
     }
 }

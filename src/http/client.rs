@@ -1,14 +1,14 @@
 //! A small HTTP/1.1 client for the exporter's outbound requests (the Shelly hub's
-//! API, plugs polled over HTTP): one request per connection, plain `http://`, a
-//! time limit on the whole exchange and a bound on the body. That is all these
+//! API, plugs polled over HTTP, the config server): one request per connection,
+//! plain `http://`, a time limit on the whole exchange and a bound on the body. That is all these
 //! peers need, and it keeps TLS and connection pools out of the binary.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +39,30 @@ pub async fn get(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Response, ClientError> {
-    match tokio::time::timeout(timeout, exchange(url, headers, max_body)).await {
+    request(Method::GET, url, headers, Bytes::new(), timeout, max_body).await
+}
+
+/// `method url` with `headers` and `body`, within `timeout`, reading at most
+/// `max_body` bytes of the answer.
+pub async fn request(
+    method: Method,
+    url: &str,
+    headers: &[(HeaderName, String)],
+    body: Bytes,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Response, ClientError> {
+    match tokio::time::timeout(timeout, exchange(method, url, headers, body, max_body)).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout(url.to_owned(), timeout)),
     }
 }
 
 async fn exchange(
+    method: Method,
     url: &str,
     headers: &[(HeaderName, String)],
+    body: Bytes,
     max_body: usize,
 ) -> Result<Response, ClientError> {
     let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
@@ -77,12 +92,18 @@ async fn exchange(
         let _ = connection.await;
     });
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = Request::get(path)
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
         .header(
             hyper::header::HOST,
             uri.authority().map_or(host.as_str(), |a| a.as_str()),
         )
-        .body(Empty::<Bytes>::new())
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("edge-metrics-exporter/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(body))
         .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
     for (name, value) in headers {
         let value = HeaderValue::from_str(value)

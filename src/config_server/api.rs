@@ -1,0 +1,335 @@
+//! The config server's HTTP API and web page.
+//!
+//! | Route | |
+//! |---|---|
+//! | `GET /config/{id}` | the device's config (JSON), `ETag: "<revision>"`; `If-None-Match` gives 304 |
+//! | `PUT /config/{id}` | a new revision (validated; `If-Match` / `If-None-Match: *`; 412 on a stale revision) |
+//! | `DELETE /config/{id}` | removes the device (its history stays) |
+//! | `GET /config/{id}/history` | every revision, oldest first (`?limit=N` for the newest N) |
+//! | `GET /devices` | each device: type, revision, updated, last contact |
+//! | `GET /` | the operator's page |
+//!
+//! Errors are `{"error": "..."}`. With a token every route needs
+//! `Authorization: Bearer <token>` (or Basic with the token as password, for
+//! browsers).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::db::{Db, Precondition, WriteOutcome};
+use crate::config::Secret;
+use crate::http::api::read_body_limited;
+use crate::http::error::ApiError;
+
+/// Largest config body accepted (thousands of metric ids fit easily).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The most history rows one request returns.
+pub const MAX_HISTORY: usize = 10_000;
+
+const PAGE: &str = include_str!("page.html");
+
+#[derive(Debug)]
+pub struct ServerState {
+    pub db: Db,
+    pub token: Option<Secret>,
+}
+
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/devices", get(devices))
+        .route(
+            "/config/{device_id}",
+            get(get_config).put(put_config).delete(delete_config),
+        )
+        .route("/config/{device_id}/history", get(history))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<ServerState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if crate::http::auth::authorized_or_basic(state.token.as_ref(), request.headers()) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    // Bearer for API clients; Basic makes a browser ask for the token.
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            "Bearer realm=\"edge-metrics-exporter config server\", Basic realm=\"edge-metrics-exporter config server\"",
+        ),
+    );
+    response
+}
+
+async fn page() -> Response {
+    let mut response = Html(PAGE).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Device ids are host names: letters, digits, `.`, `_`, `-`; 1 to 128 characters.
+fn check_id(device_id: &str) -> Result<(), ApiError> {
+    let ok = !device_id.is_empty()
+        && device_id.len() <= 128
+        && device_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Invalid device id: {device_id:?} (letters, digits, '.', '_', '-'; at most 128)"
+        )))
+    }
+}
+
+fn unknown(device_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Unknown device: {device_id}"),
+    )
+}
+
+fn etag(revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The revision in an entity tag, `"7"` or `W/"7"`.
+fn tag_revision(tag: &str) -> Option<u64> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// The write's precondition from `If-Match` / `If-None-Match`.
+fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let value = |name| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().map(str::trim).unwrap_or("\u{0}"))
+    };
+    if let Some(tag) = value(header::IF_MATCH) {
+        if tag == "*" {
+            return Ok(Precondition::Exists);
+        }
+        return tag_revision(tag)
+            .map(Precondition::Revision)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "If-Match must be an ETag such as \"3\" or *, got {tag:?}"
+                ))
+            });
+    }
+    match value(header::IF_NONE_MATCH) {
+        Some("*") => Ok(Precondition::Absent),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "If-None-Match on a write must be *, got {other:?}"
+        ))),
+        None => Ok(Precondition::None),
+    }
+}
+
+/// Requests from an exporter (its User-Agent) count as the device's contact.
+fn from_device(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("edge-metrics-exporter/"))
+}
+
+async fn get_config(
+    State(state): State<Arc<ServerState>>,
+    UrlPath(device_id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    if from_device(&headers) {
+        state.db.touch(&device_id);
+    }
+    let entry = state
+        .db
+        .get(&device_id)
+        .ok_or_else(|| unknown(&device_id))?;
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|t| t.trim() == "*" || tag_revision(t) == Some(entry.revision))
+        });
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Body::from(entry.config.clone()),
+        )
+            .into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(entry.revision));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+async fn put_config(
+    State(state): State<Arc<ServerState>>,
+    UrlPath(device_id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    let expect = precondition(&headers)?;
+    let body = read_body_limited(&headers, body, MAX_BODY_BYTES).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let origin = format!("PUT /config/{device_id}");
+    let (config, _) = crate::config::validate_json(&value, Path::new(&origin)).map_err(|e| {
+        let mut err = ApiError::bad_request(e.message.clone());
+        if let Some(field) = &e.field {
+            err = err.detail("field", field.clone());
+        }
+        if let Some(hint) = &e.hint {
+            err = err.detail("hint", hint.clone());
+        }
+        err
+    })?;
+    if from_device(&headers) {
+        state.db.touch(&device_id);
+    }
+    let state2 = state.clone();
+    let id = device_id.clone();
+    let device_type = config.device_type.as_str();
+    let outcome =
+        tokio::task::spawn_blocking(move || state2.db.put(&id, &value, device_type, expect))
+            .await
+            .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (status, revision) = match outcome {
+        WriteOutcome::Created(r) => (StatusCode::CREATED, r),
+        WriteOutcome::Updated(r) => (StatusCode::OK, r),
+        WriteOutcome::PreconditionFailed(current) => return Err(stale(&device_id, current)),
+        WriteOutcome::Deleted(_) | WriteOutcome::NotFound => {
+            return Err(ApiError::internal("unexpected outcome of a PUT"));
+        }
+    };
+    tracing::info!(device_id, revision, "config stored");
+    let mut response = (
+        status,
+        axum::Json(json!({"status": "success", "device_id": device_id, "revision": revision})),
+    )
+        .into_response();
+    response.headers_mut().insert(header::ETAG, etag(revision));
+    Ok(response)
+}
+
+fn stale(device_id: &str, current: Option<u64>) -> ApiError {
+    let message = match current {
+        Some(r) => format!("{device_id} is at revision {r}: fetch it and apply your change to it"),
+        None => format!("{device_id} does not exist"),
+    };
+    let mut err = ApiError::new(StatusCode::PRECONDITION_FAILED, message);
+    if let Some(r) = current {
+        err = err.detail("revision", r);
+    }
+    err
+}
+
+async fn delete_config(
+    State(state): State<Arc<ServerState>>,
+    UrlPath(device_id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    let expect = precondition(&headers)?;
+    let state2 = state.clone();
+    let id = device_id.clone();
+    let outcome = tokio::task::spawn_blocking(move || state2.db.delete(&id, expect))
+        .await
+        .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match outcome {
+        WriteOutcome::Deleted(revision) => {
+            tracing::info!(device_id, revision, "device deleted");
+            Ok(axum::Json(
+                json!({"status": "success", "device_id": device_id, "revision": revision}),
+            )
+            .into_response())
+        }
+        WriteOutcome::NotFound => Err(unknown(&device_id)),
+        WriteOutcome::PreconditionFailed(current) => Err(stale(&device_id, current)),
+        WriteOutcome::Created(_) | WriteOutcome::Updated(_) => {
+            Err(ApiError::internal("unexpected outcome of a DELETE"))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(state): State<Arc<ServerState>>,
+    UrlPath(device_id): UrlPath<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    let limit = query.limit.unwrap_or(MAX_HISTORY).clamp(1, MAX_HISTORY);
+    let state2 = state.clone();
+    let id = device_id.clone();
+    let rows = tokio::task::spawn_blocking(move || state2.db.history(&id, limit))
+        .await
+        .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if rows.is_empty() {
+        return Err(unknown(&device_id));
+    }
+    Ok(axum::Json(json!({"device_id": device_id, "history": rows})).into_response())
+}
+
+async fn devices(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
+    let list: Vec<Value> = state
+        .db
+        .list()
+        .into_iter()
+        .map(|(id, entry, contact)| {
+            json!({
+                "device_id": id,
+                "device_type": entry.device_type,
+                "revision": entry.revision,
+                "updated_at": entry.updated_at,
+                "last_contact": contact,
+            })
+        })
+        .collect();
+    axum::Json(json!({"devices": list}))
+}

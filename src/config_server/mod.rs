@@ -1,0 +1,95 @@
+//! `edge-metrics-exporter config-server`: the central config store many devices
+//! sync with (the spec's `GET/PUT /config/{device_id}`), with a web page for
+//! operators. Storage is one SQLite file (`db`), the HTTP API and page are `api`.
+//! The exporter's side of the exchange is `crate::sync`.
+
+pub mod api;
+pub mod db;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Secret;
+
+/// How often last-contact times are written to the database.
+pub const CONTACT_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open {path}: {source}")]
+    Db { path: PathBuf, source: db::DbError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Opens the database, listens, and serves until `shutdown`.
+pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let path = options.db.clone();
+    let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
+        .await
+        .map_err(|e| ServerError::Runtime(e.to_string()))?
+        .map_err(|source| ServerError::Db {
+            path: options.db.clone(),
+            source,
+        })?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: options.addr,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(options.addr);
+    tracing::info!(
+        "config server listening on {local} (database {}, {} devices)",
+        options.db.display(),
+        db.list().len()
+    );
+    if options.token.is_none() {
+        tracing::info!("no token set: anyone who reaches the port can read and change configs");
+    }
+    let state = Arc::new(api::ServerState {
+        db,
+        token: options.token,
+    });
+    let flusher = {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(CONTACT_FLUSH_EVERY) => {}
+                }
+                flush(&state).await;
+            }
+        })
+    };
+    crate::http::serve::serve(listener, api::router(state.clone()), shutdown).await;
+    let _ = flusher.await;
+    flush(&state).await;
+    Ok(())
+}
+
+async fn flush(state: &Arc<api::ServerState>) {
+    let state = state.clone();
+    let result = tokio::task::spawn_blocking(move || state.db.flush_contacts()).await;
+    if let Ok(Err(e)) = result {
+        tracing::warn!(error = %e, "could not save last-contact times");
+    }
+}
