@@ -3,7 +3,9 @@
 //! [`run`] opens the config, binds both listeners, starts the scheduler and serves
 //! until `shutdown` is cancelled, then stops everything within
 //! [`SHUTDOWN_GRACE`]. [`reload`] is the one reload path, shared by `POST /reload`
-//! and SIGHUP: read → validate → diff → rebuild what changed → swap.
+//! and SIGHUP: (fetch from the config server →) read → validate → diff → rebuild
+//! what changed → swap. [`apply_file`] is its second half, also used when the
+//! config server's changes arrive by polling.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -26,6 +28,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct ServeOptions {
     pub config_path: PathBuf,
     pub overrides: Overrides,
+    /// The config server to sync with; `None` runs on the local file alone.
+    pub sync: Option<crate::sync::Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,18 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         .map_err(|e| DaemonError::Runtime(format!("config loader failed: {e}")))??;
     let store = Arc::new(store);
     log_open_notes(&store, &notes);
+    // The config server first: its config may set the ports to bind.
+    let sync = match options.sync {
+        Some(settings) => {
+            tracing::info!(url = %settings.url, device_id = %settings.device_id, "syncing with the config server");
+            let sync = crate::sync::ConfigSync::new(settings, store.clone());
+            let drift = sync.clone();
+            let _ = tokio::task::spawn_blocking(move || drift.record_drift()).await;
+            sync.fetch().await;
+            Some(sync)
+        }
+        None => None,
+    };
     let config = store.live();
     if !config.unknown_keys.is_empty() {
         tracing::warn!(keys = ?config.unknown_keys, "config.yaml has keys this version does not use; they are kept");
@@ -112,7 +128,20 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         started: Instant::now(),
         bound_port,
         bound_reload_port,
+        sync: sync.clone(),
     });
+    if let Some(sync) = sync {
+        let applier = state.clone();
+        let on_change: crate::sync::OnChange = Arc::new(move || {
+            let state = applier.clone();
+            Box::pin(async move {
+                if let Err(e) = apply_file(&state).await {
+                    tracing::warn!(error = %e, "the config from the config server could not be applied");
+                }
+            })
+        });
+        tracker.spawn(sync.run(on_change, shutdown.clone()));
+    }
 
     serve(
         &tracker,
@@ -147,6 +176,17 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
 
 /// The one reload path. An invalid config is rejected and the running one stays.
 pub async fn reload(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
+    if let Some(sync) = &state.sync {
+        let drift = sync.clone();
+        let _ = tokio::task::spawn_blocking(move || drift.record_drift()).await;
+        sync.fetch().await;
+    }
+    apply_file(state).await
+}
+
+/// Reads `config.yaml` and applies it: the second half of [`reload`], without
+/// asking the config server.
+pub async fn apply_file(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
     let _one_at_a_time = state.reload_lock.lock().await;
     let store = state.store.clone();
     let reloaded = tokio::task::spawn_blocking(move || store.reload())

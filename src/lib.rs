@@ -20,6 +20,7 @@
 //!   the serve loop with its timeouts.
 //! * `config_server`: the central config store devices sync with (`config-server`).
 //! * `shelly`: the plug hub Shelly plugs connect to (`shelly-server`, or embedded).
+//! * `sync`: the exporter's side of the config server (fetch, poll, queued changes).
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
 pub mod cli;
@@ -35,3 +36,4 @@ pub mod sample;
 pub mod scheduler;
 pub mod shelly;
 pub mod sources;
+pub mod sync;

@@ -9,9 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use edge_metrics_exporter::cli::{
     Cli, Command, ConfigServerArgs, LogArgs, LogFormat, ParseArgs, ServeArgs, ShellyServerArgs,
+    SyncArgs,
 };
 use edge_metrics_exporter::config::{Overrides, Store};
 use edge_metrics_exporter::daemon::{self, ServeOptions};
+use edge_metrics_exporter::sync;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -94,6 +96,53 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
     }
 }
 
+/// The config server settings from flags and environment; `None` when off.
+fn sync_settings(args: &SyncArgs) -> Result<Option<sync::Settings>, String> {
+    let url = args.url.trim().trim_end_matches('/');
+    if url.is_empty() || url.eq_ignore_ascii_case("off") || url.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "CONFIG_SERVER_URL must be an http:// URL (or empty to turn syncing off), got {url:?}"
+        ));
+    }
+    let seconds = |what: &str, v: f64, min: f64| {
+        if v.is_finite() && v >= min && v <= 86_400.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(format!(
+                "{what} must be a number of seconds from {min} to 86400, got {v}"
+            ))
+        }
+    };
+    let device_id = args
+        .device_id
+        .clone()
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(edge_metrics_exporter::scheduler::system_hostname);
+    let valid = device_id.len() <= 128
+        && device_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(format!(
+            "the device id {device_id:?} may hold only letters, digits, '.', '_' and '-' (set --device-id or DEVICE_ID)"
+        ));
+    }
+    Ok(Some(sync::Settings {
+        url: url.to_owned(),
+        device_id,
+        timeout: seconds("CONFIG_TIMEOUT", args.timeout, 0.1)?,
+        poll_interval: seconds("CONFIG_POLL_INTERVAL", args.poll_interval, 0.1)?,
+        token: args
+            .token
+            .clone()
+            .and_then(edge_metrics_exporter::config::Secret::new),
+    }))
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let demo = match args.demo.as_deref() {
         None => None,
@@ -109,7 +158,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         },
     };
+    let sync = match sync_settings(&args.sync) {
+        Ok(sync) => sync,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let options = ServeOptions {
+        sync,
         config_path: args.config.config,
         overrides: Overrides {
             procfs: args.procfs,

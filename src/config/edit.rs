@@ -21,6 +21,9 @@ pub enum Edit {
     /// Replaces the legacy `enabled_metrics:` list by entries under `metrics:`
     /// (`true` for each listed id; an explicit `metrics:` entry wins).
     ConvertLegacyList,
+    /// Makes the file say exactly this mapping (a config from the config server),
+    /// touching only the keys and metric entries that differ.
+    Replace(serde_yaml::Mapping),
 }
 
 /// The result of editing a text.
@@ -90,6 +93,7 @@ fn apply_to_value(map: &mut serde_yaml::Mapping, edit: &Edit) {
                 }
             }
         }
+        Edit::Replace(new) => *map = new.clone(),
         Edit::ConvertLegacyList => {
             let listed = map.remove("enabled_metrics");
             let metrics = map
@@ -114,8 +118,13 @@ fn edit_text(text: &str, expected: &serde_yaml::Mapping, edits: &[Edit]) -> Opti
     let doc = Document::from_str(text).ok()?;
     let root = doc.as_mapping()?;
     for edit in edits {
+        if let Edit::Replace(new) = edit {
+            replace_text(&root, text, new)?;
+            continue;
+        }
         let changes: Vec<(String, bool)> = match edit {
             Edit::SetMetrics(changes) => changes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Edit::Replace(_) => continue,
             Edit::ConvertLegacyList => {
                 root.remove("enabled_metrics");
                 // Everything the converted map holds goes in; entries that exist
@@ -145,6 +154,65 @@ fn edit_text(text: &str, expected: &serde_yaml::Mapping, edits: &[Edit]) -> Opti
         }
     }
     Some(doc.to_string())
+}
+
+/// Sets the top-level keys whose values differ from the file's, entry by entry
+/// inside a block `metrics:` mapping, and removes the keys `new` lacks.
+fn replace_text(root: &yaml_edit::Mapping, text: &str, new: &serde_yaml::Mapping) -> Option<()> {
+    let old: Value = serde_yaml::from_str(text).ok()?;
+    let empty = serde_yaml::Mapping::new();
+    let old = old.as_mapping().unwrap_or(&empty);
+    for (key, value) in new {
+        let name = key.as_str()?;
+        let before = old.get(key);
+        if before == Some(value) {
+            continue;
+        }
+        let block = root.get_mapping(name).filter(|m| !m.is_flow_style());
+        match (name, before, value, block) {
+            ("metrics", Some(Value::Mapping(before)), Value::Mapping(after), Some(metrics)) => {
+                for (id, on) in after {
+                    if before.get(id) != Some(on) {
+                        metrics.set(id.as_str()?, on.as_bool()?);
+                    }
+                }
+                for id in before.keys() {
+                    if !after.contains_key(id) {
+                        metrics.remove(id.as_str()?);
+                    }
+                }
+            }
+            _ => set_value(root, name, value)?,
+        }
+    }
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            root.remove(key.as_str()?);
+        }
+    }
+    Some(())
+}
+
+/// Sets `key` to any YAML value; `None` for values this cannot write losslessly.
+fn set_value(root: &yaml_edit::Mapping, key: &str, value: &Value) -> Option<()> {
+    match value {
+        Value::Bool(b) => root.set(key, *b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => root.set(key, i),
+            (None, Some(f)) => root.set(key, f),
+            _ => return None,
+        },
+        Value::String(s) => root.set(key, s.as_str()),
+        Value::Mapping(_) | Value::Sequence(_) => {
+            let fresh = Document::from_str(&serde_yaml::to_string(value).ok()?).ok()?;
+            match value {
+                Value::Mapping(_) => root.set(key, fresh.as_mapping()?),
+                _ => root.set(key, fresh.as_sequence()?),
+            }
+        }
+        Value::Null | Value::Tagged(_) => return None,
+    }
+    Some(())
 }
 
 fn metric_entries(map: &serde_yaml::Mapping) -> Vec<(String, bool)> {
@@ -224,6 +292,28 @@ mod tests {
         let v: Value = serde_yaml::from_str(&out.text).expect("valid");
         assert_eq!(v["metrics"]["a_b"], Value::Bool(true));
         assert_eq!(v["metrics"]["c_d"], Value::Bool(false));
+    }
+
+    #[test]
+    fn replace_touches_only_what_differs() {
+        let text = "# top\ndevice_type: linux  # dt\ninterval: 1\nold_key: 3\nmetrics:\n  # cpu\n  a_x: true  # keep\n  b_x: false\n  gone_x: true\nshelly:\n  enabled: false\n";
+        let new: serde_yaml::Mapping = serde_yaml::from_str(
+            "device_type: linux\ninterval: 5\nmetrics:\n  a_x: true\n  b_x: true\n  c_x: false\nshelly:\n  enabled: true\n  server_url: http://hub:8766\nhostname: edge-9\n",
+        )
+        .expect("yaml");
+        let out = apply(text, &[Edit::Replace(new.clone())]).expect("edit");
+        assert!(!out.regenerated, "{}", out.text);
+        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        assert_eq!(v, Value::Mapping(new));
+        for kept in [
+            "# top",
+            "device_type: linux  # dt",
+            "# cpu",
+            "a_x: true  # keep",
+        ] {
+            assert!(out.text.contains(kept), "{kept}: {}", out.text);
+        }
+        assert!(!out.text.contains("gone_x") && !out.text.contains("old_key"));
     }
 
     #[test]

@@ -25,12 +25,15 @@ use super::{Config, ConfigError, Overrides, Source, TEMPLATE};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     Local,
+    /// The config server's, as last fetched.
+    Server,
 }
 
 impl ConfigSource {
     pub fn as_str(self) -> &'static str {
         match self {
             ConfigSource::Local => "local",
+            ConfigSource::Server => "server",
         }
     }
 }
@@ -79,6 +82,10 @@ pub struct Store {
     document: ArcSwap<serde_yaml::Value>,
     /// Held across every read-modify-write of the file: the one writer.
     writer: Mutex<()>,
+    /// Where local changes go to reach the config server, when one is in use.
+    sync_queue: std::sync::OnceLock<Arc<crate::sync::Queue>>,
+    /// The running config matches the config server's (else: local only).
+    from_server: std::sync::atomic::AtomicBool,
 }
 
 /// The starter file written for a newcomer: the template, with new metrics enabled
@@ -123,6 +130,8 @@ impl Store {
             path,
             overrides,
             writer: Mutex::new(()),
+            sync_queue: std::sync::OnceLock::new(),
+            from_server: std::sync::atomic::AtomicBool::new(false),
         };
         if store.live().has_legacy_list {
             let guard = store.lock();
@@ -156,7 +165,71 @@ impl Store {
     }
 
     pub fn source(&self) -> ConfigSource {
-        ConfigSource::Local
+        if self.from_server.load(std::sync::atomic::Ordering::Relaxed) {
+            ConfigSource::Server
+        } else {
+            ConfigSource::Local
+        }
+    }
+
+    pub fn set_source(&self, source: ConfigSource) {
+        self.from_server.store(
+            source == ConfigSource::Server,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Sends every later metric change made through the store to `queue`.
+    pub fn attach_queue(&self, queue: Arc<crate::sync::Queue>) {
+        let _ = self.sync_queue.set(queue);
+    }
+
+    /// Under the writer lock: shows `decide` the file's document (as JSON) and, when
+    /// it returns a new one, makes the file say that (comments kept where the keys
+    /// did not change), then runs `committed`, still under the lock. Returns whether
+    /// the file changed. No other change to the file can happen in between, and
+    /// `committed` does not run when `decide` declines or the write fails.
+    pub fn replace_with(
+        &self,
+        decide: impl FnOnce(&serde_json::Value) -> Option<serde_json::Value>,
+        committed: impl FnOnce(),
+    ) -> Result<bool, StoreError> {
+        let guard = self.lock();
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => starter_text(),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let local = super::yaml_to_json(&parse_document(&text));
+        let local = if local.is_object() {
+            local
+        } else {
+            serde_json::Value::Object(Default::default())
+        };
+        let Some(new) = decide(&local) else {
+            return Ok(false);
+        };
+        if new == local {
+            committed();
+            return Ok(false);
+        }
+        let mapping = match serde_yaml::to_value(&new) {
+            Ok(serde_yaml::Value::Mapping(m)) => m,
+            _ => {
+                return Err(StoreError::Disk {
+                    path: self.path.clone(),
+                    source: EditError::NotAMapping,
+                });
+            }
+        };
+        self.write_edits(&guard, &[Edit::Replace(mapping)])?;
+        committed();
+        Ok(true)
     }
 
     pub fn document(&self) -> Arc<serde_yaml::Value> {
@@ -244,7 +317,7 @@ impl Store {
     fn write_edits(&self, _guard: &MutexGuard<'_, ()>, edits: &[Edit]) -> Result<(), StoreError> {
         const ATTEMPTS: usize = 5;
         let mut attempt = 0;
-        let edited = loop {
+        let (edited, parsed) = loop {
             attempt += 1;
             let before = fingerprint(&self.path);
             let text = match fs::read_to_string(&self.path) {
@@ -263,7 +336,7 @@ impl Store {
                 source,
             })?;
             // The file as a whole must still be a config the daemon accepts.
-            Config::parse(
+            let parsed = Config::parse(
                 &edited.text,
                 &self.overrides,
                 &Source {
@@ -274,7 +347,7 @@ impl Store {
             .map_err(StoreError::Invalid)?;
             let unchanged = || fingerprint(&self.path) == before;
             match write_atomically_if(&self.path, edited.text.as_bytes(), unchanged) {
-                Ok(true) => break edited,
+                Ok(true) => break (edited, parsed),
                 Ok(false) if attempt < ATTEMPTS => continue,
                 Ok(false) => {
                     return Err(StoreError::Write {
@@ -301,8 +374,18 @@ impl Store {
         let mut config = (*self.live()).clone();
         for edit in edits {
             match edit {
-                Edit::SetMetrics(changes) => config.metrics.extend(changes.clone()),
+                Edit::SetMetrics(changes) => {
+                    config.metrics.extend(changes.clone());
+                    // The change is acknowledged only once it is also queued for
+                    // the config server (when one is in use).
+                    if let Some(queue) = self.sync_queue.get() {
+                        queue.push_metrics(changes);
+                    }
+                }
                 Edit::ConvertLegacyList => config.has_legacy_list = false,
+                // The whole file changed (a config from the server): the daemon
+                // reloads right after, this keeps readers consistent until then.
+                Edit::Replace(_) => config = parsed.clone(),
             }
         }
         self.live.store(Arc::new(config));

@@ -127,6 +127,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "enabled_metrics_count": enabled,
         "config_source": state.store.source().as_str(),
         "config_path": state.store.path().display().to_string(),
+        "config_server": state.sync.as_ref().map(|s| s.health()),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "port": state.bound_port,

@@ -31,4 +31,6 @@ pub struct AppState {
     /// The ports actually bound, which a reload cannot change.
     pub bound_port: u16,
     pub bound_reload_port: u16,
+    /// The config server link, when one is configured.
+    pub sync: Option<Arc<crate::sync::ConfigSync>>,
 }

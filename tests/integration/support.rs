@@ -259,6 +259,10 @@ fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<
         .env_remove("EDGE_EXPORTER_METRICS_TOKEN")
         .env_remove("EDGE_EXPORTER_API_TOKEN")
         .env_remove("LOCAL_CONFIG_PATH")
+        // No config server unless a test starts one.
+        .env("CONFIG_SERVER_URL", "")
+        .env_remove("DEVICE_ID")
+        .env_remove("CONFIG_SERVER_TOKEN")
         .env("EDGE_EXPORTER_LOG_LEVEL", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
