@@ -134,6 +134,24 @@ impl Exporter {
         exporter
     }
 
+    /// Kills the process at once and starts it again on the same directory and
+    /// config file (the file and everything beside it stay).
+    pub fn respawn(&mut self, options: Options<'_>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let options = Options {
+            write_config: false,
+            ..options
+        };
+        let (child, log) = spawn(&self.config_path, self.dir.path(), &options);
+        self.child = child;
+        self.log = log;
+        let metrics = self.wait_log("metrics endpoint listening on ");
+        let api = self.wait_log("management API listening on ");
+        self.metrics_url = format!("http://{}", loopback(&metrics));
+        self.api_url = format!("http://{}", loopback(&api));
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -337,6 +355,78 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// A running `config-server`. Dropping it kills the process.
+pub struct ConfigServer {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+}
+
+impl ConfigServer {
+    /// Starts on `port` (0: any) with the database `db`.
+    pub fn start(db: &Path, port: u16, token: Option<&str>) -> ConfigServer {
+        let mut command = Command::new(BIN);
+        command
+            .args(["config-server", "--address", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--db")
+            .arg(db)
+            .env_remove("CONFIG_SERVER_TOKEN")
+            .env("EDGE_EXPORTER_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(token) = token {
+            command.env("CONFIG_SERVER_TOKEN", token);
+        }
+        let (mut child, log) = spawn_logged(command);
+        let addr = wait_log(&mut child, &log, "config server listening on ");
+        let addr = addr.split_whitespace().next().expect("address").to_owned();
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        ConfigServer {
+            child,
+            log,
+            url: format!("http://{addr}"),
+            port,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        get(&format!("{}{path}", self.url), &[])
+    }
+
+    /// Kills the server at once (no graceful shutdown).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ConfigServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, failing after `limit`.
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A running `shelly-server`. Dropping it kills the process.
 pub struct ShellyServer {
     pub child: Child,
@@ -531,6 +621,20 @@ pub fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> Response {
     convert(
         req.send(body.as_bytes())
             .unwrap_or_else(|e| panic!("POST {url}: {e}")),
+    )
+}
+
+/// Any method with a body and headers (`PUT`, `DELETE`).
+pub fn send(method: &str, url: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let req = builder.body(body.to_owned()).expect("request");
+    convert(
+        agent()
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}")),
     )
 }
 
