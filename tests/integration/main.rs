@@ -6,6 +6,7 @@
 
 mod api;
 mod board_sensors;
+mod config_page;
 mod config_sync;
 mod jetson;
 mod lifecycle;
