@@ -412,7 +412,15 @@ impl ConfigSync {
     async fn deliver(&self) -> Result<bool, String> {
         let _one = self.exchange.lock().await;
         let mut changed = false;
+        // A server that keeps answering 412 (or forgetting the device) must not
+        // keep this loop spinning.
+        let mut rounds = 0;
         loop {
+            rounds += 1;
+            if rounds > 20 {
+                return Err("the config server keeps refusing the change as stale".into());
+            }
+            let registering = self.queue.lock().revision.is_none();
             let (body, doc_sent, upto, precondition) = {
                 let mut state = self.queue.lock();
                 match state.revision {
@@ -475,7 +483,11 @@ impl ConfigSync {
                         return Err(self.status().last_error.clone().unwrap_or_default());
                     }
                 }
+                Answer::NotFound if registering => {
+                    return Err("the config server answered 404 to a new device's PUT: is CONFIG_SERVER_URL a config server?".into());
+                }
                 Answer::NotFound => {
+                    // Deleted on the server: register again with the whole file.
                     let mut state = self.queue.lock();
                     state.revision = None;
                     state.synced = None;

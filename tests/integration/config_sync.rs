@@ -5,6 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -419,13 +421,17 @@ fn three_devices_sync_both_ways_and_survive_the_server() {
     }
 }
 
-/// A fake config server: every request gets `response`.
-fn fake_server(response: &'static str) -> String {
+/// A fake config server: every request gets `response`. Returns its URL and a
+/// count of the requests it got.
+fn fake_server(response: &'static str) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
             thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 65536];
@@ -440,7 +446,7 @@ fn fake_server(response: &'static str) -> String {
             });
         }
     });
-    url
+    (url, count)
 }
 
 #[test]
@@ -462,10 +468,15 @@ fn devices_ignore_a_server_that_answers_errors_or_garbage() {
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
             "no ETag",
         ),
+        // Some other web server on the port.
+        (
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+            "is CONFIG_SERVER_URL a config server?",
+        ),
     ];
     let config = device_config();
     for (response, wanted) in cases {
-        let url = fake_server(response);
+        let (url, requests) = fake_server(response);
         let device = Exporter::start_with(device_options(&config, &url, "edge-x"));
         let error = eventually("the device reports the bad server", WAIT, || {
             let h = health(&device);
@@ -482,6 +493,12 @@ fn devices_ignore_a_server_that_answers_errors_or_garbage() {
             "{text}"
         );
         assert!(!text.contains("toaster"));
+        // It backs off instead of hammering the server: over 2 s, polls every 0.5 s
+        // and retries after 1 and 2 s.
+        let before = requests.load(Ordering::SeqCst);
+        thread::sleep(Duration::from_secs(2));
+        let during = requests.load(Ordering::SeqCst) - before;
+        assert!(during <= 12, "{wanted}: {during} requests in 2 s");
     }
 }
 
