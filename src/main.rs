@@ -140,6 +140,7 @@ fn sync_settings(args: &SyncArgs) -> Result<Option<sync::Settings>, String> {
             .token
             .clone()
             .and_then(edge_metrics_exporter::config::Secret::new),
+        explicit: url != "http://localhost:8080",
     }))
 }
 

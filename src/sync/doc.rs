@@ -91,6 +91,22 @@ pub fn applied(doc: &Doc, patch: &Patch) -> Doc {
     out
 }
 
+/// Folds `later` into `patch`: applying the result is applying both in turn.
+pub fn merge(patch: &mut Patch, later: &Patch) {
+    for (key, value) in later {
+        match (patch.get_mut(key), value) {
+            (Some(Value::Object(entries)), Value::Object(more)) if key == METRICS => {
+                for (id, on) in more {
+                    entries.insert(id.clone(), on.clone());
+                }
+            }
+            _ => {
+                patch.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 /// The patch that turns `from` into `to` (empty when they are equal).
 pub fn diff(from: &Doc, to: &Doc) -> Patch {
     let mut patch = Patch::new();
@@ -213,6 +229,19 @@ mod tests {
         );
         assert_eq!(applied(&from, &patch), to);
         assert!(diff(&to, &to).is_empty());
+    }
+
+    #[test]
+    fn merged_patches_apply_as_both() {
+        let start = doc(json!({"interval": 1, "metrics": {"a": true, "b": true}}));
+        let first = doc(json!({"metrics": {"a": false, "c": true}, "port": 1}));
+        let second = doc(json!({"metrics": {"c": null, "d": true}, "port": null}));
+        let mut merged = first.clone();
+        merge(&mut merged, &second);
+        assert_eq!(
+            applied(&start, &merged),
+            applied(&applied(&start, &first), &second)
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Settings {
     /// How often the device asks for changes made on the server.
     pub poll_interval: Duration,
     pub token: Option<Secret>,
+    /// The URL was set (flag or environment) rather than the spec's default; a
+    /// default server that is not there is worth an info line, not a warning.
+    pub explicit: bool,
 }
 
 impl Settings {
@@ -121,6 +124,15 @@ impl State {
 
     fn push(&mut self, patch: Patch) {
         if patch.is_empty() {
+            return;
+        }
+        // Not registered yet: registration sends the whole file, so one entry
+        // that says "something changed" is enough (the queue cannot grow while a
+        // server never appears).
+        if self.revision.is_none()
+            && let Some(last) = self.queue.back_mut()
+        {
+            doc::merge(&mut last.patch, &patch);
             return;
         }
         self.next_seq += 1;
@@ -605,7 +617,11 @@ impl ConfigSync {
         self.store.set_source(ConfigSource::Local);
         let mut status = self.status();
         if status.reachable != Some(false) {
-            tracing::warn!(url = %self.settings.url, reason, "config server unavailable; running on the local config.yaml");
+            if self.settings.explicit {
+                tracing::warn!(url = %self.settings.url, reason, "config server unavailable; running on the local config.yaml");
+            } else {
+                tracing::info!(url = %self.settings.url, reason, "no config server at the default URL; running on the local config.yaml (CONFIG_SERVER_URL= turns syncing off)");
+            }
         } else {
             tracing::debug!(reason, "config server still unavailable");
         }
