@@ -50,6 +50,15 @@ fn shelly_server(args: ShellyServerArgs) -> ExitCode {
         secret: args.secret.and_then(Secret::new),
         hub: HubConfig::default(),
     };
+    run_until_signal(|shutdown| server::run(options, shutdown))
+}
+
+/// Runs a server until SIGTERM/SIGINT: exit 0, or 1 with its error.
+fn run_until_signal<F, E>(server: impl FnOnce(CancellationToken) -> F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -57,7 +66,7 @@ fn shelly_server(args: ShellyServerArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        server::run(options, shutdown).await
+        server(shutdown).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
@@ -77,23 +86,7 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
         db: args.db,
         token: args.token.and_then(Secret::new),
     };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        config_server::run(options, shutdown).await
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    run_until_signal(|shutdown| config_server::run(options, shutdown))
 }
 
 /// The config server settings from flags and environment; `None` when off.

@@ -195,16 +195,7 @@ impl Store {
         committed: impl FnOnce(),
     ) -> Result<bool, StoreError> {
         let guard = self.lock();
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => starter_text(),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
+        let text = self.read_text()?;
         let local = super::yaml_to_json(&parse_document(&text));
         let local = if local.is_object() {
             local
@@ -301,6 +292,18 @@ impl Store {
         }
     }
 
+    /// The file's text; the starter file when it was deleted under us.
+    fn read_text(&self) -> Result<String, StoreError> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(starter_text()),
+            Err(source) => Err(StoreError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, ()> {
         // A panic while holding the lock leaves no partial state behind (the file
         // is replaced atomically or not at all), so a poisoned lock is still usable.
@@ -320,17 +323,7 @@ impl Store {
         let (edited, parsed) = loop {
             attempt += 1;
             let before = fingerprint(&self.path);
-            let text = match fs::read_to_string(&self.path) {
-                Ok(text) => text,
-                // Deleted under us: start again from the starter file.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => starter_text(),
-                Err(source) => {
-                    return Err(StoreError::Read {
-                        path: self.path.clone(),
-                        source,
-                    });
-                }
-            };
+            let text = self.read_text()?;
             let edited = edit::apply(&text, edits).map_err(|source| StoreError::Disk {
                 path: self.path.clone(),
                 source,
