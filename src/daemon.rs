@@ -130,6 +130,18 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         bound_reload_port,
         sync: sync.clone(),
     });
+    // Remote write follows the live config (on or off at each reload).
+    let push_stats = Arc::new(crate::remote_write::Stats::default());
+    let stats = push_stats.clone();
+    state
+        .scheduler
+        .add_self_metrics(Arc::new(move |out| stats.samples(out)));
+    tracker.spawn(crate::remote_write::run(
+        store.clone(),
+        state.scheduler.clone(),
+        push_stats,
+        shutdown.clone(),
+    ));
     if let Some(sync) = sync {
         let applier = state.clone();
         let on_change: crate::sync::OnChange = Arc::new(move || {

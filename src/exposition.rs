@@ -95,10 +95,7 @@ pub fn render(
     let mut out = String::with_capacity(samples.len() * 160 + 16);
     let mut previous_family: Option<&str> = None;
     for sample in samples {
-        let name = match style {
-            MetricStyle::Flat => &*sample.id,
-            MetricStyle::Labeled => sample.family.name,
-        };
+        let name = name(sample, style);
         // Samples that share a name (one per collector, one per plug) share one
         // header: a second HELP for a name is a parse error.
         if previous_family != Some(name) {
@@ -170,38 +167,58 @@ fn write_sample_line(
     {
         out.push_str("_total");
     }
-    let own: &[Label] = match style {
-        MetricStyle::Flat => &[],
-        MetricStyle::Labeled => &sample.labels,
-    };
     let mut first = true;
-    let mut label = |out: &mut String, key: &str, value: &str| {
+    for (key, value) in labels(sample, style, device) {
         out.push(if first { '{' } else { ',' });
         first = false;
         out.push_str(key);
         out.push_str("=\"");
         escape_label_value(out, value);
         out.push('"');
-    };
-    for (key, value) in own.iter().chain(&sample.const_labels) {
-        label(out, key, value);
-    }
-    if sample.device {
-        label(out, "device_type", &device.device_type);
-        label(out, "hostname", &device.hostname);
     }
     if !first {
         out.push('}');
     }
     out.push(' ');
-    write_value(
-        out,
-        match style {
-            MetricStyle::Flat => sample.value,
-            MetricStyle::Labeled => sample.value * sample.family.labeled_scale,
-        },
-    );
+    write_value(out, value(sample, style));
     out.push('\n');
+}
+
+/// The metric name of a sample in `style`, as the text format writes it.
+pub fn name(sample: &Sample, style: MetricStyle) -> &str {
+    match style {
+        MetricStyle::Flat => &sample.id,
+        MetricStyle::Labeled => sample.family.name,
+    }
+}
+
+/// A sample's labels in `style`, in output order: its own (labeled style), its
+/// constant ones, then the device's.
+pub fn labels<'a>(
+    sample: &'a Sample,
+    style: MetricStyle,
+    device: &'a DeviceLabels,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let own: &[Label] = match style {
+        MetricStyle::Flat => &[],
+        MetricStyle::Labeled => &sample.labels,
+    };
+    let device_labels = sample.device.then_some([
+        ("device_type", device.device_type.as_str()),
+        ("hostname", device.hostname.as_str()),
+    ]);
+    own.iter()
+        .chain(&sample.const_labels)
+        .map(|(k, v)| (*k, &**v))
+        .chain(device_labels.into_iter().flatten())
+}
+
+/// A sample's value in `style` (the labeled style is in base units).
+pub fn value(sample: &Sample, style: MetricStyle) -> f64 {
+    match style {
+        MetricStyle::Flat => sample.value,
+        MetricStyle::Labeled => sample.value * sample.family.labeled_scale,
+    }
 }
 
 fn write_value(out: &mut String, value: f64) {

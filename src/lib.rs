@@ -20,6 +20,8 @@
 //!   the serve loop with its timeouts.
 //! * `config_server`: the central config store devices sync with (`config-server`).
 //! * `shelly`: the plug hub Shelly plugs connect to (`shelly-server`, or embedded).
+//! * `remote_write`: pushes the snapshot to a remote write receiver through an
+//!   on-disk buffer.
 //! * `sync`: the exporter's side of the config server (fetch, poll, queued changes).
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
@@ -32,6 +34,7 @@ pub mod exposition;
 pub mod http;
 pub mod paths;
 pub mod recordings;
+pub mod remote_write;
 pub mod sample;
 pub mod scheduler;
 pub mod shelly;

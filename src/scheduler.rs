@@ -69,7 +69,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(mut samples: Vec<Sample>, style: MetricStyle, device: DeviceLabels) -> Self {
+    pub fn new(mut samples: Vec<Sample>, style: MetricStyle, device: DeviceLabels) -> Self {
         exposition::sort_for(style, &mut samples);
         Snapshot {
             samples,
@@ -82,6 +82,14 @@ impl Snapshot {
 
     pub fn samples(&self) -> &[Sample] {
         &self.samples
+    }
+
+    pub fn style(&self) -> MetricStyle {
+        self.style
+    }
+
+    pub fn device(&self) -> &DeviceLabels {
+        &self.device
     }
 
     pub fn body(&self, format: Format) -> Bytes {
@@ -176,7 +184,12 @@ struct Shared {
     states: Mutex<BTreeMap<&'static str, CollectorState>>,
     snapshot: ArcSwap<Snapshot>,
     discovered: mpsc::UnboundedSender<Vec<Arc<str>>>,
+    /// Other parts of the daemon that report on themselves (remote write, ...).
+    self_metrics: Mutex<Vec<SelfMetrics>>,
 }
+
+/// Adds the exporter's own samples of some part of the daemon to each snapshot.
+pub type SelfMetrics = Arc<dyn Fn(&mut Vec<Sample>) + Send + Sync>;
 
 /// Starts, stops and rebuilds collectors; publishes snapshots.
 pub struct Scheduler {
@@ -220,6 +233,7 @@ impl Scheduler {
             store,
             hub,
             discovered: tx,
+            self_metrics: Mutex::new(Vec::new()),
         });
         tracker.spawn(discovery_task(shared.store.clone(), rx, shutdown.clone()));
         tracker.spawn(sweep_task(shared.clone(), shutdown.clone()));
@@ -287,6 +301,11 @@ impl Scheduler {
     /// Health of every running collector, by name.
     pub fn collector_states(&self) -> BTreeMap<&'static str, CollectorState> {
         lock(&self.shared.states).clone()
+    }
+
+    /// Adds a source of the exporter's own metrics to every snapshot from now on.
+    pub fn add_self_metrics(&self, source: SelfMetrics) {
+        lock(&self.shared.self_metrics).push(source);
     }
 
     /// Re-publishes now (after `metrics:` changed, so the filter applies at once).
@@ -397,6 +416,14 @@ impl Shared {
             Sample::new(&BUILD_INFO, 1.0).const_label("version", env!("CARGO_PKG_VERSION"));
         info.device = false;
         out.push(info);
+        let mut own = Vec::new();
+        for source in lock(&self.self_metrics).iter() {
+            source(&mut own);
+        }
+        out.extend(own.into_iter().map(|mut s| {
+            s.device = false;
+            s
+        }));
         self.snapshot.store(Arc::new(Snapshot::new(
             out,
             config.metric_style,

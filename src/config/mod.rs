@@ -60,6 +60,7 @@ const KNOWN_KEYS: &[&str] = &[
     "ina2xx",
     "rapl",
     "pmic",
+    "remote_write",
 ];
 
 /// `config.yaml` as written. Every field is optional; defaults are applied in
@@ -98,8 +99,59 @@ pub struct RawConfig {
     pub ina2xx: Option<Vec<RawIna2xx>>,
     pub rapl: Option<RawRapl>,
     pub pmic: Option<RawPmic>,
+    pub remote_write: Option<RawRemoteWrite>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteWrite {
+    /// The receiver: `http(s)://host:port/api/v1/write` and the like.
+    pub url: String,
+    /// Seconds between pushes (default 15).
+    pub interval: Option<f64>,
+    /// Most samples in one request (default 2000).
+    pub batch_size: Option<usize>,
+    /// Seconds a request may take (default 10).
+    pub timeout: Option<f64>,
+    pub bearer_token: Option<String>,
+    pub basic_auth: Option<RawBasicAuth>,
+    /// Labels added to every series that does not have them (e.g. `site`).
+    pub labels: Option<BTreeMap<String, String>>,
+    pub tls: Option<RawTls>,
+    pub buffer: Option<RawBuffer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of the CA(s) that signed the receiver's certificate (default: the
+    /// system's trust store).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for receivers that ask for one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Name to check the certificate against (default: the URL's host).
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuffer {
+    /// Directory of the on-disk buffer (default: `remote-write-buffer` beside the
+    /// config file).
+    pub path: Option<PathBuf>,
+    /// Size limit in MiB (default 64).
+    pub max_size_mb: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +357,39 @@ impl Ina2xxSensor {
     }
 }
 
+/// Pushing samples to a Prometheus remote write receiver (section `remote_write:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteWriteConfig {
+    pub url: String,
+    pub interval: Duration,
+    pub batch_size: usize,
+    pub timeout: Duration,
+    pub auth: RemoteAuth,
+    /// Sorted by name.
+    pub labels: Vec<(String, String)>,
+    pub tls: TlsClientConfig,
+    /// `None`: beside the config file.
+    pub buffer_path: Option<PathBuf>,
+    pub buffer_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAuth {
+    None,
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
+
+/// How an outbound TLS connection checks its peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsClientConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
 /// The Raspberry Pi 5 PMIC reader (config section `pmic:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmicConfig {
@@ -416,6 +501,7 @@ pub struct Config {
     /// `rapl.enabled`; `None`: on for `lattepanda`.
     pub rapl: Option<bool>,
     pub pmic: PmicConfig,
+    pub remote_write: Option<RemoteWriteConfig>,
     /// Set by `serve --demo`.
     pub demo: Option<Demo>,
     /// The file still uses `enabled_metrics:`; the store rewrites it.
@@ -608,6 +694,10 @@ impl Config {
                 None => "vcgencmd".into(),
             },
         };
+        let remote_write = raw
+            .remote_write
+            .map(|r| remote_write_config(r, source))
+            .transpose()?;
         let unknown_keys = raw
             .other
             .keys()
@@ -662,6 +752,7 @@ impl Config {
             ina2xx,
             rapl: raw.rapl.and_then(|r| r.enabled),
             pmic,
+            remote_write,
             demo: overrides.demo.clone(),
             has_legacy_list,
             unknown_keys,
@@ -744,6 +835,102 @@ pub fn validate_json(
         },
     )?;
     Ok((config, text))
+}
+
+fn remote_write_config(
+    raw: RawRemoteWrite,
+    source: &Source<'_>,
+) -> Result<RemoteWriteConfig, ConfigError> {
+    let err = |key: &str, message: String| source.error(&["remote_write", key], message);
+    let url = raw.url.trim().to_owned();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .filter(|r| !r.is_empty() && !r.starts_with('/'))
+        .ok_or_else(|| {
+            err(
+                "url",
+                format!("must be an http:// or https:// URL such as http://prometheus:9090/api/v1/write, got {url:?}"),
+            )
+        })?;
+    if rest.contains(char::is_whitespace) {
+        return Err(err("url", format!("must not contain spaces, got {url:?}")));
+    }
+    let seconds = |key: &str, v: Option<f64>, default: f64, min: f64| {
+        let v = v.unwrap_or(default);
+        if v.is_finite() && v >= min && v <= 3600.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(err(
+                key,
+                format!("must be seconds from {min} to 3600, got {v}"),
+            ))
+        }
+    };
+    let batch_size = raw.batch_size.unwrap_or(2000);
+    if !(1..=100_000).contains(&batch_size) {
+        return Err(err(
+            "batch_size",
+            format!("must be from 1 to 100000, got {batch_size}"),
+        ));
+    }
+    let auth = match (raw.bearer_token.and_then(Secret::new), raw.basic_auth) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "bearer_token",
+                "set bearer_token or basic_auth, not both".into(),
+            ));
+        }
+        (Some(token), None) => RemoteAuth::Bearer(token),
+        (None, Some(basic)) => RemoteAuth::Basic {
+            username: basic.username,
+            password: Secret::new(basic.password)
+                .ok_or_else(|| err("basic_auth", "password must not be empty".into()))?,
+        },
+        (None, None) => RemoteAuth::None,
+    };
+    let mut labels: Vec<(String, String)> = raw.labels.unwrap_or_default().into_iter().collect();
+    for (name, _) in &labels {
+        let reserved = name.starts_with("__") || name == "device_type" || name == "hostname";
+        if !crate::sample::is_valid_metric_name(name) || name.contains(':') || reserved {
+            return Err(err(
+                "labels",
+                format!(
+                    "{name:?} is not a label name that can be added (letters, digits, _; not __*, device_type or hostname)"
+                ),
+            ));
+        }
+    }
+    labels.sort();
+    let raw_tls = raw.tls.unwrap_or_default();
+    if raw_tls.cert_file.is_some() != raw_tls.key_file.is_some() {
+        return Err(err("tls", "cert_file and key_file go together".into()));
+    }
+    let raw_buffer = raw.buffer.unwrap_or_default();
+    let max_mb = raw_buffer.max_size_mb.unwrap_or(64.0);
+    if !(max_mb.is_finite() && (0.25..=1_048_576.0).contains(&max_mb)) {
+        return Err(err(
+            "buffer",
+            format!("max_size_mb must be from 0.25 to 1048576, got {max_mb}"),
+        ));
+    }
+    Ok(RemoteWriteConfig {
+        url,
+        interval: seconds("interval", raw.interval, 15.0, 0.1)?,
+        batch_size,
+        timeout: seconds("timeout", raw.timeout, 10.0, 0.1)?,
+        auth,
+        labels,
+        tls: TlsClientConfig {
+            ca_file: raw_tls.ca_file,
+            cert_file: raw_tls.cert_file,
+            key_file: raw_tls.key_file,
+            server_name: raw_tls.server_name,
+            insecure_skip_verify: raw_tls.insecure_skip_verify.unwrap_or(false),
+        },
+        buffer_path: raw_buffer.path,
+        buffer_max_bytes: (max_mb * 1024.0 * 1024.0) as u64,
+    })
 }
 
 fn ina2xx_sensors(

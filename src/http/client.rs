@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the exporter's outbound requests (the Shelly hub's
-//! API, plugs polled over HTTP, the config server): one request per connection,
-//! plain `http://`, a time limit on the whole exchange and a bound on the body. That is all these
+//! API, plugs polled over HTTP, the config server, remote write): one request per
+//! connection, `http://` (or `https://` when given a TLS setup), a time limit on
+//! the whole exchange and a bound on the body. That is all these
 //! peers need, and it keeps TLS and connection pools out of the binary.
 
 use std::time::Duration;
@@ -25,6 +26,24 @@ pub enum ClientError {
     TooLarge(String, usize),
 }
 
+/// HTTP/1.1 on an open stream; the connection task ends with the exchange.
+async fn handshake<S>(
+    url: &str,
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
+    tokio::spawn(async move {
+        // Ends when the exchange is done or the peer hangs up.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -42,6 +61,22 @@ pub async fn get(
     request(Method::GET, url, headers, Bytes::new(), timeout, max_body).await
 }
 
+/// [`request`] that may also use `https://`, with `tls`.
+pub async fn request_tls(
+    method: Method,
+    url: &str,
+    headers: &[(HeaderName, String)],
+    body: Bytes,
+    timeout: Duration,
+    max_body: usize,
+    tls: Option<&crate::http::tls::TlsClient>,
+) -> Result<Response, ClientError> {
+    match tokio::time::timeout(timeout, exchange(method, url, headers, body, max_body, tls)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Timeout(url.to_owned(), timeout)),
+    }
+}
+
 /// `method url` with `headers` and `body`, within `timeout`, reading at most
 /// `max_body` bytes of the answer.
 pub async fn request(
@@ -52,7 +87,12 @@ pub async fn request(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Response, ClientError> {
-    match tokio::time::timeout(timeout, exchange(method, url, headers, body, max_body)).await {
+    match tokio::time::timeout(
+        timeout,
+        exchange(method, url, headers, body, max_body, None),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout(url.to_owned(), timeout)),
     }
@@ -64,33 +104,45 @@ async fn exchange(
     headers: &[(HeaderName, String)],
     body: Bytes,
     max_body: usize,
+    tls: Option<&crate::http::tls::TlsClient>,
 ) -> Result<Response, ClientError> {
     let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
         ClientError::Url(url.to_owned(), e.to_string())
     })?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ClientError::Url(
-            url.to_owned(),
-            "only http:// URLs are supported".into(),
-        ));
-    }
+    let https = match (uri.scheme_str(), tls) {
+        (Some("http"), _) => false,
+        (Some("https"), Some(_)) => true,
+        _ => {
+            return Err(ClientError::Url(
+                url.to_owned(),
+                "only http:// URLs are supported here".into(),
+            ));
+        }
+    };
     let host = uri
         .host()
         .ok_or_else(|| ClientError::Url(url.to_owned(), "no host".into()))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| ClientError::Connect(format!("{host}:{port}"), e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(url.to_owned(), e.to_string()))?;
-    tokio::spawn(async move {
-        // Ends when the exchange is done or the peer hangs up.
-        let _ = connection.await;
-    });
+    let _ = stream.set_nodelay(true);
+    let mut sender = match tls.filter(|_| https) {
+        Some(tls) => {
+            let name = tls.server_name.clone().unwrap_or_else(|| host.clone());
+            let name = rustls::pki_types::ServerName::try_from(name)
+                .map_err(|e| ClientError::Url(url.to_owned(), format!("TLS server name: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| ClientError::Connect(format!("{host}:{port} (TLS)"), e))?;
+            handshake(url, stream).await?
+        }
+        None => handshake(url, stream).await?,
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = Request::builder()
         .method(method)

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod error;
 pub mod metrics;
 pub mod serve;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

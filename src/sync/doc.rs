@@ -13,7 +13,7 @@ pub type Doc = Map<String, Value>;
 pub type Patch = Map<String, Value>;
 
 /// Top-level keys that stay on the device.
-pub const LOCAL_ONLY: &[&str] = &["metrics_token", "api_token", "path"];
+pub const LOCAL_ONLY: &[&str] = &["metrics_token", "api_token", "path", "remote_write"];
 /// Keys of the `shelly:` section that stay on the device.
 pub const LOCAL_ONLY_SHELLY: &[&str] = &["secret"];
 

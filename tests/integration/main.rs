@@ -12,6 +12,7 @@ mod jetson;
 mod lifecycle;
 mod metrics_endpoint;
 mod prometheus;
+mod remote_write;
 mod shelly_exporter;
 mod shelly_hub;
 mod shelly_sim;
