@@ -1381,6 +1381,69 @@ mod tests {
     }
 
     #[test]
+    fn remote_write_section() {
+        let c = parse(
+            "remote_write:\n  url: https://mimir.example/api/v1/push\n  interval: 30\n  basic_auth:\n    username: tenant-1\n    password: pw\n  labels:\n    site: lab-3\n    rack: r1\n  buffer:\n    max_size_mb: 8\n",
+        )
+        .expect("valid");
+        let rw = c.remote_write.expect("section");
+        assert_eq!(rw.interval, Duration::from_secs(30));
+        assert_eq!(rw.batch_size, 2000);
+        assert_eq!(
+            rw.labels,
+            [
+                ("rack".to_owned(), "r1".to_owned()),
+                ("site".to_owned(), "lab-3".to_owned())
+            ]
+        );
+        assert!(matches!(&rw.auth, RemoteAuth::Basic { username, .. } if username == "tenant-1"));
+        assert_eq!(rw.buffer_max_bytes, 8 * 1024 * 1024);
+        assert_eq!(
+            format!("{:?}", rw.auth).matches("pw").count(),
+            0,
+            "secrets stay hidden"
+        );
+        for (text, field, wanted) in [
+            (
+                "remote_write:\n  url: ftp://x\n",
+                "remote_write.url",
+                "http:// or https://",
+            ),
+            (
+                "remote_write:\n  url: http://x\n  interval: 0\n",
+                "remote_write.interval",
+                "seconds",
+            ),
+            (
+                "remote_write:\n  url: http://x\n  batch_size: 0\n",
+                "remote_write.batch_size",
+                "from 1",
+            ),
+            (
+                "remote_write:\n  url: http://x\n  labels:\n    hostname: y\n",
+                "remote_write.labels",
+                "hostname",
+            ),
+            (
+                "remote_write:\n  url: http://x\n  bearer_token: t\n  basic_auth: {username: u, password: p}\n",
+                "remote_write.bearer_token",
+                "not both",
+            ),
+            (
+                "remote_write:\n  url: http://x\n  tls:\n    cert_file: /c\n",
+                "remote_write.tls",
+                "go together",
+            ),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert_eq!(e.field.as_deref(), Some(field), "{text}");
+            assert!(e.message.contains(wanted), "{text}: {}", e.message);
+        }
+        let e = parse("remote_write:\n  url: http://x\n  urll: 1\n").expect_err("typo");
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    #[test]
     fn line_lookup() {
         let text = "a: 1\nshelly:\n  # c\n  enabled: true\n  server_url: x\nserver_url: y\n";
         assert_eq!(line_of(text, &["shelly", "server_url"]), Some(5));

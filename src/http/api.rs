@@ -160,9 +160,27 @@ async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
     shelly.insert("server_url".into(), json!(live.shelly.server_url));
     out.insert("shelly".into(), Value::Object(shelly));
     out.insert("metrics".into(), json!(live.metrics));
-    for secret in ["metrics_token", "api_token"] {
-        if let Some(v) = out.get_mut(secret) {
+    // Secrets are never shown: tokens, the plug hub secret, plug and remote write
+    // passwords.
+    let mask = |v: Option<&mut Value>| {
+        if let Some(v) = v.filter(|v| !v.is_null()) {
             *v = json!("***");
+        }
+    };
+    mask(out.get_mut("metrics_token"));
+    mask(out.get_mut("api_token"));
+    if let Some(shelly) = out.get_mut("shelly") {
+        mask(shelly.get_mut("secret"));
+        if let Some(Value::Array(polls)) = shelly.get_mut("poll") {
+            for p in polls {
+                mask(p.get_mut("password"));
+            }
+        }
+    }
+    if let Some(rw) = out.get_mut("remote_write") {
+        mask(rw.get_mut("bearer_token"));
+        if let Some(basic) = rw.get_mut("basic_auth") {
+            mask(basic.get_mut("password"));
         }
     }
     Json(Value::Object(out))

@@ -270,7 +270,7 @@ impl Pusher {
 
 /// Encodes the new samples of `snapshot` into compressed records of at most
 /// `cfg.batch_size` samples each.
-fn encode(
+pub fn encode(
     cfg: &RemoteWriteConfig,
     snapshot: &crate::scheduler::Snapshot,
     now_ms: i64,

@@ -185,7 +185,11 @@ fn unknown_routes_and_methods_are_json() {
 #[test]
 fn tokens_protect_metrics_and_api() {
     let m = machine();
-    let config = fixture_config(&m.root, "metrics_token: m-secret\napi_token: a-secret\n");
+    let config = fixture_config(
+        &m.root,
+        "metrics_token: m-secret\napi_token: a-secret\nshelly:\n  enabled: false\n  secret: s-secret\n\
+         remote_write:\n  url: http://127.0.0.1:1/api/v1/write\n  interval: 60\n  basic_auth:\n    username: u\n    password: rw-secret\n",
+    );
     let exporter = Exporter::start(&config);
     let metrics = format!("{}/metrics", exporter.metrics_url);
     let r = get(&metrics, &[]);
@@ -218,10 +222,9 @@ fn tokens_protect_metrics_and_api() {
         log.contains("management API listening on 0.0.0.0:"),
         "{log}"
     );
-    assert!(
-        !log.contains("m-secret") && !log.contains("a-secret"),
-        "{log}"
-    );
+    for secret in ["m-secret", "a-secret", "s-secret", "rw-secret"] {
+        assert!(!log.contains(secret), "{secret}: {log}");
+    }
     let c = get(
         &format!("{}/config", exporter.api_url),
         &[("Authorization", "Bearer a-secret")],
@@ -229,6 +232,9 @@ fn tokens_protect_metrics_and_api() {
     .json();
     assert_eq!(c["api_token"], "***");
     assert_eq!(c["metrics_token"], "***");
+    assert_eq!(c["shelly"]["secret"], "***");
+    assert_eq!(c["remote_write"]["basic_auth"]["password"], "***");
+    assert_eq!(c["remote_write"]["basic_auth"]["username"], "u");
 }
 
 #[test]
