@@ -115,6 +115,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         }
         _ => None,
     };
+    let hub_for_telemetry = hub.clone();
     let scheduler = Arc::new(Scheduler::start(
         store.clone(),
         hub,
@@ -130,6 +131,21 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         bound_reload_port,
         sync: sync.clone(),
     });
+    // The daemon's own telemetry in every snapshot.
+    state
+        .scheduler
+        .add_self_metrics(Arc::new(crate::telemetry::samples));
+    state.scheduler.add_self_metrics(Arc::new(reload_samples));
+    if let Some(hub) = hub_for_telemetry {
+        state
+            .scheduler
+            .add_self_metrics(Arc::new(move |out| hub.telemetry_samples(out)));
+    }
+    if let Some(sync) = state.sync.clone() {
+        state
+            .scheduler
+            .add_self_metrics(Arc::new(move |out| sync.telemetry_samples(out)));
+    }
     // Remote write follows the live config (on or off at each reload).
     let push_stats = Arc::new(crate::remote_write::Stats::default());
     let stats = push_stats.clone();
@@ -158,13 +174,13 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     serve(
         &tracker,
         metrics_listener,
-        http::metrics::router(state.clone()),
+        crate::telemetry::track(http::metrics::router(state.clone()), "metrics"),
         &shutdown,
     );
     serve(
         &tracker,
         api_listener,
-        http::api::router(state.clone()),
+        crate::telemetry::track(http::api::router(state.clone()), "api"),
         &shutdown,
     );
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
@@ -199,6 +215,37 @@ pub async fn reload(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
 /// Reads `config.yaml` and applies it: the second half of [`reload`], without
 /// asking the config server.
 pub async fn apply_file(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
+    let result = apply_file_inner(state).await;
+    let counter = if result.is_ok() {
+        &RELOADS_OK
+    } else {
+        &RELOADS_FAILED
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    result
+}
+
+static RELOADS_OK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RELOADS_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RELOADS: crate::sample::Family = crate::sample::Family::counter(
+    "edge_exporter_config_reloads_total",
+    "Config reloads (API, SIGHUP, changes from the config server), by outcome",
+    "",
+);
+
+fn reload_samples(out: &mut Vec<crate::sample::Sample>) {
+    for (outcome, counter) in [("success", &RELOADS_OK), ("failure", &RELOADS_FAILED)] {
+        let mut s = crate::sample::Sample::new(
+            &RELOADS,
+            counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        )
+        .const_label("outcome", outcome);
+        s.device = false;
+        out.push(s);
+    }
+}
+
+async fn apply_file_inner(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
     let _one_at_a_time = state.reload_lock.lock().await;
     let store = state.store.clone();
     let reloaded = tokio::task::spawn_blocking(move || store.reload())

@@ -96,11 +96,15 @@ pub fn render(
     let mut previous_family: Option<&str> = None;
     for sample in samples {
         let name = name(sample, style);
-        // Samples that share a name (one per collector, one per plug) share one
-        // header: a second HELP for a name is a parse error.
-        if previous_family != Some(name) {
-            write_header(&mut out, sample, name, style, format);
-            previous_family = Some(name);
+        // Samples that share a name (one per collector, one per plug, the series of
+        // a histogram) share one header: a second HELP for a name is a parse error.
+        let header = match sample.family.kind {
+            MetricKind::Histogram => sample.family.name,
+            _ => name,
+        };
+        if previous_family != Some(header) {
+            write_header(&mut out, sample, header, style, format);
+            previous_family = Some(header);
         }
         write_sample_line(&mut out, sample, name, style, format, device);
     }
@@ -184,11 +188,12 @@ fn write_sample_line(
     out.push('\n');
 }
 
-/// The metric name of a sample in `style`, as the text format writes it.
+/// The metric name of a sample in `style`, as the text format writes it (a
+/// histogram's series keep their own names, `_bucket`, `_sum`, `_count`).
 pub fn name(sample: &Sample, style: MetricStyle) -> &str {
-    match style {
-        MetricStyle::Flat => &sample.id,
-        MetricStyle::Labeled => sample.family.name,
+    match (style, sample.family.kind) {
+        (MetricStyle::Flat, _) | (_, MetricKind::Histogram) => &sample.id,
+        (MetricStyle::Labeled, _) => sample.family.name,
     }
 }
 

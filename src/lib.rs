@@ -23,6 +23,7 @@
 //! * `remote_write`: pushes the snapshot to a remote write receiver through an
 //!   on-disk buffer.
 //! * `sync`: the exporter's side of the config server (fetch, poll, queued changes).
+//! * `telemetry`: the daemon's own HTTP and process metrics, for every server.
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
 pub mod cli;
@@ -40,3 +41,4 @@ pub mod scheduler;
 pub mod shelly;
 pub mod sources;
 pub mod sync;
+pub mod telemetry;

@@ -17,6 +17,7 @@ use edge_metrics_exporter::sync;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    edge_metrics_exporter::telemetry::init();
     init_logging(&cli.log);
     match cli.command {
         Some(Command::CheckConfig(arg)) => check_config(&arg.config),

@@ -18,6 +18,8 @@ use std::time::SystemTime;
 pub enum MetricKind {
     Gauge,
     Counter,
+    /// Samples `<name>_bucket{le}`, `<name>_sum`, `<name>_count` under one header.
+    Histogram,
 }
 
 impl MetricKind {
@@ -25,6 +27,7 @@ impl MetricKind {
         match self {
             MetricKind::Gauge => "gauge",
             MetricKind::Counter => "counter",
+            MetricKind::Histogram => "histogram",
         }
     }
 }
@@ -60,6 +63,14 @@ impl Family {
     pub const fn counter(name: &'static str, help: &'static str, unit: &'static str) -> Family {
         Family {
             kind: MetricKind::Counter,
+            ..Family::gauge(name, help, unit)
+        }
+    }
+
+    /// A histogram: its samples are the `_bucket`, `_sum` and `_count` series.
+    pub const fn histogram(name: &'static str, help: &'static str, unit: &'static str) -> Family {
+        Family {
+            kind: MetricKind::Histogram,
             ..Family::gauge(name, help, unit)
         }
     }

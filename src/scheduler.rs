@@ -51,6 +51,16 @@ static COLLECTOR_SAMPLES: Family = Family::gauge(
     "Samples the collector currently holds (enabled or not)",
     "",
 );
+static COLLECTOR_ERRORS: Family = Family::counter(
+    "edge_exporter_collector_errors_total",
+    "Collections that failed (not counting \"hardware absent\")",
+    "",
+);
+static COLLECTOR_COLLECTED: Family = Family::counter(
+    "edge_exporter_samples_collected_total",
+    "Samples collected, enabled or not",
+    "",
+);
 static BUILD_INFO: Family = Family::gauge(
     "edge_exporter_build_info",
     "Version of the running exporter",
@@ -118,6 +128,10 @@ pub struct CollectorState {
     pub last_error: Option<CollectError>,
     /// Whether the collector has finished a collection since it was (re)built.
     pub ran: bool,
+    /// Collections that failed (not "no data"), since the daemon started.
+    pub errors: u64,
+    /// Samples collected, since the daemon started.
+    pub collected: u64,
 }
 
 impl CollectorState {
@@ -354,10 +368,14 @@ impl Shared {
                 }
             }
         }
+        state.collected += samples.len() as u64;
         // A collection that failed outright keeps the previous samples until they
         // expire; one that returned samples replaces them.
         if result.is_ok() || !samples.is_empty() {
             state.samples = samples;
+        }
+        if matches!(result, Err(CollectError::Failed(_))) {
+            state.errors += 1;
         }
         state.last_error = result.err();
         state.last_duration = Some(duration);
@@ -462,6 +480,8 @@ fn push_health(out: &mut Vec<Sample>, name: &'static str, state: &CollectorState
         );
     }
     push(&COLLECTOR_SAMPLES, state.samples.len() as f64);
+    push(&COLLECTOR_ERRORS, state.errors as f64);
+    push(&COLLECTOR_COLLECTED, state.collected as f64);
 }
 
 /// One collector's loop: build, then collect every interval until cancelled.

@@ -8,6 +8,7 @@
 //! | `GET /config/{id}/history` | every revision, oldest first (`?limit=N` for the newest N) |
 //! | `GET /devices` | each device: type, revision, updated, last contact |
 //! | `GET /` | the operator's page |
+//! | `GET /metrics` | the server's own metrics (Prometheus text) |
 //!
 //! Errors are `{"error": "..."}`. With a token every route needs
 //! `Authorization: Bearer <token>` (or Basic with the token as password, for
@@ -47,6 +48,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/devices", get(devices))
+        .route("/metrics", get(metrics))
         .route(
             "/config/{device_id}",
             get(get_config).put(put_config).delete(delete_config),
@@ -314,6 +316,22 @@ async fn history(
         return Err(unknown(&device_id));
     }
     Ok(axum::Json(json!({"device_id": device_id, "history": rows})).into_response())
+}
+
+static DEVICES: crate::sample::Family = crate::sample::Family::gauge(
+    "edge_exporter_config_server_devices",
+    "Devices the config server holds a config for",
+    "",
+);
+
+/// The server's own metrics in Prometheus text.
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    let mut samples = Vec::new();
+    crate::telemetry::samples(&mut samples);
+    let mut devices = crate::sample::Sample::new(&DEVICES, state.db.list().len() as f64);
+    devices.device = false;
+    samples.push(devices);
+    crate::telemetry::page(samples)
 }
 
 async fn devices(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {

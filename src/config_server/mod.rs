@@ -80,7 +80,8 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
             }
         })
     };
-    crate::http::serve::serve(listener, api::router(state.clone()), shutdown).await;
+    let router = crate::telemetry::track(api::router(state.clone()), "config_server");
+    crate::http::serve::serve(listener, router, shutdown).await;
     let _ = flusher.await;
     flush(&state).await;
     Ok(())

@@ -107,6 +107,14 @@ fn is_alias(a: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The hub's own metrics in Prometheus text (`/metrics` is the spec's plug JSON).
+async fn telemetry(State(hub): State<Arc<Hub>>) -> axum::response::Response {
+    let mut samples = Vec::new();
+    crate::telemetry::samples(&mut samples);
+    hub.telemetry_samples(&mut samples);
+    crate::telemetry::page(samples)
+}
+
 /// The HTTP API.
 pub fn api_router(hub: Arc<Hub>) -> Router {
     Router::new()
@@ -114,6 +122,7 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
         .route("/metrics/{device_id}", get(metrics_one))
         .route("/devices", get(devices))
         .route("/status/{device_id}", get(status))
+        .route("/telemetry", get(telemetry))
         .fallback(|req: Request| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -129,6 +129,46 @@ pub struct Hub {
     pub stats: HubStats,
 }
 
+static PLUGS: crate::sample::Family = crate::sample::Family::gauge(
+    "edge_exporter_shelly_plugs_connected",
+    "Shelly plugs connected to the hub",
+    "",
+);
+static HUB_EVENTS: crate::sample::Family = crate::sample::Family::counter(
+    "edge_exporter_shelly_hub_events_total",
+    "What the plug hub saw, by event: connections, replaced connections, invalid or oversized frames, rejected connections, RPC requests and failures",
+    "",
+);
+
+impl Hub {
+    /// The hub's own samples: plugs connected, and its event counters.
+    pub fn telemetry_samples(&self, out: &mut Vec<crate::sample::Sample>) {
+        use crate::sample::Sample;
+        let mut own = |s: Sample| {
+            let mut s = s;
+            s.device = false;
+            out.push(s);
+        };
+        own(Sample::new(&PLUGS, self.connected() as f64));
+        let s = &self.stats;
+        for (event, counter) in [
+            ("connection", &s.connections),
+            ("replaced", &s.replaced),
+            ("invalid_frame", &s.invalid_frames),
+            ("oversized_frame", &s.oversized_frames),
+            ("rejected", &s.rejected),
+            ("rpc_request", &s.rpc_requests),
+            ("rpc_failure", &s.rpc_failures),
+        ] {
+            own(Sample::new(
+                &HUB_EVENTS,
+                counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )
+            .const_label("event", event));
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section replaces whole values; a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())

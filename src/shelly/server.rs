@@ -39,7 +39,7 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io
     ));
     tracker.spawn(crate::http::serve::serve(
         http,
-        endpoints::api_router(hub),
+        crate::telemetry::track(endpoints::api_router(hub), "shelly_api"),
         shutdown.clone(),
     ));
     tracing::info!("shelly-server running");

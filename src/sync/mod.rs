@@ -53,6 +53,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Conflicts kept for `/health`.
 const CONFLICTS_KEPT: usize = 50;
 
+static SYNC_PENDING: crate::sample::Family = crate::sample::Family::gauge(
+    "edge_exporter_config_sync_pending_changes",
+    "Local config changes waiting to reach the config server",
+    "",
+);
+static SYNC_UP: crate::sample::Family = crate::sample::Family::gauge(
+    "edge_exporter_config_sync_up",
+    "Whether the config server answered the last request (1) or not (0)",
+    "",
+);
+
 /// How the exporter reaches the config server (flags and environment).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -631,6 +642,24 @@ impl ConfigSync {
             Duration::from_secs(1u64 << status.failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
         status.next_attempt = Some(Instant::now() + backoff);
         status.last_error = Some(reason);
+    }
+
+    /// The link's own samples: changes waiting, and whether the server answers.
+    pub fn telemetry_samples(&self, out: &mut Vec<crate::sample::Sample>) {
+        use crate::sample::Sample;
+        let pending = {
+            let state = self.queue.lock();
+            state.queue.len() + usize::from(state.register)
+        };
+        let up = self.status().reachable == Some(true);
+        for (family, value) in [
+            (&SYNC_PENDING, pending as f64),
+            (&SYNC_UP, if up { 1.0 } else { 0.0 }),
+        ] {
+            let mut s = Sample::new(family, value);
+            s.device = false;
+            out.push(s);
+        }
     }
 
     /// `/health`'s `config_server` object.

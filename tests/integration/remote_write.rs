@@ -444,24 +444,20 @@ fn an_outage_with_an_exporter_restart_loses_nothing() {
             .then_some(())
     });
 
-    // The receiver goes away; the exporter keeps collecting into its buffer.
+    // The receiver goes away for about six seconds; the exporter keeps collecting
+    // into its buffer, and is killed and restarted in the middle of it.
     receiver.stop();
-    eventually(
-        "samples wait in the buffer",
-        Duration::from_secs(20),
-        || {
-            self_metric(&exporter, "edge_exporter_remote_write_buffer_samples")
-                .filter(|n| *n > 100.0)
-        },
-    );
-    // The exporter is restarted (killed) in the middle of the outage.
+    thread::sleep(Duration::from_secs(3));
+    let before =
+        self_metric(&exporter, "edge_exporter_remote_write_buffer_samples").expect("gauge");
+    assert!(before > 0.0, "samples wait in the buffer");
     exporter.respawn(Options::new(""));
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(Duration::from_secs(3));
     let waiting =
         self_metric(&exporter, "edge_exporter_remote_write_buffer_samples").expect("gauge");
     assert!(
-        waiting > 100.0,
-        "the buffer survived the restart: {waiting}"
+        waiting > before,
+        "the buffer survived the restart and grew: {before} → {waiting}"
     );
 
     // The receiver is back (same data): the buffer drains, in order.
@@ -501,7 +497,7 @@ fn an_outage_with_an_exporter_restart_loses_nothing() {
         .filter(|p| p.0.get("__name__").map(String::as_str) == Some("host_memory_total_bytes"))
         .map(|p| p.1)
         .collect();
-    assert!(series.len() > 10, "{series:?}");
+    assert!(series.len() >= 10, "{series:?}");
     let gaps: Vec<i64> = series.windows(2).map(|w| w[1] - w[0]).collect();
     let long: Vec<&i64> = gaps.iter().filter(|g| **g > 1500).collect();
     assert!(
