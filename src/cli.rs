@@ -41,6 +41,27 @@ pub enum Command {
     ShellyServer(ShellyServerArgs),
     /// Run the central config server devices sync with, and its web page.
     ConfigServer(ConfigServerArgs),
+    /// Ask a running exporter how it is: exit 0 healthy, 1 degraded, 2 unreachable.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// The exporter's management API.
+    #[arg(
+        long,
+        env = "EDGE_EXPORTER_API_URL",
+        default_value = "http://127.0.0.1:9101"
+    )]
+    pub url: String,
+
+    /// Print the API's JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -173,18 +194,14 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(
-        long,
-        global = true,
-        env = "EDGE_EXPORTER_LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub log_level: String,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter). Default:
+    /// `log_level` in the config, else info.
+    #[arg(long, global = true, env = "EDGE_EXPORTER_LOG_LEVEL")]
+    pub log_level: Option<String>,
 
-    /// Log format.
-    #[arg(long, global = true, env = "EDGE_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format. Default: `log_format` in the config, else text.
+    #[arg(long, global = true, env = "EDGE_EXPORTER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

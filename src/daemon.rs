@@ -116,6 +116,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         _ => None,
     };
     let hub_for_telemetry = hub.clone();
+    let push_stats = Arc::new(crate::remote_write::Stats::default());
     let scheduler = Arc::new(Scheduler::start(
         store.clone(),
         hub,
@@ -130,6 +131,8 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         bound_port,
         bound_reload_port,
         sync: sync.clone(),
+        hub: hub_for_telemetry.clone(),
+        push: push_stats.clone(),
     });
     // The daemon's own telemetry in every snapshot.
     state
@@ -147,7 +150,6 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
             .add_self_metrics(Arc::new(move |out| sync.telemetry_samples(out)));
     }
     // Remote write follows the live config (on or off at each reload).
-    let push_stats = Arc::new(crate::remote_write::Stats::default());
     let stats = push_stats.clone();
     state
         .scheduler
@@ -184,6 +186,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         &shutdown,
     );
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
+    tracker.spawn(crate::health_log::run(state.clone(), shutdown.clone()));
     tracing::info!(
         device_type = state.scheduler.device().resolved.device_type.as_str(),
         config = %store.path().display(),

@@ -32,6 +32,7 @@ pub mod config;
 pub mod config_server;
 pub mod daemon;
 pub mod exposition;
+pub mod health_log;
 pub mod http;
 pub mod paths;
 pub mod recordings;

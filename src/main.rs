@@ -8,8 +8,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use edge_metrics_exporter::cli::{
-    Cli, Command, ConfigServerArgs, LogArgs, LogFormat, ParseArgs, ServeArgs, ShellyServerArgs,
-    SyncArgs,
+    Cli, Command, ConfigServerArgs, HealthArgs, LogArgs, LogFormat, ParseArgs, ServeArgs,
+    ShellyServerArgs, SyncArgs,
 };
 use edge_metrics_exporter::config::{Overrides, Store};
 use edge_metrics_exporter::daemon::{self, ServeOptions};
@@ -18,12 +18,20 @@ use edge_metrics_exporter::sync;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     edge_metrics_exporter::telemetry::init();
-    init_logging(&cli.log);
+    // `serve` may set its log level and format in the config file; flags and
+    // the environment win.
+    let config_file = match &cli.command {
+        Some(Command::Serve(args)) => Some(args.config.config.clone()),
+        None => Some(cli.serve.config.config.clone()),
+        _ => None,
+    };
+    init_logging(&cli.log, config_file.as_deref());
     match cli.command {
         Some(Command::CheckConfig(arg)) => check_config(&arg.config),
         Some(Command::Parse(args)) => parse(&args),
         Some(Command::ShellyServer(args)) => shelly_server(args),
         Some(Command::ConfigServer(args)) => config_server(args),
+        Some(Command::Health(args)) => health(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -88,6 +96,117 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
         token: args.token.and_then(Secret::new),
     };
     run_until_signal(|shutdown| config_server::run(options, shutdown))
+}
+
+/// `health`: asks the management API's `/health` and says how the exporter is.
+fn health(args: &HealthArgs) -> ExitCode {
+    let url = format!("{}/health", args.url.trim_end_matches('/'));
+    let mut headers = Vec::new();
+    if let Ok(token) = std::env::var("EDGE_EXPORTER_API_TOKEN")
+        && !token.trim().is_empty()
+    {
+        headers.push((
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()),
+        ));
+    }
+    let limit = Duration::from_secs_f64(args.timeout.clamp(0.1, 300.0));
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(edge_metrics_exporter::http::client::get(
+                &url,
+                &headers,
+                limit,
+                1 << 20,
+            ))
+            .map_err(|e| e.to_string())
+        });
+    let response = match answer {
+        Ok(r) if r.status == 200 => r,
+        Ok(r) => {
+            eprintln!(
+                "unreachable: {url} answered {} ({})",
+                r.status,
+                String::from_utf8_lossy(&r.body).trim()
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("unreachable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(h) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
+        eprintln!("unreachable: {url} did not answer JSON");
+        return ExitCode::from(2);
+    };
+    let healthy = h["status"] == "healthy";
+    if args.json {
+        println!("{h:#}");
+    } else {
+        print!("{}", health_summary(&h, &args.url));
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The human summary of a `/health` answer.
+fn health_summary(h: &serde_json::Value, url: &str) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "edge-metrics-exporter {} at {url}: {}",
+        text(&h["version"]),
+        text(&h["status"])
+    );
+    let uptime = h["uptime_seconds"].as_f64().unwrap_or(0.0);
+    let _ = writeln!(
+        out,
+        "device {} ({}), config {} ({}), up {}",
+        text(&h["device_type"]),
+        h["board"]["model"].as_str().unwrap_or("unknown board"),
+        text(&h["config_source"]),
+        text(&h["config_path"]),
+        edge_metrics_exporter::telemetry::human_duration(Duration::from_secs_f64(uptime.max(0.0)))
+    );
+    for c in h["collectors"].as_array().into_iter().flatten() {
+        let detail = match c["error"].as_str() {
+            Some(e) => e.to_owned(),
+            None => format!("{} samples", c["samples"].as_u64().unwrap_or(0)),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<9} {:<12} {detail}",
+            text(&c["status"]),
+            text(&c["name"])
+        );
+    }
+    if let Some(sync) = h["config_server"].as_object() {
+        let reachable = match sync.get("reachable").and_then(|v| v.as_bool()) {
+            Some(true) => "reachable",
+            Some(false) => "unreachable",
+            None => "not contacted yet",
+        };
+        let _ = writeln!(
+            out,
+            "config server {}: {reachable}, revision {}, {} changes waiting",
+            sync.get("url").and_then(|v| v.as_str()).unwrap_or("?"),
+            sync.get("revision")
+                .map_or("none".to_owned(), |v| v.to_string()),
+            sync.get("pending_changes")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        );
+    }
+    out
 }
 
 /// The config server settings from flags and environment; `None` when off.
@@ -295,15 +414,37 @@ fn parse(args: &ParseArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging(args: &LogArgs) {
+fn init_logging(args: &LogArgs, config_file: Option<&std::path::Path>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Only the two keys, leniently: a broken file is reported later, with its line.
+    let (file_level, file_format) = config_file
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .map(|v| {
+            let key = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_str())
+                    .map(|s| s.trim().to_owned())
+            };
+            (key("log_level"), key("log_format"))
+        })
+        .unwrap_or_default();
+    let level = args
+        .log_level
+        .clone()
+        .or(file_level)
+        .unwrap_or_else(|| "info".to_owned());
+    let format = args.log_format.unwrap_or(match file_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && format == LogFormat::Text)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }

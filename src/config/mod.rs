@@ -61,6 +61,10 @@ const KNOWN_KEYS: &[&str] = &[
     "rapl",
     "pmic",
     "remote_write",
+    "telemetry_log",
+    "telemetry_interval",
+    "log_level",
+    "log_format",
 ];
 
 /// `config.yaml` as written. Every field is optional; defaults are applied in
@@ -100,6 +104,15 @@ pub struct RawConfig {
     pub rapl: Option<RawRapl>,
     pub pmic: Option<RawPmic>,
     pub remote_write: Option<RawRemoteWrite>,
+    /// File the health log appends a JSON line to (off when unset).
+    pub telemetry_log: Option<PathBuf>,
+    /// Seconds between health log lines (default 30).
+    pub telemetry_interval: Option<f64>,
+    /// `error`, `warn`, `info`, `debug`, `trace` or a tracing filter; the flag and
+    /// `EDGE_EXPORTER_LOG_LEVEL` win. Read at start.
+    pub log_level: Option<String>,
+    /// `text` or `json`; the flag and `EDGE_EXPORTER_LOG_FORMAT` win. Read at start.
+    pub log_format: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
 }
@@ -502,6 +515,8 @@ pub struct Config {
     pub rapl: Option<bool>,
     pub pmic: PmicConfig,
     pub remote_write: Option<RemoteWriteConfig>,
+    pub telemetry_log: Option<PathBuf>,
+    pub telemetry_interval: Option<Duration>,
     /// Set by `serve --demo`.
     pub demo: Option<Demo>,
     /// The file still uses `enabled_metrics:`; the store rewrites it.
@@ -698,6 +713,34 @@ impl Config {
             .remote_write
             .map(|r| remote_write_config(r, source))
             .transpose()?;
+        let telemetry_interval = match raw.telemetry_interval {
+            None => None,
+            Some(s) if s.is_finite() && (0.1..=86_400.0).contains(&s) => {
+                Some(Duration::from_secs_f64(s))
+            }
+            Some(s) => {
+                return Err(source.error(
+                    &["telemetry_interval"],
+                    format!("must be seconds from 0.1 to 86400, got {s}"),
+                ));
+            }
+        };
+        if let Some(level) = &raw.log_level
+            && tracing_subscriber::EnvFilter::try_new(level.trim()).is_err()
+        {
+            return Err(source.error(
+                &["log_level"],
+                format!("not a log level or filter: {level:?} (error, warn, info, debug, trace)"),
+            ));
+        }
+        if let Some(format) = &raw.log_format
+            && !matches!(format.trim(), "text" | "json")
+        {
+            return Err(source.error(
+                &["log_format"],
+                format!("must be text or json, got {format:?}"),
+            ));
+        }
         let unknown_keys = raw
             .other
             .keys()
@@ -753,6 +796,8 @@ impl Config {
             rapl: raw.rapl.and_then(|r| r.enabled),
             pmic,
             remote_write,
+            telemetry_log: raw.telemetry_log,
+            telemetry_interval,
             demo: overrides.demo.clone(),
             has_legacy_list,
             unknown_keys,

@@ -37,6 +37,9 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/healthz", get(super::probes::healthz))
+        .route("/ready", get(super::probes::ready))
+        .route("/status", get(super::probes::status))
         .route("/config", get(config))
         .route("/metrics/list", get(metrics_list))
         .route("/metrics/enable", post(metrics_enable))

@@ -20,6 +20,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/", get(landing))
+        // Probes answer without the metrics token: they reveal no readings.
+        .route("/healthz", get(super::probes::healthz))
+        .route("/ready", get(super::probes::ready))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -12,6 +12,7 @@ pub mod client;
 pub mod digest;
 pub mod error;
 pub mod metrics;
+pub mod probes;
 pub mod serve;
 pub mod tls;
 
@@ -34,4 +35,8 @@ pub struct AppState {
     pub bound_reload_port: u16,
     /// The config server link, when one is configured.
     pub sync: Option<Arc<crate::sync::ConfigSync>>,
+    /// The plug hub inside the exporter (`shelly.listen`), when there is one.
+    pub hub: Option<Arc<crate::shelly::Hub>>,
+    /// What remote write has done (inactive when not configured).
+    pub push: Arc<crate::remote_write::Stats>,
 }

@@ -107,6 +107,20 @@ impl Stats {
         }
     }
 
+    /// `/status`'s `remote_write` object; `None` when not pushing.
+    pub fn summary(&self) -> Option<serde_json::Value> {
+        if !self.active.load(Ordering::Relaxed) {
+            return None;
+        }
+        let last = self.last_success_ms.load(Ordering::Relaxed);
+        Some(serde_json::json!({
+            "buffer_samples": self.pending.load(Ordering::Relaxed),
+            "samples_sent": self.sent.load(Ordering::Relaxed),
+            "samples_dropped": self.dropped.load(Ordering::Relaxed),
+            "last_success": (last > 0).then(|| crate::telemetry::rfc3339(last as f64 / 1000.0)),
+        }))
+    }
+
     fn observe(&self, buffer: &Buffer, dropped_before: &mut u64) {
         self.pending.store(buffer.pending(), Ordering::Relaxed);
         self.bytes.store(buffer.bytes(), Ordering::Relaxed);

@@ -11,6 +11,7 @@ mod config_sync;
 mod jetson;
 mod lifecycle;
 mod metrics_endpoint;
+mod operations;
 mod prometheus;
 mod remote_write;
 mod shelly_exporter;

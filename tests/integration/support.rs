@@ -162,7 +162,11 @@ impl Exporter {
         loop {
             if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
                 let rest = &line[line.find(needle).unwrap() + needle.len()..];
-                return rest.split_whitespace().next().unwrap_or("").to_owned();
+                return rest
+                    .split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -495,7 +499,11 @@ pub fn wait_log(child: &mut Child, log: &Arc<Mutex<Vec<String>>>, needle: &str) 
     loop {
         if let Some(line) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {
             let rest = &line[line.find(needle).unwrap() + needle.len()..];
-            return rest.split_whitespace().next().unwrap_or("").to_owned();
+            return rest
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .unwrap_or("")
+                .to_owned();
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
