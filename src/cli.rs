@@ -62,6 +62,15 @@ pub struct HealthArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 5.0)]
     pub timeout: f64,
+
+    /// CA certificate (PEM) that signed the exporter's certificate, for an
+    /// `https://` URL (default: the system's trust store).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// Accept any certificate of an `https://` URL.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args, Clone)]

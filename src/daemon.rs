@@ -91,6 +91,9 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         tracing::warn!(keys = ?config.unknown_keys, "config.yaml has keys this version does not use; they are kept");
     }
 
+    // A certificate that cannot be used stops the start, like any invalid config.
+    let tls = Arc::new(crate::http::tls::ServerTls::default());
+    tls.set(load_tls(&config, store.path())?);
     let metrics_addr = SocketAddr::new(config.listen_address, config.port);
     let api_addr = SocketAddr::new(config.api_listen(), config.reload_port);
     let metrics_listener = bind("metrics endpoint", metrics_addr).await?;
@@ -110,7 +113,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
                 config.shelly.secret.clone(),
                 shutdown.clone(),
             );
-            serve(&tracker, listener, router, &shutdown);
+            tracker.spawn(http::serve::serve(listener, router, shutdown.clone()));
             Some(hub)
         }
         _ => None,
@@ -133,6 +136,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         sync: sync.clone(),
         hub: hub_for_telemetry.clone(),
         push: push_stats.clone(),
+        tls: tls.clone(),
     });
     // The daemon's own telemetry in every snapshot.
     state
@@ -173,18 +177,18 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         tracker.spawn(sync.run(on_change, shutdown.clone()));
     }
 
-    serve(
-        &tracker,
+    tracker.spawn(http::serve::serve_tls(
         metrics_listener,
         crate::telemetry::track(http::metrics::router(state.clone()), "metrics"),
-        &shutdown,
-    );
-    serve(
-        &tracker,
+        shutdown.clone(),
+        tls.clone(),
+    ));
+    tracker.spawn(http::serve::serve_tls(
         api_listener,
         crate::telemetry::track(http::api::router(state.clone()), "api"),
-        &shutdown,
-    );
+        shutdown.clone(),
+        tls,
+    ));
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
     tracker.spawn(crate::health_log::run(state.clone(), shutdown.clone()));
     tracing::info!(
@@ -271,6 +275,15 @@ async fn apply_file_inner(state: &AppState) -> Result<ReloadOutcome, ConfigError
         );
     }
     let restarted = state.scheduler.apply(&reloaded.new);
+    // Read again even when the paths did not change: a renewed certificate is
+    // picked up by SIGHUP. A broken one leaves the previous one serving.
+    match load_tls(&reloaded.new, state.store.path()) {
+        Ok(tls) => state.tls.set(tls),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS not reloaded; the previous certificate stays in use");
+            return Err(e);
+        }
+    }
     tracing::info!(restarted = ?restarted, "configuration reloaded");
     Ok(ReloadOutcome {
         source: state.store.source().as_str(),
@@ -310,22 +323,26 @@ async fn reload_on_sighup(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
-fn serve(
-    tracker: &TaskTracker,
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: &CancellationToken,
-) {
-    let shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server failed");
-            shutdown.cancel();
-        }
-    });
+/// The rustls setup of `config.tls` (`None`: plain HTTP).
+fn load_tls(
+    config: &Config,
+    file: &std::path::Path,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    crate::http::tls::server(tls)
+        .map(Some)
+        .map_err(|message| ConfigError {
+            file: file.to_owned(),
+            line: None,
+            field: Some("tls".into()),
+            message,
+            hint: Some(
+                "cert_file and key_file must be readable PEM files of one certificate and its key"
+                    .into(),
+            ),
+        })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {

@@ -111,16 +111,35 @@ fn health(args: &HealthArgs) -> ExitCode {
         ));
     }
     let limit = Duration::from_secs_f64(args.timeout.clamp(0.1, 300.0));
+    let tls = if url.starts_with("https://") {
+        let settings = edge_metrics_exporter::config::TlsClientConfig {
+            ca_file: args.ca_file.clone(),
+            insecure_skip_verify: args.insecure,
+            ..Default::default()
+        };
+        match edge_metrics_exporter::http::tls::client(&settings) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("unreachable: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(edge_metrics_exporter::http::client::get(
+            rt.block_on(edge_metrics_exporter::http::client::request_tls(
+                hyper::Method::GET,
                 &url,
                 &headers,
+                bytes::Bytes::new(),
                 limit,
                 1 << 20,
+                tls.as_ref(),
             ))
             .map_err(|e| e.to_string())
         });

@@ -59,6 +59,11 @@ static VSIZE: Family = Family::gauge(
     "Virtual memory size",
     "bytes",
 );
+static HANDSHAKES_FAILED: Family = Family::counter(
+    "edge_exporter_tls_handshake_failures_total",
+    "TLS handshakes that failed on the HTTPS listeners (plain HTTP, untrusted clients)",
+    "",
+);
 static FDS: Family = Family::gauge("process_open_fds", "Open file descriptors", "");
 static MAX_FDS: Family = Family::gauge("process_max_fds", "Limit of open file descriptors", "");
 static THREADS: Family = Family::gauge("process_threads", "Operating system threads", "");
@@ -211,6 +216,10 @@ pub fn samples(out: &mut Vec<Sample>) {
         reg.started.elapsed().as_secs_f64(),
     )));
     out.push(own(Sample::new(&START, reg.start_time)));
+    out.push(own(Sample::new(
+        &HANDSHAKES_FAILED,
+        crate::http::serve::HANDSHAKE_FAILURES.load(Ordering::Relaxed) as f64,
+    )));
     let p = process();
     let mut push = |family: &'static Family, v: Option<f64>| {
         if let Some(v) = v {

@@ -65,6 +65,9 @@ const KNOWN_KEYS: &[&str] = &[
     "telemetry_interval",
     "log_level",
     "log_format",
+    "tls",
+    "metrics_basic_auth",
+    "api_basic_auth",
 ];
 
 /// `config.yaml` as written. Every field is optional; defaults are applied in
@@ -96,6 +99,12 @@ pub struct RawConfig {
     pub metrics_token: Option<String>,
     /// Bearer token required on the management API.
     pub api_token: Option<String>,
+    /// User name and password accepted on `/metrics` (besides `metrics_token`).
+    pub metrics_basic_auth: Option<RawBasicAuth>,
+    /// User name and password accepted on the management API (besides `api_token`).
+    pub api_basic_auth: Option<RawBasicAuth>,
+    /// Serve `/metrics` and the management API over HTTPS.
+    pub tls: Option<RawServerTls>,
     /// The `hostname` label; the machine's hostname when unset.
     pub hostname: Option<String>,
     pub tegrastats: Option<RawTegrastats>,
@@ -155,6 +164,18 @@ pub struct RawTls {
     /// Name to check the certificate against (default: the URL's host).
     pub server_name: Option<String>,
     pub insecure_skip_verify: Option<bool>,
+}
+
+/// `tls:` of the exporter's own listeners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    /// The server certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by one of these CAs.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,6 +414,21 @@ pub enum RemoteAuth {
     Basic { username: String, password: Secret },
 }
 
+/// HTTP Basic credentials a listener accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The files of the exporter's own TLS (read at start and at every reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// How an outbound TLS connection checks its peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsClientConfig {
@@ -507,6 +543,9 @@ pub struct Config {
     pub api_listen_address: Option<IpAddr>,
     pub metrics_token: Option<Secret>,
     pub api_token: Option<Secret>,
+    pub metrics_basic_auth: Option<BasicCredentials>,
+    pub api_basic_auth: Option<BasicCredentials>,
+    pub tls: Option<ServerTlsConfig>,
     pub hostname: Option<String>,
     pub tegrastats: TegrastatsConfig,
     /// `None` when the file has no `ina2xx:` list (the device type's default applies).
@@ -790,6 +829,17 @@ impl Config {
                 .api_token
                 .clone()
                 .or_else(|| raw.api_token.and_then(Secret::new)),
+            metrics_basic_auth: basic_credentials(
+                raw.metrics_basic_auth,
+                "metrics_basic_auth",
+                source,
+            )?,
+            api_basic_auth: basic_credentials(raw.api_basic_auth, "api_basic_auth", source)?,
+            tls: raw.tls.map(|t| ServerTlsConfig {
+                cert_file: t.cert_file,
+                key_file: t.key_file,
+                client_ca_file: t.client_ca_file,
+            }),
             hostname,
             tegrastats,
             ina2xx,
@@ -813,6 +863,27 @@ impl Config {
         let raw = parse_raw(text, source)?;
         Config::from_raw(raw, overrides, source)
     }
+}
+
+/// `metrics_basic_auth` / `api_basic_auth`: both parts must be there.
+fn basic_credentials(
+    raw: Option<RawBasicAuth>,
+    key: &str,
+    source: &Source<'_>,
+) -> Result<Option<BasicCredentials>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let username = raw.username.trim().to_owned();
+    if username.is_empty() || username.contains(':') {
+        return Err(source.error(
+            &[key, "username"],
+            "must be a non-empty name without ':'".into(),
+        ));
+    }
+    let password = Secret::new(raw.password)
+        .ok_or_else(|| source.error(&[key, "password"], "must not be empty".into()))?;
+    Ok(Some(BasicCredentials { username, password }))
 }
 
 /// YAML to JSON; keys that are not strings are written as their YAML text.

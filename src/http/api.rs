@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::auth::authorized;
+use super::auth::{allowed, challenge};
 use super::error::ApiError;
 use crate::collectors::CollectError;
 use crate::config::ConfigError;
@@ -74,19 +74,18 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if authorized(state.store.live().api_token.as_ref(), request.headers()) {
-        next.run(request).await
-    } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: send Authorization: Bearer <api_token>",
-        )
-        .header(
-            header::WWW_AUTHENTICATE,
-            "Bearer realm=\"edge-metrics-exporter\"",
-        )
-        .into_response()
+    let config = state.store.live();
+    let (token, basic) = (config.api_token.as_ref(), config.api_basic_auth.as_ref());
+    if allowed(token, basic, request.headers()) {
+        return next.run(request).await;
     }
+    let message = match token {
+        Some(_) => "Unauthorized: send Authorization: Bearer <api_token>",
+        None => "Unauthorized: send the api_basic_auth user and password",
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+        .header(header::WWW_AUTHENTICATE, challenge(basic))
+        .into_response()
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -172,6 +171,11 @@ async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
     };
     mask(out.get_mut("metrics_token"));
     mask(out.get_mut("api_token"));
+    for key in ["metrics_basic_auth", "api_basic_auth"] {
+        if let Some(section) = out.get_mut(key).and_then(|v| v.as_object_mut()) {
+            mask(section.get_mut("password"));
+        }
+    }
     if let Some(shelly) = out.get_mut("shelly") {
         mask(shelly.get_mut("secret"));
         if let Some(Value::Array(polls)) = shelly.get_mut("poll") {

@@ -1,14 +1,57 @@
-//! Bearer-token checks for `/metrics` and the management API.
+//! Credential checks for `/metrics` and the management API: a bearer token,
+//! HTTP Basic credentials, or either.
 //!
-//! Tokens are compared in constant time over their SHA-256 digests, so neither the
-//! content nor the length of the expected token leaks through timing. Tokens are
+//! Secrets are compared in constant time over their SHA-256 digests, so neither the
+//! content nor the length of the expected value leaks through timing. They are
 //! never logged.
 
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::config::{BasicCredentials, Secret};
+
+/// Whether the request may pass: always when neither a token nor Basic
+/// credentials are configured; otherwise with `Authorization: Bearer <token>`
+/// matching `token` or `Authorization: Basic` matching `basic`.
+pub fn allowed(
+    token: Option<&Secret>,
+    basic: Option<&BasicCredentials>,
+    headers: &HeaderMap,
+) -> bool {
+    if token.is_none() && basic.is_none() {
+        return true;
+    }
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    if let Some(token) = token
+        && bearer_token(value).is_some_and(|given| tokens_match(token.expose(), given))
+    {
+        return true;
+    }
+    match (basic, basic_pair(value)) {
+        // `&`, not `&&`: both compared whatever the first says.
+        (Some(expected), Some((user, password))) => {
+            tokens_match(&expected.username, &user)
+                & tokens_match(expected.password.expose(), &password)
+        }
+        _ => false,
+    }
+}
+
+/// The `WWW-Authenticate` value of a 401: Basic when Basic credentials are
+/// accepted (so a browser asks for them), else Bearer.
+pub fn challenge(basic: Option<&BasicCredentials>) -> &'static str {
+    if basic.is_some() {
+        "Basic realm=\"edge-metrics-exporter\", charset=\"UTF-8\""
+    } else {
+        "Bearer realm=\"edge-metrics-exporter\""
+    }
+}
 
 /// Whether the request may pass: always when no token is configured; otherwise
 /// only with `Authorization: Bearer <token>`.
@@ -39,11 +82,12 @@ pub fn authorized_or_basic(expected: Option<&Secret>, headers: &HeaderMap) -> bo
     let password = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(basic_password);
-    password.is_some_and(|p| tokens_match(secret.expose(), &p))
+        .and_then(basic_pair);
+    password.is_some_and(|(_, p)| tokens_match(secret.expose(), &p))
 }
 
-fn basic_password(value: &str) -> Option<String> {
+/// The user name and password of an `Authorization: Basic` value.
+fn basic_pair(value: &str) -> Option<(String, String)> {
     use base64::Engine as _;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -54,7 +98,7 @@ fn basic_password(value: &str) -> Option<String> {
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     text.split_once(':')
-        .map(|(_, password)| password.to_owned())
+        .map(|(user, password)| (user.to_owned(), password.to_owned()))
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -92,6 +136,36 @@ mod tests {
         assert!(!authorized(Some(&secret), &headers("Bearer s3cre")));
         assert!(!authorized(Some(&secret), &headers("Basic s3cret")));
         assert!(!authorized(Some(&secret), &headers("s3cret")));
+    }
+
+    #[test]
+    fn token_basic_or_either() {
+        let token = Secret::new("t0ken").expect("secret");
+        let basic = BasicCredentials {
+            username: "prometheus".into(),
+            password: Secret::new("pa:ss").expect("secret"),
+        };
+        let good = crate::http::digest::basic("prometheus", "pa:ss");
+        let wrong_user = crate::http::digest::basic("prometheu", "pa:ss");
+        let wrong_password = crate::http::digest::basic("prometheus", "pa:s");
+        assert!(allowed(None, None, &HeaderMap::new()));
+        assert!(!allowed(None, Some(&basic), &HeaderMap::new()));
+        assert!(allowed(None, Some(&basic), &headers(&good)));
+        assert!(!allowed(None, Some(&basic), &headers(&wrong_user)));
+        assert!(!allowed(None, Some(&basic), &headers(&wrong_password)));
+        assert!(!allowed(None, Some(&basic), &headers("Bearer t0ken")));
+        assert!(allowed(
+            Some(&token),
+            Some(&basic),
+            &headers("Bearer t0ken")
+        ));
+        assert!(allowed(Some(&token), Some(&basic), &headers(&good)));
+        assert!(!allowed(Some(&token), None, &headers(&good)));
+        assert!(!allowed(
+            Some(&token),
+            Some(&basic),
+            &headers("Bearer t0ke")
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
-use super::auth::authorized;
+use super::auth::{allowed, challenge};
 use crate::exposition::Format;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -40,14 +40,20 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if !authorized(state.store.live().metrics_token.as_ref(), &headers) {
+    let config = state.store.live();
+    let (token, basic) = (
+        config.metrics_token.as_ref(),
+        config.metrics_basic_auth.as_ref(),
+    );
+    if !allowed(token, basic, &headers) {
+        let message = match token {
+            Some(_) => "Unauthorized: send Authorization: Bearer <metrics_token>\n",
+            None => "Unauthorized: send the metrics_basic_auth user and password\n",
+        };
         return (
             StatusCode::UNAUTHORIZED,
-            [(
-                header::WWW_AUTHENTICATE,
-                "Bearer realm=\"edge-metrics-exporter\"",
-            )],
-            "Unauthorized: send Authorization: Bearer <metrics_token>\n",
+            [(header::WWW_AUTHENTICATE, challenge(basic))],
+            message,
         )
             .into_response();
     }

@@ -39,4 +39,6 @@ pub struct AppState {
     pub hub: Option<Arc<crate::shelly::Hub>>,
     /// What remote write has done (inactive when not configured).
     pub push: Arc<crate::remote_write::Stats>,
+    /// The certificate both listeners serve (none: plain HTTP).
+    pub tls: Arc<tls::ServerTls>,
 }

@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,15 +22,29 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::tls::ServerTls;
 
 /// Longest time a connection may go without any byte read or written.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `shutdown`, then lets open connections finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    serve_with_idle_timeout(listener, router, shutdown, IDLE_TIMEOUT).await;
+    serve_with_idle_timeout(listener, router, shutdown, IDLE_TIMEOUT, None).await;
+}
+
+/// [`serve`] with HTTPS whenever `tls` holds a certificate (checked per
+/// connection, so a reload can turn TLS on or off or change the certificate).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    tls: Arc<ServerTls>,
+) {
+    serve_with_idle_timeout(listener, router, shutdown, IDLE_TIMEOUT, Some(tls)).await;
 }
 
 pub async fn serve_with_idle_timeout(
@@ -36,12 +52,13 @@ pub async fn serve_with_idle_timeout(
     router: Router,
     shutdown: CancellationToken,
     idle: Duration,
+    tls: Option<Arc<ServerTls>>,
 ) {
     let connections = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -54,31 +71,59 @@ pub async fn serve_with_idle_timeout(
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleTimeout::new(stream, idle));
-        let service = TowerToHyperService::new(router.clone());
-        // Upgrades are allowed so the same loop serves the Shelly WebSocket endpoint
-        // (an upgraded socket lives on in its own task; see `shelly::hub`).
-        let connection = builder.serve_connection(io, service).with_upgrades();
-        let shutdown = shutdown.clone();
+        // The idle limit sits under TLS, so a stalled handshake is cut too.
+        let stream = IdleTimeout::new(stream, idle);
+        let tls_config = tls.as_ref().and_then(|t| t.current());
+        let (builder, router, shutdown) = (builder.clone(), router.clone(), shutdown.clone());
         connections.spawn(async move {
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    // Finish the request in flight, then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            // Errors here are per connection (a client that hung up or idled out).
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls_config {
+                None => serve_connection(builder, stream, router, shutdown).await,
+                Some(config) => match TlsAcceptor::from(config).accept(stream).await {
+                    Ok(stream) => serve_connection(builder, stream, router, shutdown).await,
+                    Err(e) => {
+                        HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                },
             }
         });
     }
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// TLS handshakes that failed (plain HTTP to the HTTPS port, untrusted client
+/// certificates, scanners), for the self-telemetry.
+pub static HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+async fn serve_connection<I>(
+    builder: http1::Builder,
+    io: I,
+    router: Router,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    // Upgrades are allowed so the same loop serves the Shelly WebSocket endpoint
+    // (an upgraded socket lives on in its own task; see `shelly::hub`).
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    // Errors here are per connection (a client that hung up or idled out).
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// An I/O stream that fails with `TimedOut` once it has been waiting on its peer
@@ -176,6 +221,7 @@ mod tests {
             router,
             shutdown.clone(),
             idle,
+            None,
         ));
         (addr, shutdown)
     }

@@ -1,17 +1,75 @@
-//! TLS for outbound connections (rustls with the *ring* provider): the trust
-//! roots from a CA file or the system store, an optional client certificate, and
-//! (only when configured, for tests and labs) no verification at all.
+//! TLS with rustls and the *ring* provider.
+//!
+//! * Outbound ([`client`]): the trust roots from a CA file or the system store, an
+//!   optional client certificate, and (only when configured, for tests and labs) no
+//!   verification at all.
+//! * The exporter's own listeners ([`server`], [`ServerTls`]): a certificate and
+//!   key read from PEM files at start and at every reload, optionally requiring
+//!   client certificates.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ClientConfig;
+use arc_swap::ArcSwapOption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ServerConfig};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::TlsClientConfig;
+use crate::config::{ServerTlsConfig, TlsClientConfig};
+
+/// The TLS setup of a listener, swapped at reload; `None` serves plain HTTP.
+#[derive(Debug, Default)]
+pub struct ServerTls(ArcSwapOption<ServerConfig>);
+
+impl ServerTls {
+    /// The setup for the next connection.
+    pub fn current(&self) -> Option<Arc<ServerConfig>> {
+        self.0.load_full()
+    }
+
+    pub fn set(&self, config: Option<Arc<ServerConfig>>) {
+        self.0.store(config);
+    }
+}
+
+/// Reads the certificate chain, the key and the client CAs of `cfg`; any problem
+/// (missing file, not PEM, key not matching the certificate) is an error that
+/// names the file.
+pub fn server(cfg: &ServerTlsConfig) -> Result<Arc<ServerConfig>, String> {
+    let chain = certs(&cfg.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| format!("cannot read the key {}: {e}", cfg.key_file.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &cfg.client_ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        format!(
+            "{} and {} do not make a certificate and key pair: {e}",
+            cfg.cert_file.display(),
+            cfg.key_file.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
 
 /// A ready client TLS setup: the rustls config and the name to verify.
 #[derive(Debug, Clone)]

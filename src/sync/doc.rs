@@ -13,7 +13,15 @@ pub type Doc = Map<String, Value>;
 pub type Patch = Map<String, Value>;
 
 /// Top-level keys that stay on the device.
-pub const LOCAL_ONLY: &[&str] = &["metrics_token", "api_token", "path", "remote_write"];
+pub const LOCAL_ONLY: &[&str] = &[
+    "metrics_token",
+    "api_token",
+    "metrics_basic_auth",
+    "api_basic_auth",
+    "tls",
+    "path",
+    "remote_write",
+];
 /// Keys of the `shelly:` section that stay on the device.
 pub const LOCAL_ONLY_SHELLY: &[&str] = &["secret"];
 

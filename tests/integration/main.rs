@@ -20,3 +20,4 @@ mod shelly_sim;
 mod support;
 mod tegrastats_child;
 mod tegrastats_parse;
+mod tls;

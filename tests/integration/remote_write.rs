@@ -511,86 +511,15 @@ fn an_outage_with_an_exporter_restart_loses_nothing() {
     );
 }
 
-/// A test CA and a server certificate it signed for 127.0.0.1 and localhost:
-/// (CA cert, server cert, server key) paths.
-fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let p = |name: &str| dir.join(name);
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    let steps: Vec<Vec<String>> = vec![
-        [
-            &["req", "-x509"][..],
-            &ec[..],
-            &["-days", "1", "-subj", "/CN=edge-test-ca", "-keyout"],
-        ]
-        .concat()
-        .into_iter()
-        .map(str::to_owned)
-        .chain([
-            p("ca.key").display().to_string(),
-            "-out".into(),
-            p("ca.pem").display().to_string(),
-        ])
-        .collect(),
-        [
-            &["req"][..],
-            &ec[..],
-            &["-subj", "/CN=localhost", "-keyout"],
-        ]
-        .concat()
-        .into_iter()
-        .map(str::to_owned)
-        .chain([
-            p("key.pem").display().to_string(),
-            "-out".into(),
-            p("leaf.csr").display().to_string(),
-        ])
-        .collect(),
-        ["x509", "-req", "-days", "1", "-CAcreateserial", "-in"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain([
-                p("leaf.csr").display().to_string(),
-                "-CA".into(),
-                p("ca.pem").display().to_string(),
-                "-CAkey".into(),
-                p("ca.key").display().to_string(),
-                "-extfile".into(),
-                p("ext.cnf").display().to_string(),
-                "-out".into(),
-                p("cert.pem").display().to_string(),
-            ])
-            .collect(),
-    ];
-    for args in steps {
-        let status = Command::new("openssl")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl (apt-get install openssl)");
-        assert!(status.success(), "openssl {args:?}");
-    }
-    (p("ca.pem"), p("cert.pem"), p("key.pem"))
-}
-
 #[test]
 fn pushes_over_tls_and_refuses_an_unknown_certificate() {
     let Some(prometheus) = peer("prometheus") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = test_pki(dir.path());
+    let pki = TestPki::new(dir.path());
+    let (cert, key) = pki.leaf("server");
+    let ca = pki.ca.clone();
     let web = dir.path().join("web.yml");
     std::fs::write(
         &web,

@@ -732,3 +732,97 @@ impl Drop for StatTicker {
         }
     }
 }
+
+/// A throwaway CA (openssl, EC P-256, valid one day) and the certificates it signs.
+pub struct TestPki {
+    dir: PathBuf,
+    pub ca: PathBuf,
+    ca_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new(dir: &Path) -> TestPki {
+        let pki = TestPki {
+            dir: dir.to_owned(),
+            ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=edge-test-ca",
+            "-keyout",
+            &pki.ca_key.display().to_string(),
+            "-out",
+            &pki.ca.display().to_string(),
+        ]);
+        pki
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost (also usable as a client
+    /// certificate): `<name>.pem` and `<name>.key`.
+    pub fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
+        let p = |suffix: &str| {
+            self.dir
+                .join(format!("{name}{suffix}"))
+                .display()
+                .to_string()
+        };
+        std::fs::write(
+            p(".cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("extensions");
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &p(".key"),
+            "-out",
+            &p(".csr"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-CAcreateserial",
+            "-in",
+            &p(".csr"),
+            "-CA",
+            &self.ca.display().to_string(),
+            "-CAkey",
+            &self.ca_key.display().to_string(),
+            "-extfile",
+            &p(".cnf"),
+            "-out",
+            &p(".pem"),
+        ]);
+        (PathBuf::from(p(".pem")), PathBuf::from(p(".key")))
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)");
+    assert!(status.success(), "openssl {args:?}");
+}
