@@ -196,6 +196,10 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         config = %store.path().display(),
         "exporter running"
     );
+    tracker.spawn(crate::systemd::run(
+        format!("serving metrics on port {bound_port}, management API on port {bound_reload_port}"),
+        shutdown.clone(),
+    ));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");

@@ -23,7 +23,9 @@
 //! * `remote_write`: pushes the snapshot to a remote write receiver through an
 //!   on-disk buffer.
 //! * `sync`: the exporter's side of the config server (fetch, poll, queued changes).
-//! * `telemetry`: the daemon's own HTTP and process metrics, for every server.
+//! * `telemetry`: the daemon's own HTTP and process metrics, for every server;
+//!   `health_log` appends them to a file.
+//! * `systemd`: readiness, watchdog and stop notifications for `Type=notify` units.
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
 pub mod cli;
@@ -42,4 +44,5 @@ pub mod scheduler;
 pub mod shelly;
 pub mod sources;
 pub mod sync;
+pub mod systemd;
 pub mod telemetry;

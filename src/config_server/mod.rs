@@ -81,7 +81,12 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
         })
     };
     let router = crate::telemetry::track(api::router(state.clone()), "config_server");
+    let notifier = tokio::spawn(crate::systemd::run(
+        format!("serving configs on {local}"),
+        shutdown.clone(),
+    ));
     crate::http::serve::serve(listener, router, shutdown).await;
+    let _ = notifier.await;
     let _ = flusher.await;
     flush(&state).await;
     Ok(())

@@ -42,6 +42,14 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io
         crate::telemetry::track(endpoints::api_router(hub), "shelly_api"),
         shutdown.clone(),
     ));
+    tracker.spawn(crate::systemd::run(
+        format!(
+            "plugs connect on port {}, HTTP API on port {}",
+            options.ws.port(),
+            options.http.port()
+        ),
+        shutdown.clone(),
+    ));
     tracing::info!("shelly-server running");
     shutdown.cancelled().await;
     tracker.close();

@@ -8,6 +8,7 @@ mod api;
 mod board_sensors;
 mod config_page;
 mod config_sync;
+mod install;
 mod jetson;
 mod lifecycle;
 mod metrics_endpoint;

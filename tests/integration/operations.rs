@@ -261,3 +261,113 @@ fn log_format_from_the_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("log_level"));
 }
+
+/// Reads sd_notify datagrams until `until` is among them (or 10 s pass).
+fn notifications(socket: &std::os::unix::net::UnixDatagram, until: &str) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline && !seen.iter().any(|m: &String| m.contains(until)) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    seen
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once serving,
+/// WATCHDOG=1 at half the watchdog period, STOPPING=1 on SIGTERM, for each of
+/// the three servers.
+#[test]
+fn every_server_speaks_the_systemd_notify_protocol() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    let env = |mut command: Command| {
+        command
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "200000")
+            .env_remove("WATCHDOG_PID");
+        command
+    };
+    let check = |what: &str, seen: &[String]| {
+        let ready = seen.iter().position(|m| m.starts_with("READY=1\nSTATUS="));
+        let pings = seen.iter().filter(|m| *m == "WATCHDOG=1").count();
+        assert!(ready.is_some(), "{what}: no READY=1 in {seen:?}");
+        assert!(pings >= 3, "{what}: {pings} watchdog pings in {seen:?}");
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("STOPPING=1"),
+            "{what}"
+        );
+    };
+
+    let root = fixtures().join("linux/x86-laptop");
+    let mut options = Options::new("");
+    let config = fixture_config(&root, "");
+    options.config = &config;
+    options.env = vec![
+        ("NOTIFY_SOCKET", path.display().to_string()),
+        ("WATCHDOG_USEC", "200000".into()),
+    ];
+    let exporter = Exporter::start_with(options);
+    let mut seen = notifications(&socket, "READY=1");
+    assert!(seen[0].contains("serving metrics on port"), "{seen:?}");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = exporter.pid();
+    let (status, _) = exporter.stop();
+    assert!(status.success());
+    seen.extend(notifications(&socket, "STOPPING=1"));
+    check(&format!("serve (pid {pid})"), &seen);
+
+    let db = dir.path().join("configs.db").display().to_string();
+    for (what, args) in [
+        (
+            "shelly-server",
+            vec![
+                "shelly-server",
+                "--ws-port",
+                "0",
+                "--http-port",
+                "0",
+                "--ws-address",
+                "127.0.0.1",
+            ],
+        ),
+        (
+            "config-server",
+            vec![
+                "config-server",
+                "--port",
+                "0",
+                "--address",
+                "127.0.0.1",
+                "--db",
+                &db,
+            ],
+        ),
+    ] {
+        let mut command = env(Command::new(BIN));
+        command
+            .args(&args)
+            .env("EDGE_EXPORTER_LOG_LEVEL", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        die_with_parent(&mut command);
+        let mut child = command.spawn().expect("spawn");
+        let mut seen = notifications(&socket, "READY=1");
+        std::thread::sleep(Duration::from_millis(800));
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("stopped");
+        assert!(status.success(), "{what}: {status}");
+        seen.extend(notifications(&socket, "STOPPING=1"));
+        check(what, &seen);
+    }
+}
