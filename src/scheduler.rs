@@ -61,11 +61,6 @@ static COLLECTOR_COLLECTED: Family = Family::counter(
     "Samples collected, enabled or not",
     "",
 );
-static BUILD_INFO: Family = Family::gauge(
-    "edge_exporter_build_info",
-    "Version of the running exporter",
-    "",
-);
 
 /// The published state of all collectors: what `/metrics` serves.
 #[derive(Debug)]
@@ -430,10 +425,6 @@ impl Shared {
                 push_health(&mut out, name, state);
             }
         }
-        let mut info =
-            Sample::new(&BUILD_INFO, 1.0).const_label("version", env!("CARGO_PKG_VERSION"));
-        info.device = false;
-        out.push(info);
         let mut own = Vec::new();
         for source in lock(&self.self_metrics).iter() {
             source(&mut own);

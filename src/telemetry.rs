@@ -39,6 +39,11 @@ static IN_PROGRESS: Family = Family::gauge(
     "HTTP requests being answered, by listener",
     "",
 );
+static BUILD_INFO: Family = Family::gauge(
+    "edge_exporter_build_info",
+    "Version of the running program",
+    "",
+);
 static UPTIME: Family = Family::gauge(
     "edge_exporter_uptime_seconds",
     "Seconds since the process started",
@@ -211,6 +216,9 @@ pub fn samples(out: &mut Vec<Sample>) {
         )
         .const_label("listener", *listener)));
     }
+    out.push(own(
+        Sample::new(&BUILD_INFO, 1.0).const_label("version", env!("CARGO_PKG_VERSION"))
+    ));
     out.push(own(Sample::new(
         &UPTIME,
         reg.started.elapsed().as_secs_f64(),

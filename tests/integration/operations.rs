@@ -118,6 +118,11 @@ fn the_servers_report_on_themselves() {
         "{body}"
     );
     assert!(body.contains("route=\"/devices\""), "{body}");
+    let info = format!(
+        "edge_exporter_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.contains(&info), "{body}");
     promtool_clean(&body, "config-server");
 
     let hub = ShellyServer::start(None);
@@ -128,6 +133,7 @@ fn the_servers_report_on_themselves() {
         "{body}"
     );
     assert!(body.contains("listener=\"shelly_api\""), "{body}");
+    assert!(body.contains(&info), "{body}");
     promtool_clean(&body, "shelly-server");
 }
 
