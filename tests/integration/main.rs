@@ -8,6 +8,7 @@ mod api;
 mod board_sensors;
 mod config_page;
 mod config_sync;
+mod deploy;
 mod install;
 mod jetson;
 mod lifecycle;
