@@ -1,9 +1,10 @@
 # Shared by the benchmark scripts: builds the release binary and starts it on a
 # synthetic fixture of about 200 samples. Sets $pid, $work and $url.
-# Usage: start_exporter METRICS_PORT API_PORT
+# Usage: start_exporter METRICS_PORT API_PORT   ($BIN: another binary to start)
 start_exporter() {
   local port=$1 api_port=$2
-  cargo build --release -q
+  local bin=${BIN:-./target/release/edge-metrics-exporter}
+  [ -n "${BIN:-}" ] || cargo build --release -q
   work=$(mktemp -d)
   trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
   bench/make-fixture.sh "$work/root"
@@ -17,7 +18,7 @@ path:
   procfs: $work/root/proc
   sysfs: $work/root/sys
 YAML
-  ./target/release/edge-metrics-exporter --config "$work/config.yaml" 2>"$work/log" &
+  CONFIG_SERVER_URL=off "$bin" --config "$work/config.yaml" 2>"$work/log" &
   pid=$!
   url="http://127.0.0.1:$port/metrics"
   sleep 3

@@ -316,7 +316,6 @@ pub struct Process {
 
 pub fn process() -> Process {
     let ticks = clock_ticks();
-    let page = page_size();
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
     let fields: Vec<&str> = stat
@@ -337,7 +336,7 @@ pub fn process() -> Process {
         cpu_seconds: cpu,
         threads: field(17),
         vsize_bytes: field(20),
-        rss_bytes: field(21).map(|pages| pages * page),
+        rss_bytes: status_rss_bytes().or_else(|| field(21).map(|pages| pages * 4096.0)),
         open_fds: std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|d| d.count() as f64),
@@ -350,23 +349,18 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
-fn page_size() -> f64 {
-    // 4 KiB pages; 16 KiB/64 KiB-page kernels report VmRSS in /proc/self/status.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let rss_kb: f64 = s
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            let stat = std::fs::read_to_string("/proc/self/statm").ok()?;
-            let pages: f64 = stat.split_whitespace().nth(1)?.parse().ok()?;
-            (pages > 0.0).then(|| rss_kb * 1024.0 / pages)
-        })
-        .unwrap_or(4096.0)
+/// Resident memory from `VmRSS` (kB) of `/proc/self/status`, which is right
+/// whatever the page size (4, 16 or 64 KiB kernels).
+fn status_rss_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Release builds: static Linux binaries (musl, cargo-zigbuild) and Debian packages.
+#
+#   release/build.sh                 # aarch64 and x86_64
+#   release/build.sh aarch64         # one architecture
+#   release/build.sh --setup ...     # first install the tools (rustup targets,
+#                                    # ziglang from PyPI, cargo-zigbuild)
+#
+# Output in dist/:
+#   edge-metrics-exporter-VERSION-ARCH-linux-musl    static executable, any glibc/distro
+#   edge-metrics-exporter_VERSION_DEBARCH.deb        /usr/bin binary, units, config template
+#   SHA256SUMS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+setup=0
+arches=()
+for arg in "$@"; do
+    case "$arg" in
+        --setup) setup=1 ;;
+        aarch64|x86_64) arches+=("$arg") ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "release/build.sh: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+[ ${#arches[@]} -gt 0 ] || arches=(aarch64 x86_64)
+
+if [ "$setup" = 1 ]; then
+    for arch in "${arches[@]}"; do
+        rustup target add "$arch-unknown-linux-musl"
+    done
+    python3 -m pip install --quiet --disable-pip-version-check ziglang
+    command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
+fi
+
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+mkdir -p dist
+
+deb_arch() {
+    case "$1" in
+        aarch64) echo arm64 ;;
+        x86_64) echo amd64 ;;
+    esac
+}
+
+# The .deb: the same files install.sh puts in place, at Debian's paths.
+package() {
+    local arch="$1" binary="$2"
+    local debarch stage
+    debarch="$(deb_arch "$arch")"
+    stage="$(mktemp -d)"
+    trap 'rm -rf "$stage"' RETURN
+    install -D -m 0755 "$binary" "$stage/usr/bin/edge-metrics-exporter"
+    local units="$stage/lib/systemd/system" share="$stage/usr/share/edge-metrics-exporter"
+    install -d "$units" "$share" "$stage/etc/default" "$stage/DEBIAN" \
+        "$stage/usr/share/doc/edge-metrics-exporter"
+    for unit in edge-metrics-exporter shelly-server edge-metrics-config-server; do
+        sed -e 's|{{BINARY}}|/usr/bin/edge-metrics-exporter|g' -e 's|{{USER}}|edge-metrics|g' \
+            "deploy/systemd/$unit.service.template" >"$units/$unit.service"
+        chmod 0644 "$units/$unit.service"
+    done
+    install -m 0644 deploy/systemd/rapl.conf deploy/systemd/tegrastats-sudo.conf "$share/"
+    install -m 0644 config.yaml.template "$share/config.yaml.template"
+    sed 's|{{CONFIG_SERVER_URL}}|off|' deploy/default/edge-metrics-exporter \
+        >"$stage/etc/default/edge-metrics-exporter"
+    install -m 0644 deploy/default/shelly-server deploy/default/edge-metrics-config-server \
+        "$stage/etc/default/"
+    install -m 0644 README.md "$stage/usr/share/doc/edge-metrics-exporter/"
+    gzip -9n -c deploy/debian/changelog >"$stage/usr/share/doc/edge-metrics-exporter/changelog.Debian.gz"
+    install -m 0644 deploy/debian/copyright "$stage/usr/share/doc/edge-metrics-exporter/copyright"
+    local size
+    size="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
+    sed -e "s|{{VERSION}}|$version|" -e "s|{{ARCH}}|$debarch|" -e "s|{{SIZE}}|$size|" \
+        deploy/debian/control >"$stage/DEBIAN/control"
+    printf '/etc/default/edge-metrics-exporter\n/etc/default/shelly-server\n/etc/default/edge-metrics-config-server\n' \
+        >"$stage/DEBIAN/conffiles"
+    for script in postinst prerm postrm; do
+        install -m 0755 "deploy/debian/$script" "$stage/DEBIAN/$script"
+    done
+    local deb="dist/edge-metrics-exporter_${version}_${debarch}.deb"
+    dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+    echo "$deb"
+}
+
+for arch in "${arches[@]}"; do
+    target="$arch-unknown-linux-musl"
+    echo "==> $target"
+    started=$SECONDS
+    # The `dist` profile (Cargo.toml): release with whole-program LTO.
+    cargo zigbuild --profile dist --locked --target "$target"
+    out="dist/edge-metrics-exporter-$version-$arch-linux-musl"
+    cp "target/$target/dist/edge-metrics-exporter" "$out"
+    echo "    built in $((SECONDS - started)) s: $out ($(stat -c %s "$out") bytes)"
+    file "$out" 2>/dev/null | sed 's/^/    /' || true
+    deb="$(package "$arch" "$out")"
+    echo "    $deb ($(stat -c %s "$deb") bytes)"
+done
+(cd dist && sha256sum edge-metrics-exporter-* edge-metrics-exporter_*.deb >SHA256SUMS)
+echo "==> dist/SHA256SUMS"
