@@ -23,10 +23,10 @@ for f in target/release/edge-metrics-exporter dist/edge-metrics-exporter-*-x86_6
     source bench/lib.sh
     start_exporter "$port" $((port - 1))
     for _ in $(seq 1 "$secs"); do curl -s -o /dev/null "$url"; sleep 1; done
-    rss=$(grep VmRSS /proc/$pid/status | awk '{print $2}')
-    hwm=$(grep VmHWM /proc/$pid/status | awk '{print $2}')
+    kb() { awk -v k="$1:" '$1 == k {print $2}' /proc/$pid/status; }
+    echo "$f after ${secs}s: VmRSS $(kb VmRSS) kB (RssAnon $(kb RssAnon) kB, RssFile $(kb RssFile) kB), VmHWM $(kb VmHWM) kB"
     rps=$(wrk -t2 -c16 -d10s "$url" | awk '/Requests\/sec/ {print $2}')
-    echo "$f: VmRSS ${rss} kB, VmHWM ${hwm} kB after ${secs}s; ${rps} req/s saturated"
+    echo "    ${rps} req/s saturated (wrk, 2 threads, 16 connections, 10 s)"
   )
   port=$((port + 10))
 done

@@ -5,7 +5,6 @@
 //! `prometheus-node-exporter` run on the same trees.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -384,15 +383,6 @@ fn rapl_permission_denied_is_failing_and_told_once() {
         1,
         "{log}"
     );
-}
-
-/// A free loopback port for a peer that cannot be given port 0.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Debian's node_exporter on a fixture tree, hwmon and RAPL collectors only.

@@ -102,10 +102,7 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
     let queries = dashboard_queries();
     let Some(prom) = prometheus() else { return };
     let m = crate::metrics_endpoint::machine();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let recording = Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/orin-nx-jp6.log");
     let extra = format!(
         "tegrastats:\n  replay: {}\nshelly:\n  listen: 127.0.0.1:{port}\n",
@@ -181,17 +178,6 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
         "{ratio} vs {device}/21.5"
     );
     eprintln!("dashboard: {} queries, {answered:?}", queries.len());
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The documents of a multi-document YAML file.
@@ -296,10 +282,7 @@ fn kubernetes_manifests_validate_and_their_args_run_on_the_binary() {
     }
     // The binary listens on the manifest's port; a test cannot own 9102, so the
     // port moves to a free one through the config the server hands out.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let config = format!("device_type: linux\ninterval: 0.2\nport: {port}\nreload_port: 0\n");
     let put = send(
         "PUT",

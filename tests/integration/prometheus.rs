@@ -24,13 +24,6 @@ pub fn prometheus() -> Option<&'static Prometheus> {
     INSTANCE.get_or_init(start).as_ref()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn start() -> Option<Prometheus> {
     let binary = peer("prometheus")?;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -114,7 +107,7 @@ impl Prometheus {
 
     /// Runs an instant query; the result vector.
     pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
-        let url = format!("{}/api/v1/query?query={}", self.url, encode(promql));
+        let url = format!("{}/api/v1/query?query={}", self.url, urlencode(promql));
         let Some(body) = get_ok(&url) else {
             return Vec::new();
         };
@@ -142,17 +135,6 @@ impl Prometheus {
             thread::sleep(Duration::from_millis(250));
         }
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Prometheus scrapes the exporter (flat and labeled) and the values read back

@@ -160,14 +160,6 @@ fn start_proxy(upstream: String) -> Proxy {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// A receiver process on `port` with its data in `dir`.
 struct Receiver {
     child: Child,
@@ -318,17 +310,6 @@ fn assert_same(back: &[Point], accepted: &[Point], kind: &str) {
         back.len(),
         accepted.len()
     );
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn exporter_config(root: &Path, url: &str, site: &str, extra: &str) -> String {

@@ -87,10 +87,7 @@ impl OwnPrometheus {
             ),
         )
         .expect("prometheus.yml");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut command = Command::new(binary);
         command
             .arg(format!("--config.file={}", config.display()))
@@ -115,14 +112,7 @@ impl OwnPrometheus {
 
     /// The value of `promql` once it returns one series equal to `want`.
     fn wait_for(&self, promql: &str, want: f64) {
-        let url = format!(
-            "{}/api/v1/query?query={}",
-            self.url,
-            promql
-                .bytes()
-                .map(|b| format!("%{b:02X}"))
-                .collect::<String>()
-        );
+        let url = format!("{}/api/v1/query?query={}", self.url, urlencode(promql));
         let mut last = String::new();
         let found = (0..240).any(|_| {
             last = get(&url, &[]).body;
