@@ -126,7 +126,7 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
     // Panels that must show data for this Jetson + plug (the rest must parse).
     let must_answer = [
         "Wall power (Shelly plug)",
-        "Device power (its own sensor)",
+        "Input power (the device's own sensor)",
         "Internal / external power",
         "Power per rail and sensor",
         "Temperatures",
@@ -167,7 +167,7 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
             .expect("a value")
     };
     assert_eq!(value("Wall power (Shelly plug)"), 21.5);
-    let device = value("Device power (its own sensor)");
+    let device = value("Input power (the device's own sensor)");
     let ratio = value("Internal / external power");
     assert!(
         (10.0..20.0).contains(&device),
