@@ -12,14 +12,19 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs a script of the repository; stdout and stderr together.
-fn script(name: &str, args: &[&str]) -> String {
-    let out = Command::new("bash")
+/// Runs a script of the repository without stdin.
+fn run_script(name: &str, args: &[&str]) -> std::process::Output {
+    Command::new("bash")
         .arg(repo().join(name))
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
-        .expect("bash");
+        .expect("bash")
+}
+
+/// Runs a script that must succeed; stdout and stderr together.
+fn script(name: &str, args: &[&str]) -> String {
+    let out = run_script(name, args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -228,13 +233,9 @@ fn install_refuses_bad_input_and_changes_nothing() {
         vec!["--binary", "/nonexistent/edge-metrics-exporter"],
         vec!["--frobnicate"],
     ] {
-        let out = Command::new("bash")
-            .arg(repo().join("install.sh"))
-            .args(["--root", stage.to_str().expect("utf-8"), "--yes"])
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("bash");
+        let mut all = vec!["--root", stage.to_str().expect("utf-8"), "--yes"];
+        all.extend_from_slice(&args);
+        let out = run_script("install.sh", &all);
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
         assert!(!stage.join("etc").exists(), "{args:?} wrote files");
