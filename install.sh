@@ -27,6 +27,7 @@ prefix="/usr/local"
 user="edge-metrics"
 binary=""
 config_server_url=""
+device_type="auto"
 tegrastats_sudo=""
 shelly_server=""
 config_server_service=""
@@ -42,6 +43,7 @@ Options:
   --root DIR                 install into DIR instead of /
   --user NAME                account of the exporter (default edge-metrics)
   --config-server-url URL    CONFIG_SERVER_URL of the exporter (default: off)
+  --device-type TYPE         device_type of a new config.yaml (default: auto)
   --tegrastats-sudo          let the exporter run tegrastats as root (Jetson)
   --shelly-server            also install shelly-server.service
   --config-server-service    also install edge-metrics-config-server.service
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
         --root) root="${2%/}"; shift 2 ;;
         --user) user="$2"; shift 2 ;;
         --config-server-url) config_server_url="$2"; shift 2 ;;
+        --device-type) device_type="$2"; shift 2 ;;
         --tegrastats-sudo) tegrastats_sudo=1; shift ;;
         --shelly-server) shelly_server=1; shift ;;
         --config-server-service) config_server_service=1; shift ;;
@@ -85,6 +88,9 @@ if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
 fi
 case "$user" in
     ''|*[!a-z0-9_-]*) die "--user must be a plain account name, got '$user'" ;;
+esac
+case "$device_type" in
+    ''|*[!a-z_]*) die "--device-type must be a device type such as auto or jetson_orin, got '$device_type'" ;;
 esac
 case "$config_server_url" in
     *[[:space:]]*) die "--config-server-url must not contain spaces" ;;
@@ -125,6 +131,20 @@ if [ -z "$config_server_url" ] && [ "$assume_yes" = 0 ] && [ -t 0 ]; then
 fi
 config_server_url="${config_server_url:-off}"
 
+# The config a new install gets, checked before anything is written: the template
+# with the board detected and every metric it has collected from the start
+# (auto-discovery adds them as true; switch off what you do not want).
+new_config="$(mktemp)"
+trap 'rm -f "$new_config"' EXIT
+sed -e "s/^device_type: linux\$/device_type: $device_type/" \
+    -e 's/^new_metrics_enabled: false$/new_metrics_enabled: true  # install.sh: every metric the device has/' \
+    "$here/config.yaml.template" >"$new_config"
+if [ "$tegrastats_sudo" = 1 ]; then
+    printf '\n# install.sh --tegrastats-sudo\ntegrastats:\n  sudo: true\n' >>"$new_config"
+fi
+"$binary" check-config --config "$new_config" >/dev/null \
+    || die "the config.yaml it would install does not validate (see above)"
+
 bindir="$prefix/bin"
 installed="$bindir/edge-metrics-exporter"
 unitdir="/etc/systemd/system"
@@ -150,10 +170,7 @@ fi
 say "config -> $root$confdir/config.yaml"
 install -d -m 0750 "$root$confdir"
 if [ ! -e "$root$confdir/config.yaml" ]; then
-    install -m 0640 "$here/config.yaml.template" "$root$confdir/config.yaml"
-    if [ "$tegrastats_sudo" = 1 ]; then
-        printf '\n# install.sh --tegrastats-sudo\ntegrastats:\n  sudo: true\n' >>"$root$confdir/config.yaml"
-    fi
+    install -m 0640 "$new_config" "$root$confdir/config.yaml"
 else
     say "  kept the existing config.yaml"
 fi

@@ -53,11 +53,11 @@ fn machine(stage: &Path) {
 
 fn with_stock_units(stage: &Path) {
     // verify resolves every dependency (sysinit.target ...) and ExecReload's
-    // /bin/kill inside the root.
+    // /bin/sh inside the root.
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "mkdir -p {0}/usr/lib/systemd {0}/bin && cp -a /usr/lib/systemd/system {0}/usr/lib/systemd/ && cp /bin/kill {0}/bin/kill",
+            "mkdir -p {0}/usr/lib/systemd {0}/bin && cp -a /usr/lib/systemd/system {0}/usr/lib/systemd/ && cp /bin/sh {0}/bin/sh",
             stage.display()
         ))
         .status()
@@ -128,7 +128,10 @@ fn install_renders_verified_units_and_uninstall_removes_them() {
             .contains("\nCONFIG_SERVER_URL=http://cfg.example:8080\n")
     );
     let config = etc.join("edge-metrics-exporter/config.yaml");
-    assert!(read(&config).contains("tegrastats:\n  sudo: true"));
+    let text = read(&config);
+    assert!(text.contains("tegrastats:\n  sudo: true"), "{text}");
+    assert!(text.contains("\ndevice_type: auto\n"), "{text}");
+    assert!(text.contains("\nnew_metrics_enabled: true"), "{text}");
     let (status, stdout, stderr) = run_binary(
         &["check-config", "--config", config.to_str().expect("utf-8")],
         dir.path(),
@@ -230,14 +233,24 @@ fn install_refuses_bad_input_and_changes_nothing() {
     let stage = dir.path().join("root");
     for args in [
         vec!["--user", "bad user"],
+        vec!["--device-type", "toaster!"],
+        // Well formed, but not a device type: the rendered config fails check-config.
+        vec!["--device-type", "toaster"],
         vec!["--binary", "/nonexistent/edge-metrics-exporter"],
         vec!["--frobnicate"],
     ] {
-        let mut all = vec!["--root", stage.to_str().expect("utf-8"), "--yes"];
+        // The built binary unless the case names another (never a cargo build).
+        let mut all = vec![
+            "--root",
+            stage.to_str().expect("utf-8"),
+            "--yes",
+            "--binary",
+            BIN,
+        ];
         all.extend_from_slice(&args);
         let out = run_script("install.sh", &all);
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
-        assert!(!stage.join("etc").exists(), "{args:?} wrote files");
+        assert!(!stage.exists(), "{args:?} wrote files");
     }
 }
