@@ -4,6 +4,8 @@
 # boots it with systemd-nspawn and checks from inside, with the hardening on:
 #   * all three services reach "active" as Type=notify (READY=1 arrived);
 #   * /ready answers, host metrics are served, the config dir is the account's;
+#   * `device_type: auto` finds the (pretend) Jetson and the tegrastats child (a
+#     replaying fake) runs under the hardening;
 #   * `systemctl reload` reaches the exporter (SIGHUP → a successful reload);
 #   * a frozen exporter (SIGSTOP) is killed by the watchdog and restarted.
 # Needs root, debootstrap and systemd-nspawn (.ci/run installs them).
@@ -30,7 +32,14 @@ debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl \
     || { tail -20 "$work/debootstrap.log"; exit 1; }
 echo "    $((SECONDS - started)) s"
 
+# A Jetson as far as the exporter can tell: /etc/nv_tegra_release for `auto`, and a
+# tegrastats on PATH that replays a recording, so the tegrastats child runs under
+# the unit's hardening too.
+echo "# R36 (release), REVISION: 4.3" >"$rootfs/etc/nv_tegra_release"
+install -m 0755 bench/fake-tegrastats.sh "$rootfs/usr/local/bin/tegrastats"
+install -D -m 0644 recordings/orin-nx-jp6.log "$rootfs/usr/local/share/orin-nx-jp6.log"
 bash install.sh --root "$rootfs" --binary "$binary" --yes --shelly-server --config-server-service >/dev/null
+echo "FAKE_TEGRASTATS_RECORDING=/usr/local/share/orin-nx-jp6.log" >>"$rootfs/etc/default/edge-metrics-exporter"
 chroot "$rootfs" useradd --system --user-group --no-create-home --home-dir /nonexistent \
     --shell /usr/sbin/nologin edge-metrics
 chroot "$rootfs" chown -R edge-metrics:edge-metrics /etc/edge-metrics-exporter
@@ -46,6 +55,8 @@ for u in $units; do
 done
 echo "ready=$(curl -s localhost:9102/ready)"
 echo "host_samples=$(curl -s localhost:9102/metrics | grep -c '^host_')"
+echo "jetson_rails=$(curl -s localhost:9102/metrics | grep -c '^jetson_power_.*_watts{')"
+echo "tegrastats_up=$(curl -s localhost:9102/metrics | sed -n 's/^edge_exporter_tegrastats_up //p')"
 echo "shelly_build_info=$(curl -s localhost:8766/telemetry | grep -c '^edge_exporter_build_info')"
 echo "config_owner=$(stat -c %U /etc/edge-metrics-exporter/config.yaml)"
 systemctl reload edge-metrics-exporter
@@ -96,6 +107,7 @@ for u in edge-metrics-exporter shelly-server edge-metrics-config-server; do
 done
 expect ready '{"checks":{"collectors":"ok","config":"ok (local)","config_sync":"disabled","plug_hub":"disabled"},"status":"ready"}'
 expect shelly_build_info 1
+expect tegrastats_up 1
 expect config_owner edge-metrics
 expect reloads_ok 1
 expect restarts 1
@@ -103,9 +115,10 @@ expect active_after active
 expect watchdog_logged 1
 expect done 1
 [ "$(value host_samples)" -gt 0 ] 2>/dev/null || { echo "FAIL: no host samples"; fail=1; }
+[ "$(value jetson_rails)" -gt 0 ] 2>/dev/null || { echo "FAIL: no Jetson rails"; fail=1; }
 if [ "$fail" = 1 ]; then
     echo "--- exporter journal / boot log tail"
     tail -40 "$work/boot.log"
     exit 1
 fi
-echo "==> the units run under systemd: ready, reload, watchdog restart"
+echo "==> the units run under systemd: ready, Jetson detected, tegrastats child, reload, watchdog restart"
