@@ -37,7 +37,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// A runtime sized for a small board (see `serve`).
+/// A runtime sized for a small board: two workers are plenty for a scrape
+/// endpoint and a small API; hardware reads run on the blocking pool.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,23 +69,33 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+    match until_signal(server) {
+        Err(code) => code,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs `server` on the runtime until SIGTERM/SIGINT cancel its token; its result,
+/// or the exit code when the runtime cannot start. A task stuck in a hardware
+/// read gets one second after the server returns, then the process goes on.
+fn until_signal<F, E>(
+    server: impl FnOnce(CancellationToken) -> F,
+) -> Result<Result<(), E>, ExitCode>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let runtime = runtime()?;
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         server(shutdown).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    Ok(result)
 }
 
 fn config_server(args: ConfigServerArgs) -> ExitCode {
@@ -310,22 +321,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         .with_env_tokens(),
     };
-    // Two workers are plenty for a scrape endpoint and a small API, and keep the
-    // footprint small on 4 GB boards; hardware reads run on the blocking pool.
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        daemon::run(options, shutdown).await
-    });
-    // A collector stuck in a hardware read must not hold the process open.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match until_signal(|shutdown| daemon::run(options, shutdown)) {
+        Err(code) => code,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             tracing::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)

@@ -87,15 +87,7 @@ pub async fn request(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Response, ClientError> {
-    match tokio::time::timeout(
-        timeout,
-        exchange(method, url, headers, body, max_body, None),
-    )
-    .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(ClientError::Timeout(url.to_owned(), timeout)),
-    }
+    request_tls(method, url, headers, body, timeout, max_body, None).await
 }
 
 async fn exchange(

@@ -292,13 +292,10 @@ fn every_server_speaks_the_systemd_notify_protocol() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
-    let env = |mut command: Command| {
-        command
-            .env("NOTIFY_SOCKET", &path)
-            .env("WATCHDOG_USEC", "200000")
-            .env_remove("WATCHDOG_PID");
-        command
-    };
+    let env = vec![
+        ("NOTIFY_SOCKET", path.display().to_string()),
+        ("WATCHDOG_USEC", "200000".to_owned()),
+    ];
     let check = |what: &str, seen: &[String]| {
         let ready = seen.iter().position(|m| m.starts_with("READY=1\nSTATUS="));
         let pings = seen.iter().filter(|m| *m == "WATCHDOG=1").count();
@@ -315,10 +312,7 @@ fn every_server_speaks_the_systemd_notify_protocol() {
     let mut options = Options::new("");
     let config = fixture_config(&root, "");
     options.config = &config;
-    options.env = vec![
-        ("NOTIFY_SOCKET", path.display().to_string()),
-        ("WATCHDOG_USEC", "200000".into()),
-    ];
+    options.env = env.clone();
     let exporter = Exporter::start_with(options);
     let mut seen = notifications(&socket, "READY=1");
     assert!(seen[0].contains("serving metrics on port"), "{seen:?}");
@@ -329,51 +323,26 @@ fn every_server_speaks_the_systemd_notify_protocol() {
     seen.extend(notifications(&socket, "STOPPING=1"));
     check(&format!("serve (pid {pid})"), &seen);
 
-    let db = dir.path().join("configs.db").display().to_string();
-    for (what, args) in [
-        (
-            "shelly-server",
-            vec![
-                "shelly-server",
-                "--ws-port",
-                "0",
-                "--http-port",
-                "0",
-                "--ws-address",
-                "127.0.0.1",
-            ],
-        ),
-        (
-            "config-server",
-            vec![
-                "config-server",
-                "--port",
-                "0",
-                "--address",
-                "127.0.0.1",
-                "--db",
-                &db,
-            ],
-        ),
-    ] {
-        let mut command = env(Command::new(BIN));
-        command
-            .args(&args)
-            .env("EDGE_EXPORTER_LOG_LEVEL", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        die_with_parent(&mut command);
-        let mut child = command.spawn().expect("spawn");
-        let mut seen = notifications(&socket, "READY=1");
-        std::thread::sleep(Duration::from_millis(800));
+    // SIGTERM, then the exit status of each server.
+    let stop = |what: &str, child: &mut std::process::Child| {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         #[allow(unsafe_code)]
         let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         assert_eq!(rc, 0);
-        let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("stopped");
+        let status = wait_timeout(child, Duration::from_secs(10)).expect("stopped");
         assert!(status.success(), "{what}: {status}");
-        seen.extend(notifications(&socket, "STOPPING=1"));
-        check(what, &seen);
-    }
+    };
+    let mut hub = ShellyServer::start_with(None, &env);
+    let mut seen = notifications(&socket, "READY=1");
+    std::thread::sleep(Duration::from_millis(800));
+    stop("shelly-server", &mut hub.child);
+    seen.extend(notifications(&socket, "STOPPING=1"));
+    check("shelly-server", &seen);
+
+    let mut server = ConfigServer::start_with(&dir.path().join("configs.db"), 0, None, &env);
+    let mut seen = notifications(&socket, "READY=1");
+    std::thread::sleep(Duration::from_millis(800));
+    stop("config-server", &mut server.child);
+    seen.extend(notifications(&socket, "STOPPING=1"));
+    check("config-server", &seen);
 }

@@ -371,6 +371,16 @@ pub struct ConfigServer {
 impl ConfigServer {
     /// Starts on `port` (0: any) with the database `db`.
     pub fn start(db: &Path, port: u16, token: Option<&str>) -> ConfigServer {
+        Self::start_with(db, port, token, &[])
+    }
+
+    /// [`ConfigServer::start`] with more environment variables.
+    pub fn start_with(
+        db: &Path,
+        port: u16,
+        token: Option<&str>,
+        env: &[(&str, String)],
+    ) -> ConfigServer {
         let mut command = Command::new(BIN);
         command
             .args(["config-server", "--address", "127.0.0.1", "--port"])
@@ -385,6 +395,7 @@ impl ConfigServer {
         if let Some(token) = token {
             command.env("CONFIG_SERVER_TOKEN", token);
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let (mut child, log) = spawn_logged(command);
         let addr = wait_log(&mut child, &log, "config server listening on ");
         let addr = addr.split_whitespace().next().expect("address").to_owned();
@@ -443,6 +454,11 @@ pub struct ShellyServer {
 
 impl ShellyServer {
     pub fn start(secret: Option<&str>) -> ShellyServer {
+        Self::start_with(secret, &[])
+    }
+
+    /// [`ShellyServer::start`] with more environment variables.
+    pub fn start_with(secret: Option<&str>, env: &[(&str, String)]) -> ShellyServer {
         let mut command = Command::new(BIN);
         command
             .args([
@@ -462,6 +478,7 @@ impl ShellyServer {
         if let Some(secret) = secret {
             command.env("SHELLY_WS_SECRET", secret);
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let (child, log) = spawn_logged(command);
         let mut server = ShellyServer {
             child,
