@@ -158,6 +158,8 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     state
         .scheduler
         .add_self_metrics(Arc::new(move |out| stats.samples(out)));
+    // The first scrape, even one before the first collection, has them.
+    state.scheduler.republish();
     tracker.spawn(crate::remote_write::run(
         store.clone(),
         state.scheduler.clone(),
