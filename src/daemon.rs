@@ -248,13 +248,13 @@ static RELOADS: crate::sample::Family = crate::sample::Family::counter(
 
 fn reload_samples(out: &mut Vec<crate::sample::Sample>) {
     for (outcome, counter) in [("success", &RELOADS_OK), ("failure", &RELOADS_FAILED)] {
-        let mut s = crate::sample::Sample::new(
-            &RELOADS,
-            counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
-        )
-        .const_label("outcome", outcome);
-        s.device = false;
-        out.push(s);
+        out.push(
+            crate::sample::Sample::own(
+                &RELOADS,
+                counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )
+            .const_label("outcome", outcome),
+        );
     }
 }
 

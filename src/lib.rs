@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod exposition;
 pub mod health_log;
 pub mod http;
+pub mod lock;
 pub mod paths;
 pub mod recordings;
 pub mod remote_write;

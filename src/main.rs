@@ -438,7 +438,7 @@ fn init_logging(args: &LogArgs, config_file: Option<&std::path::Path>) {
     // Only the two keys, leniently: a broken file is reported later, with its line.
     let (file_level, file_format) = config_file
         .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .and_then(|text| yaml_serde::from_str::<yaml_serde::Value>(&text).ok())
         .map(|v| {
             let key = |k: &str| {
                 v.get(k)

@@ -131,6 +131,20 @@ impl Sample {
         }
     }
 
+    /// One of the exporter's own samples (its health, HTTP and process metrics):
+    /// without the device labels, always shown, never listed under `metrics:`.
+    pub fn own(family: &'static Family, value: f64) -> Self {
+        Self::own_with_id(family.name, family, value)
+    }
+
+    /// An own sample whose id differs from its family name (a histogram's series).
+    pub fn own_with_id(id: impl Into<Arc<str>>, family: &'static Family, value: f64) -> Self {
+        Sample {
+            device: false,
+            ..Self::with_id(id, family, value)
+        }
+    }
+
     /// Adds a label used by the labeled style.
     pub fn label(mut self, name: &'static str, value: impl Into<Arc<str>>) -> Self {
         self.labels.push((name, value.into()));

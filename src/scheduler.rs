@@ -12,7 +12,7 @@
 //! written (`exposition`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -26,6 +26,7 @@ use crate::collectors::{
 };
 use crate::config::{Config, Store};
 use crate::exposition::{self, DeviceLabels, Format, MetricStyle};
+use crate::lock::lock;
 use crate::sample::{Family, Sample, SampleSink};
 
 /// Samples older than this many intervals are dropped.
@@ -212,12 +213,6 @@ impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here leaves consistent state even if a panic cuts it
-    // short (it replaces whole values), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Scheduler {
@@ -429,10 +424,11 @@ impl Shared {
         for source in lock(&self.self_metrics).iter() {
             source(&mut own);
         }
-        out.extend(own.into_iter().map(|mut s| {
-            s.device = false;
-            s
-        }));
+        debug_assert!(
+            own.iter().all(|s| !s.device),
+            "self-metrics use Sample::own"
+        );
+        out.extend(own);
         self.snapshot.store(Arc::new(Snapshot::new(
             out,
             config.metric_style,
@@ -451,9 +447,7 @@ fn push_health(out: &mut Vec<Sample>, name: &'static str, state: &CollectorState
         return;
     }
     let mut push = |family: &'static Family, value: f64| {
-        let mut s = Sample::new(family, value).const_label("collector", name);
-        s.device = false;
-        out.push(s);
+        out.push(Sample::own(family, value).const_label("collector", name));
     };
     if let Some(d) = state.last_duration {
         push(&COLLECTOR_DURATION, d.as_secs_f64());

@@ -17,6 +17,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
+use crate::lock::lock;
 use crate::sample::{Family, Sample};
 
 /// Upper bounds of the request duration buckets, seconds.
@@ -119,10 +120,7 @@ pub fn uptime() -> std::time::Duration {
 }
 
 fn gauge_for(listener: &'static str) -> &'static AtomicI64 {
-    let mut map = registry()
-        .in_progress
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut map = lock(&registry().in_progress);
     // One small leak per listener name, for the life of the process.
     map.entry(listener)
         .or_insert_with(|| Box::leak(Box::new(AtomicI64::new(0))))
@@ -151,7 +149,7 @@ pub fn track(router: Router, listener: &'static str) -> Router {
 }
 
 fn record(listener: &'static str, route: String, code: u16, seconds: f64) {
-    let mut routes = registry().routes.lock().unwrap_or_else(|p| p.into_inner());
+    let mut routes = lock(&registry().routes);
     let r = routes.entry((listener, route)).or_default();
     *r.codes.entry(code).or_default() += 1;
     for (i, bound) in BUCKETS.iter().enumerate() {
@@ -165,7 +163,7 @@ fn record(listener: &'static str, route: String, code: u16, seconds: f64) {
 
 /// All requests answered so far, and those answered with a 5xx.
 pub fn request_totals() -> (u64, u64) {
-    let routes = registry().routes.lock().unwrap_or_else(|p| p.into_inner());
+    let routes = lock(&registry().routes);
     routes.values().fold((0, 0), |(all, errors), r| {
         let failed: u64 = r.codes.range(500..).map(|(_, n)| n).sum();
         (all + r.count, errors + failed)
@@ -176,25 +174,21 @@ pub fn request_totals() -> (u64, u64) {
 /// labels).
 pub fn samples(out: &mut Vec<Sample>) {
     let reg = registry();
-    let own = |mut s: Sample| {
-        s.device = false;
-        s
-    };
     {
-        let routes = reg.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let routes = lock(&reg.routes);
         for ((listener, route), r) in routes.iter() {
             for (code, n) in &r.codes {
-                out.push(own(Sample::new(&REQUESTS, *n as f64)
-                    .const_label("listener", *listener)
-                    .const_label("route", route.as_str())
-                    .const_label("code", code.to_string())));
+                out.push(
+                    Sample::own(&REQUESTS, *n as f64)
+                        .const_label("listener", *listener)
+                        .const_label("route", route.as_str())
+                        .const_label("code", code.to_string()),
+                );
             }
             let series = |suffix: &str, value: f64| {
-                own(
-                    Sample::with_id(format!("{}{suffix}", DURATION.name), &DURATION, value)
-                        .const_label("listener", *listener)
-                        .const_label("route", route.as_str()),
-                )
+                Sample::own_with_id(format!("{}{suffix}", DURATION.name), &DURATION, value)
+                    .const_label("listener", *listener)
+                    .const_label("route", route.as_str())
             };
             for (bound, n) in BUCKETS.iter().zip(r.buckets) {
                 out.push(series("_bucket", n as f64).const_label("le", bound.to_string()));
@@ -204,34 +198,23 @@ pub fn samples(out: &mut Vec<Sample>) {
             out.push(series("_count", r.count as f64));
         }
     }
-    for (listener, gauge) in reg
-        .in_progress
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
-        out.push(own(Sample::new(
-            &IN_PROGRESS,
-            gauge.load(Ordering::Relaxed) as f64,
-        )
-        .const_label("listener", *listener)));
+    for (listener, gauge) in lock(&reg.in_progress).iter() {
+        out.push(
+            Sample::own(&IN_PROGRESS, gauge.load(Ordering::Relaxed) as f64)
+                .const_label("listener", *listener),
+        );
     }
-    out.push(own(
-        Sample::new(&BUILD_INFO, 1.0).const_label("version", env!("CARGO_PKG_VERSION"))
-    ));
-    out.push(own(Sample::new(
-        &UPTIME,
-        reg.started.elapsed().as_secs_f64(),
-    )));
-    out.push(own(Sample::new(&START, reg.start_time)));
-    out.push(own(Sample::new(
+    out.push(Sample::own(&BUILD_INFO, 1.0).const_label("version", env!("CARGO_PKG_VERSION")));
+    out.push(Sample::own(&UPTIME, reg.started.elapsed().as_secs_f64()));
+    out.push(Sample::own(&START, reg.start_time));
+    out.push(Sample::own(
         &HANDSHAKES_FAILED,
         crate::http::serve::HANDSHAKE_FAILURES.load(Ordering::Relaxed) as f64,
-    )));
+    ));
     let p = process();
     let mut push = |family: &'static Family, v: Option<f64>| {
         if let Some(v) = v {
-            out.push(own(Sample::new(family, v)));
+            out.push(Sample::own(family, v));
         }
     };
     push(&CPU, p.cpu_seconds);

@@ -295,7 +295,7 @@ async fn poll(target: &PollTarget) -> Result<Reading, String> {
     {
         headers.push((
             hyper::header::AUTHORIZATION,
-            digest::basic(&target.username, password.expose()),
+            crate::http::auth::basic_header(&target.username, password.expose()),
         ));
     }
     let mut response = client::get(&url, &headers, REQUEST_TIMEOUT, MAX_BODY)

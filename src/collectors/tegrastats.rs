@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::DropGuard;
 
 use super::{BuildContext, CollectError, Collector};
+use crate::lock::lock;
 use crate::sample::{Family, MHZ, MIB, Sample, SampleSink, sanitize};
 use crate::sources::tegrastats::parse::{EngineState, Field, LineStats, parse_line};
 use crate::sources::tegrastats::stream::{self, LineSink, Source, StreamStatus};
@@ -81,7 +82,7 @@ struct Sink(Arc<Mutex<Shared>>);
 
 impl Sink {
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0)
     }
 }
 
@@ -151,7 +152,7 @@ impl Collector for TegrastatsCollector {
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = lock(&self.shared);
         if let Some(observed) = shared.observed {
             for m in &shared.latest {
                 let mut sample =
@@ -170,9 +171,7 @@ impl Collector for TegrastatsCollector {
             (&UNREADABLE, shared.unreadable as f64),
             (&UP, if up { 1.0 } else { 0.0 }),
         ] {
-            let mut s = Sample::new(family, value);
-            s.device = false;
-            out.push(s);
+            out.push(Sample::own(family, value));
         }
         match &shared.status {
             StreamStatus::Running => Ok(()),

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use serde_yaml::Value;
 use yaml_edit::Document;
+use yaml_serde::Value;
 
 /// A change the daemon makes to the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +23,7 @@ pub enum Edit {
     ConvertLegacyList,
     /// Makes the file say exactly this mapping (a config from the config server),
     /// touching only the keys and metric entries that differ.
-    Replace(serde_yaml::Mapping),
+    Replace(yaml_serde::Mapping),
 }
 
 /// The result of editing a text.
@@ -48,7 +48,7 @@ pub enum EditError {
 /// Applies `edits` to `text`.
 pub fn apply(text: &str, edits: &[Edit]) -> Result<Edited, EditError> {
     let mut expected: Value =
-        serde_yaml::from_str(text).map_err(|e| EditError::Unparseable(e.to_string()))?;
+        yaml_serde::from_str(text).map_err(|e| EditError::Unparseable(e.to_string()))?;
     if expected.is_null() {
         expected = Value::Mapping(Default::default());
     }
@@ -59,7 +59,7 @@ pub fn apply(text: &str, edits: &[Edit]) -> Result<Edited, EditError> {
         apply_to_value(map, edit);
     }
     if let Some(edited) = edit_text(text, map, edits) {
-        let reparsed: Option<Value> = serde_yaml::from_str(&edited).ok();
+        let reparsed: Option<Value> = yaml_serde::from_str(&edited).ok();
         if reparsed.as_ref() == Some(&expected) {
             return Ok(Edited {
                 text: edited,
@@ -67,7 +67,7 @@ pub fn apply(text: &str, edits: &[Edit]) -> Result<Edited, EditError> {
             });
         }
     }
-    let text = serde_yaml::to_string(&expected).map_err(|e| EditError::Serialize(e.to_string()))?;
+    let text = yaml_serde::to_string(&expected).map_err(|e| EditError::Serialize(e.to_string()))?;
     Ok(Edited {
         text,
         regenerated: true,
@@ -78,7 +78,7 @@ fn metrics_key() -> Value {
     Value::String("metrics".into())
 }
 
-fn apply_to_value(map: &mut serde_yaml::Mapping, edit: &Edit) {
+fn apply_to_value(map: &mut yaml_serde::Mapping, edit: &Edit) {
     match edit {
         Edit::SetMetrics(changes) => {
             let metrics = map
@@ -114,7 +114,7 @@ fn apply_to_value(map: &mut serde_yaml::Mapping, edit: &Edit) {
 }
 
 /// The lossless edit. `None` when yaml-edit cannot take this text.
-fn edit_text(text: &str, expected: &serde_yaml::Mapping, edits: &[Edit]) -> Option<String> {
+fn edit_text(text: &str, expected: &yaml_serde::Mapping, edits: &[Edit]) -> Option<String> {
     let doc = Document::from_str(text).ok()?;
     let root = doc.as_mapping()?;
     for edit in edits {
@@ -158,9 +158,9 @@ fn edit_text(text: &str, expected: &serde_yaml::Mapping, edits: &[Edit]) -> Opti
 
 /// Sets the top-level keys whose values differ from the file's, entry by entry
 /// inside a block `metrics:` mapping, and removes the keys `new` lacks.
-fn replace_text(root: &yaml_edit::Mapping, text: &str, new: &serde_yaml::Mapping) -> Option<()> {
-    let old: Value = serde_yaml::from_str(text).ok()?;
-    let empty = serde_yaml::Mapping::new();
+fn replace_text(root: &yaml_edit::Mapping, text: &str, new: &yaml_serde::Mapping) -> Option<()> {
+    let old: Value = yaml_serde::from_str(text).ok()?;
+    let empty = yaml_serde::Mapping::new();
     let old = old.as_mapping().unwrap_or(&empty);
     for (key, value) in new {
         let name = key.as_str()?;
@@ -204,7 +204,7 @@ fn set_value(root: &yaml_edit::Mapping, key: &str, value: &Value) -> Option<()> 
         },
         Value::String(s) => root.set(key, s.as_str()),
         Value::Mapping(_) | Value::Sequence(_) => {
-            let fresh = Document::from_str(&serde_yaml::to_string(value).ok()?).ok()?;
+            let fresh = Document::from_str(&yaml_serde::to_string(value).ok()?).ok()?;
             match value {
                 Value::Mapping(_) => root.set(key, fresh.as_mapping()?),
                 _ => root.set(key, fresh.as_sequence()?),
@@ -215,7 +215,7 @@ fn set_value(root: &yaml_edit::Mapping, key: &str, value: &Value) -> Option<()> 
     Some(())
 }
 
-fn metric_entries(map: &serde_yaml::Mapping) -> Vec<(String, bool)> {
+fn metric_entries(map: &yaml_serde::Mapping) -> Vec<(String, bool)> {
     match map.get("metrics") {
         Some(Value::Mapping(m)) => m
             .iter()
@@ -254,7 +254,7 @@ mod tests {
             "",
         ] {
             let out = apply(text, &[set(&[("x_y", true)])]).expect("edit");
-            let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+            let v: Value = yaml_serde::from_str(&out.text).expect("valid");
             assert_eq!(
                 v["metrics"]["x_y"],
                 Value::Bool(true),
@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn flow_mapping_with_entries() {
         let out = apply("metrics: {a_b: true}\n# end\n", &[set(&[("c_d", false)])]).expect("edit");
-        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        let v: Value = yaml_serde::from_str(&out.text).expect("valid");
         assert_eq!(v["metrics"]["a_b"], Value::Bool(true));
         assert_eq!(v["metrics"]["c_d"], Value::Bool(false));
     }
@@ -297,13 +297,13 @@ mod tests {
     #[test]
     fn replace_touches_only_what_differs() {
         let text = "# top\ndevice_type: linux  # dt\ninterval: 1\nold_key: 3\nmetrics:\n  # cpu\n  a_x: true  # keep\n  b_x: false\n  gone_x: true\nshelly:\n  enabled: false\n";
-        let new: serde_yaml::Mapping = serde_yaml::from_str(
+        let new: yaml_serde::Mapping = yaml_serde::from_str(
             "device_type: linux\ninterval: 5\nmetrics:\n  a_x: true\n  b_x: true\n  c_x: false\nshelly:\n  enabled: true\n  server_url: http://hub:8766\nhostname: edge-9\n",
         )
         .expect("yaml");
         let out = apply(text, &[Edit::Replace(new.clone())]).expect("edit");
         assert!(!out.regenerated, "{}", out.text);
-        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        let v: Value = yaml_serde::from_str(&out.text).expect("valid");
         assert_eq!(v, Value::Mapping(new));
         for kept in [
             "# top",
@@ -323,7 +323,7 @@ mod tests {
         assert!(!out.regenerated, "{}", out.text);
         assert!(out.text.starts_with("# keep me\n"));
         assert!(!out.text.contains("enabled_metrics"));
-        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        let v: Value = yaml_serde::from_str(&out.text).expect("valid");
         assert_eq!(v["metrics"]["a_x"], Value::Bool(true));
         assert_eq!(v["metrics"]["b_x"], Value::Bool(false));
         assert_eq!(v["port"], Value::Number(9102.into()));
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn legacy_list_without_metrics() {
         let out = apply("enabled_metrics: [a_x]\n", &[Edit::ConvertLegacyList]).expect("edit");
-        let v: Value = serde_yaml::from_str(&out.text).expect("valid");
+        let v: Value = yaml_serde::from_str(&out.text).expect("valid");
         assert_eq!(v["metrics"]["a_x"], Value::Bool(true));
         assert!(v.get("enabled_metrics").is_none());
     }

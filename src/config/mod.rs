@@ -123,7 +123,7 @@ pub struct RawConfig {
     /// `text` or `json`; the flag and `EDGE_EXPORTER_LOG_FORMAT` win. Read at start.
     pub log_format: Option<String>,
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, yaml_serde::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,7 +198,7 @@ pub struct RawIna2xx {
     /// N of `/dev/i2c-N`; default 1 (the Raspberry Pi header).
     pub bus: Option<u8>,
     /// 0x40..0x4F, as a number or a string such as "0x40"; default 0x40.
-    pub address: Option<serde_yaml::Value>,
+    pub address: Option<yaml_serde::Value>,
     /// External shunt (INA226, INA219), ohms.
     pub shunt_ohms: Option<f64>,
     /// Largest current expected (INA226, INA219); sets the resolution.
@@ -243,7 +243,7 @@ pub struct RawShelly {
     /// Plugs read over HTTP instead (they cannot connect out).
     pub poll: Option<Vec<RawPoll>>,
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, yaml_serde::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -887,9 +887,9 @@ fn basic_credentials(
 }
 
 /// YAML to JSON; keys that are not strings are written as their YAML text.
-pub fn yaml_to_json(value: &serde_yaml::Value) -> serde_json::Value {
+pub fn yaml_to_json(value: &yaml_serde::Value) -> serde_json::Value {
     use serde_json::{Value, json};
-    use serde_yaml::Value as Y;
+    use yaml_serde::Value as Y;
     match value {
         Y::Null => Value::Null,
         Y::Bool(b) => json!(b),
@@ -911,7 +911,7 @@ pub fn yaml_to_json(value: &serde_yaml::Value) -> serde_json::Value {
                 .map(|(k, v)| {
                     let key = match k {
                         Y::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other)
+                        other => yaml_serde::to_string(other)
                             .map(|s| s.trim().to_owned())
                             .unwrap_or_default(),
                     };
@@ -941,7 +941,7 @@ pub fn validate_json(
             "the config must be a JSON object of keys to values".into(),
         ));
     }
-    let text = serde_yaml::to_string(value).map_err(|e| invalid(e.to_string()))?;
+    let text = yaml_serde::to_string(value).map_err(|e| invalid(e.to_string()))?;
     let config = Config::parse(
         &text,
         &Overrides::default(),
@@ -1064,10 +1064,10 @@ fn ina2xx_sensors(
         let bus = raw.bus.unwrap_or(1);
         let address = match &raw.address {
             None => 0x40,
-            Some(serde_yaml::Value::Number(n)) => {
+            Some(yaml_serde::Value::Number(n)) => {
                 n.as_u64().and_then(|a| u8::try_from(a).ok()).unwrap_or(0)
             }
-            Some(serde_yaml::Value::String(s)) => {
+            Some(yaml_serde::Value::String(s)) => {
                 let s = s.trim();
                 let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
                     Some(hex) => u8::from_str_radix(hex, 16).ok(),
@@ -1082,7 +1082,7 @@ fn ina2xx_sensors(
                 "address must be 0x40 to 0x4F, got {}",
                 raw.address
                     .as_ref()
-                    .map_or_else(String::new, |v| serde_yaml::to_string(v)
+                    .map_or_else(String::new, |v| yaml_serde::to_string(v)
                         .unwrap_or_default()
                         .trim()
                         .to_owned())
@@ -1191,13 +1191,13 @@ fn poll_target(raw: RawPoll, source: &Source<'_>) -> Result<PollTarget, ConfigEr
 /// Parses YAML text into [`RawConfig`]. An empty file (or only comments) is the
 /// empty config.
 pub fn parse_raw(text: &str, source: &Source<'_>) -> Result<RawConfig, ConfigError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| source.yaml_error(&e))?;
+    let value: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| source.yaml_error(&e))?;
     match value {
-        serde_yaml::Value::Null => Ok(RawConfig::default()),
+        yaml_serde::Value::Null => Ok(RawConfig::default()),
         // Typed a second time from the text (not the value) so errors keep their
         // field path and line.
-        serde_yaml::Value::Mapping(_) => {
-            serde_yaml::from_str(text).map_err(|e| source.yaml_error(&e))
+        yaml_serde::Value::Mapping(_) => {
+            yaml_serde::from_str(text).map_err(|e| source.yaml_error(&e))
         }
         _ => Err(ConfigError {
             file: source.file.to_owned(),
@@ -1236,7 +1236,7 @@ impl<'a> Source<'a> {
 
     /// A serde error: `metrics.x: invalid type ... at line 4 column 8` becomes
     /// field `metrics.x`, line 4 and the message in between.
-    fn yaml_error(&self, e: &serde_yaml::Error) -> ConfigError {
+    fn yaml_error(&self, e: &yaml_serde::Error) -> ConfigError {
         let message = strip_location(&e.to_string());
         let (field, detail) = match message.split_once(": ") {
             Some((path, rest)) if !path.contains(' ') => (Some(path.to_owned()), rest.to_owned()),

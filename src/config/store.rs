@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 
 use super::edit::{self, Edit, EditError};
 use super::{Config, ConfigError, Overrides, Source, TEMPLATE};
+use crate::lock::lock;
 
 /// Where the running configuration came from (reported by `/health` and
 /// `/metrics/list` as `config_source` / `source`).
@@ -79,7 +80,7 @@ pub struct Store {
     overrides: Overrides,
     live: ArcSwap<Config>,
     /// The file's content as last loaded or written, for `GET /config`.
-    document: ArcSwap<serde_yaml::Value>,
+    document: ArcSwap<yaml_serde::Value>,
     /// Held across every read-modify-write of the file: the one writer.
     writer: Mutex<()>,
     /// Where local changes go to reach the config server, when one is in use.
@@ -209,8 +210,8 @@ impl Store {
             committed();
             return Ok(false);
         }
-        let mapping = match serde_yaml::to_value(&new) {
-            Ok(serde_yaml::Value::Mapping(m)) => m,
+        let mapping = match yaml_serde::to_value(&new) {
+            Ok(yaml_serde::Value::Mapping(m)) => m,
             _ => {
                 return Err(StoreError::Disk {
                     path: self.path.clone(),
@@ -223,7 +224,7 @@ impl Store {
         Ok(true)
     }
 
-    pub fn document(&self) -> Arc<serde_yaml::Value> {
+    pub fn document(&self) -> Arc<yaml_serde::Value> {
         self.document.load_full()
     }
 
@@ -307,7 +308,7 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, ()> {
         // A panic while holding the lock leaves no partial state behind (the file
         // is replaced atomically or not at all), so a poisoned lock is still usable.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.writer)
     }
 
     /// Applies `edits` to the file on disk and to the live config. Callers hold the
@@ -394,8 +395,8 @@ fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
     Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-fn parse_document(text: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null)
+fn parse_document(text: &str) -> yaml_serde::Value {
+    yaml_serde::from_str(text).unwrap_or(yaml_serde::Value::Null)
 }
 
 fn read_error(path: &Path, e: &io::Error) -> ConfigError {

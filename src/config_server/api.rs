@@ -328,9 +328,10 @@ static DEVICES: crate::sample::Family = crate::sample::Family::gauge(
 async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     let mut samples = Vec::new();
     crate::telemetry::samples(&mut samples);
-    let mut devices = crate::sample::Sample::new(&DEVICES, state.db.list().len() as f64);
-    devices.device = false;
-    samples.push(devices);
+    samples.push(crate::sample::Sample::own(
+        &DEVICES,
+        state.db.list().len() as f64,
+    ));
     crate::telemetry::page(samples)
 }
 

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::lock::lock;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -156,7 +157,7 @@ impl Db {
 
     /// Every device: id, current entry, last contact.
     pub fn list(&self) -> Vec<(String, Arc<Entry>, Option<f64>)> {
-        let contacts = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        let contacts = lock(&self.contacts);
         let mut all: Vec<_> = self
             .current
             .read()
@@ -169,25 +170,18 @@ impl Db {
     }
 
     pub fn last_contact(&self, device_id: &str) -> Option<f64> {
-        self.contacts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device_id)
-            .map(|c| c.0)
+        lock(&self.contacts).get(device_id).map(|c| c.0)
     }
 
     /// Records a request from the device itself (saved by [`Db::flush_contacts`]).
     pub fn touch(&self, device_id: &str) {
-        self.contacts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(device_id.to_owned(), (now(), true));
+        lock(&self.contacts).insert(device_id.to_owned(), (now(), true));
     }
 
     /// Writes the contact times that changed since the last flush.
     pub fn flush_contacts(&self) -> Result<usize, DbError> {
         let dirty: Vec<(String, f64)> = {
-            let mut contacts = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut contacts = lock(&self.contacts);
             contacts
                 .iter_mut()
                 .filter(|(_, (_, dirty))| *dirty)
@@ -200,7 +194,7 @@ impl Db {
         if dirty.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         {
             let mut stmt =
@@ -221,7 +215,7 @@ impl Db {
         device_type: &str,
         expect: Precondition,
     ) -> Result<WriteOutcome, DbError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = lock(&self.writer);
         let existing = self.get(device_id);
         let current = existing.as_ref().map(|e| e.revision);
         let allowed = match expect {
@@ -278,7 +272,7 @@ impl Db {
 
     /// Removes a device; its history stays, ending with the deletion.
     pub fn delete(&self, device_id: &str, expect: Precondition) -> Result<WriteOutcome, DbError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = lock(&self.writer);
         let Some(existing) = self.get(device_id) else {
             return Ok(match expect {
                 Precondition::None | Precondition::Absent => WriteOutcome::NotFound,
@@ -308,16 +302,13 @@ impl Db {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(device_id);
-        self.contacts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(device_id);
+        lock(&self.contacts).remove(device_id);
         Ok(WriteOutcome::Deleted(revision))
     }
 
     /// A device's revisions, oldest first (at most `limit`, the newest ones).
     pub fn history(&self, device_id: &str, limit: usize) -> Result<Vec<Revision>, DbError> {
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.writer);
         let mut stmt = conn.prepare_cached(
             "SELECT revision, config, updated_at FROM history WHERE device_id = ?1
              ORDER BY revision DESC LIMIT ?2",

@@ -1,8 +1,10 @@
-//! A small HTTP/1.1 client for the exporter's outbound requests (the Shelly hub's
-//! API, plugs polled over HTTP, the config server, remote write): one request per
-//! connection, `http://` (or `https://` when given a TLS setup), a time limit on
-//! the whole exchange and a bound on the body. That is all these
-//! peers need, and it keeps TLS and connection pools out of the binary.
+//! The HTTP/1.1 client of the exporter's outbound requests (the Shelly hub's API,
+//! plugs polled over HTTP, the config server, remote write, `health`).
+//!
+//! One request per connection, no pool: `http://`, or `https://` with the rustls
+//! setup the caller passes ([`request_tls`]). The whole exchange, connect and TLS
+//! handshake included, runs under one time limit, and the answer's body is read up
+//! to a bound; a larger one is an error, never a partial body.
 
 use std::time::Duration;
 

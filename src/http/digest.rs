@@ -1,6 +1,6 @@
 //! HTTP Digest access authentication (RFC 7616) with SHA-256, as Shelly Gen2+
-//! plugs require when they have a password (user `admin`, realm = the device id),
-//! and HTTP Basic for Gen1 plugs.
+//! plugs require when they have a password (user `admin`, realm = the device id).
+//! Gen1 plugs take HTTP Basic (`http::auth::basic_header`).
 
 use sha2::{Digest, Sha256};
 
@@ -109,30 +109,6 @@ pub fn authorization(
     ))
 }
 
-/// `Basic <base64(user:password)>`.
-pub fn basic(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let bytes = input.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,12 +148,5 @@ mod tests {
             ..c
         };
         assert_eq!(authorization(&md5, "admin", "x", "GET", "/", "c"), None);
-    }
-
-    #[test]
-    fn basic_header() {
-        assert_eq!(basic("admin", "secret"), "Basic YWRtaW46c2VjcmV0");
-        assert_eq!(basic("a", "b"), "Basic YTpi");
-        assert_eq!(basic("ab", "c"), "Basic YWI6Yw==");
     }
 }

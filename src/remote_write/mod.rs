@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RemoteAuth, RemoteWriteConfig, Store};
 use crate::exposition;
+use crate::lock::lock;
 use crate::sample::{Family, Sample};
 use crate::scheduler::Scheduler;
 use buffer::Buffer;
@@ -99,11 +100,11 @@ impl Stats {
             (&PENDING, get(&self.pending)),
             (&BYTES, get(&self.bytes)),
         ] {
-            out.push(Sample::new(family, value));
+            out.push(Sample::own(family, value));
         }
         let last = self.last_success_ms.load(Ordering::Relaxed);
         if last > 0 {
-            out.push(Sample::new(&LAST_SUCCESS, last as f64 / 1000.0));
+            out.push(Sample::own(&LAST_SUCCESS, last as f64 / 1000.0));
         }
     }
 
@@ -265,7 +266,7 @@ impl Pusher {
         let stats = self.stats.clone();
         let mut dropped_seen = self.dropped_seen;
         let result = tokio::task::spawn_blocking(move || {
-            let mut b = buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut b = lock(&buffer);
             let r = b.append(&records);
             stats.observe(&b, &mut dropped_seen);
             r.map(|()| dropped_seen)
@@ -353,13 +354,7 @@ async fn send_loop(sender: Sender, wake: Arc<tokio::sync::Notify>, cancel: Cance
     loop {
         let buffer = sender.buffer.clone();
         let batch_size = sender.cfg.batch_size as u64;
-        let batch = tokio::task::spawn_blocking(move || {
-            buffer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .peek(batch_size)
-        })
-        .await;
+        let batch = tokio::task::spawn_blocking(move || lock(&buffer).peek(batch_size)).await;
         let batch = match batch {
             Ok(Ok(Some(batch))) => batch,
             Ok(Ok(None)) => {
@@ -411,7 +406,7 @@ async fn send_loop(sender: Sender, wake: Arc<tokio::sync::Notify>, cancel: Cance
                 let buffer = sender.buffer.clone();
                 let stats = sender.stats.clone();
                 let committed = tokio::task::spawn_blocking(move || {
-                    let mut b = buffer.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut b = lock(&buffer);
                     let r = b.commit(&batch);
                     stats.pending.store(b.pending(), Ordering::Relaxed);
                     stats.bytes.store(b.bytes(), Ordering::Relaxed);
@@ -477,7 +472,7 @@ impl Sender {
             RemoteAuth::Basic { username, password } => {
                 headers.push((
                     header::AUTHORIZATION,
-                    crate::http::digest::basic(username, password.expose()),
+                    crate::http::auth::basic_header(username, password.expose()),
                 ));
             }
         }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::lock::lock;
 use crate::sources::shelly::{self, CompactStatus, Incoming, Reading, RpcError};
 
 /// The `src` our requests carry; replies come back with it as `dst`.
@@ -144,12 +145,7 @@ impl Hub {
     /// The hub's own samples: plugs connected, and its event counters.
     pub fn telemetry_samples(&self, out: &mut Vec<crate::sample::Sample>) {
         use crate::sample::Sample;
-        let mut own = |s: Sample| {
-            let mut s = s;
-            s.device = false;
-            out.push(s);
-        };
-        own(Sample::new(&PLUGS, self.connected() as f64));
+        out.push(Sample::own(&PLUGS, self.connected() as f64));
         let s = &self.stats;
         for (event, counter) in [
             ("connection", &s.connections),
@@ -160,18 +156,15 @@ impl Hub {
             ("rpc_request", &s.rpc_requests),
             ("rpc_failure", &s.rpc_failures),
         ] {
-            own(Sample::new(
-                &HUB_EVENTS,
-                counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
-            )
-            .const_label("event", event));
+            out.push(
+                Sample::own(
+                    &HUB_EVENTS,
+                    counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                )
+                .const_label("event", event),
+            );
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section replaces whole values; a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_seconds() -> f64 {

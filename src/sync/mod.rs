@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::store::{ConfigSource, write_atomically};
 use crate::config::{Secret, Store};
 use crate::http::client;
+use crate::lock::lock;
 use doc::{Conflict, Doc, Patch};
 
 /// Largest config the device accepts from the server.
@@ -192,7 +193,7 @@ impl Queue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Queues metric switches the store just wrote to the file.
@@ -288,7 +289,7 @@ impl ConfigSync {
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.status)
     }
 
     /// Queues edits of the file the exporter did not make (by hand, or while it
@@ -656,9 +657,7 @@ impl ConfigSync {
             (&SYNC_PENDING, pending as f64),
             (&SYNC_UP, if up { 1.0 } else { 0.0 }),
         ] {
-            let mut s = Sample::new(family, value);
-            s.device = false;
-            out.push(s);
+            out.push(Sample::own(family, value));
         }
     }
 

@@ -181,21 +181,21 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
 }
 
 /// The documents of a multi-document YAML file.
-fn documents(path: &Path) -> Vec<serde_yaml::Value> {
+fn documents(path: &Path) -> Vec<yaml_serde::Value> {
     use serde::Deserialize;
     let text = std::fs::read_to_string(path).expect("manifest");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).expect("yaml"))
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|d| yaml_serde::Value::deserialize(d).expect("yaml"))
         .collect()
 }
 
-fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
+fn of_kind<'a>(docs: &'a [yaml_serde::Value], kind: &str) -> &'a yaml_serde::Value {
     docs.iter()
         .find(|d| d["kind"].as_str() == Some(kind))
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
-fn strings(v: &serde_yaml::Value) -> Vec<String> {
+fn strings(v: &yaml_serde::Value) -> Vec<String> {
     v.as_sequence()
         .expect("list")
         .iter()
@@ -287,7 +287,7 @@ fn kubernetes_manifests_validate_and_their_args_run_on_the_binary() {
     let put = send(
         "PUT",
         &format!("{}/config/node-7", server.url),
-        &serde_json::to_string(&serde_yaml::from_str::<Value>(&config).expect("yaml"))
+        &serde_json::to_string(&yaml_serde::from_str::<Value>(&config).expect("yaml"))
             .expect("json"),
         &[("Content-Type", "application/json")],
     );

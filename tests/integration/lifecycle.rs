@@ -348,8 +348,8 @@ fn crash_during_writes_loses_nothing_acknowledged() {
     }
     let ledger = ledger.lock().unwrap().clone();
     let text = exporter.config_text();
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let value: yaml_serde::Value =
+        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
     for (id, (acked, in_flight)) in &ledger {
         let on_disk = value["metrics"][id.as_str()].as_bool();
         let acked = acked.expect("every id was acknowledged once");
