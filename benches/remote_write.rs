@@ -17,7 +17,7 @@ use edge_metrics_exporter::config::{RemoteAuth, RemoteWriteConfig};
 use edge_metrics_exporter::exposition::{DeviceLabels, MetricStyle};
 use edge_metrics_exporter::remote_write::{buffer::Buffer, encode};
 use edge_metrics_exporter::sample::{Family, Sample};
-use edge_metrics_exporter::scheduler::Snapshot;
+use edge_metrics_exporter::snapshot::Snapshot;
 
 static POWER: Family = Family::gauge("jetson_power_watts", "Rail power", "watts");
 static TEMP: Family = Family::gauge("jetson_temp_celsius", "Temperature", "celsius");

@@ -128,6 +128,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     ));
     let state = Arc::new(AppState {
         store: store.clone(),
+        snapshots: scheduler.latest(),
         scheduler,
         reload_lock: tokio::sync::Mutex::new(()),
         started: Instant::now(),
@@ -162,7 +163,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     state.scheduler.republish();
     tracker.spawn(crate::remote_write::run(
         store.clone(),
-        state.scheduler.clone(),
+        state.snapshots.clone(),
         push_stats,
         shutdown.clone(),
     ));

@@ -43,6 +43,7 @@ pub mod remote_write;
 pub mod sample;
 pub mod scheduler;
 pub mod shelly;
+pub mod snapshot;
 pub mod sources;
 pub mod sync;
 pub mod systemd;

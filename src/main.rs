@@ -264,7 +264,7 @@ fn sync_settings(args: &SyncArgs) -> Result<Option<sync::Settings>, String> {
         .clone()
         .map(|d| d.trim().to_owned())
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(edge_metrics_exporter::scheduler::system_hostname);
+        .unwrap_or_else(|| edge_metrics_exporter::paths::Paths::default().hostname());
     let valid = device_id.len() <= 128
         && device_id
             .bytes()

@@ -41,6 +41,16 @@ impl Paths {
     pub fn root(&self, rel: &str) -> PathBuf {
         self.rootfs.join(rel)
     }
+
+    /// The machine's hostname (the `hostname` label and the default device id):
+    /// the kernel's (`<procfs>/sys/kernel/hostname`), else `<rootfs>/etc/hostname`,
+    /// else `localhost`. In a container given the host's `/proc`, the host's name.
+    pub fn hostname(&self) -> String {
+        [self.proc("sys/kernel/hostname"), self.root("etc/hostname")]
+            .iter()
+            .find_map(|p| read_attr(p))
+            .unwrap_or_else(|| "localhost".to_owned())
+    }
 }
 
 /// Reads a small text file (a sysfs attribute or a procfs table).
@@ -91,6 +101,23 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostname_through_the_roots() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let paths = Paths {
+            procfs: tmp.path().join("proc"),
+            sysfs: tmp.path().join("sys"),
+            rootfs: tmp.path().to_owned(),
+        };
+        assert_eq!(paths.hostname(), "localhost");
+        fs::create_dir_all(tmp.path().join("etc")).expect("mkdir");
+        fs::write(tmp.path().join("etc/hostname"), "from-etc\n").expect("write");
+        assert_eq!(paths.hostname(), "from-etc");
+        fs::create_dir_all(tmp.path().join("proc/sys/kernel")).expect("mkdir");
+        fs::write(tmp.path().join("proc/sys/kernel/hostname"), "orin-01\n").expect("write");
+        assert_eq!(paths.hostname(), "orin-01");
+    }
 
     #[test]
     fn natural_order() {

@@ -163,20 +163,47 @@ impl Sample {
     }
 }
 
-/// Pushes samples whose value is known, and silently skips those that are not.
+/// What a collector pushes its samples into during one collection.
 ///
-/// "A missing value is absent: never 0, never NaN": every reader returns `Option`,
-/// and this is the one place that turns an `Option` into a sample or nothing.
+/// Two rules hold for everything a collector produces, so no collector writes them
+/// itself:
+/// * "a missing value is absent: never 0, never NaN": every reader returns
+///   `Option`, [`SampleSink::push_some`] turns it into a sample or nothing, and a
+///   value that is not finite is dropped;
+/// * a series is unique within one collection: a second sample with the id and
+///   constant labels of one already pushed is dropped (the first wins), so two
+///   sources that would name the same series cannot make the output invalid.
 #[derive(Debug, Default)]
 pub struct SampleSink {
-    pub samples: Vec<Sample>,
+    samples: Vec<Sample>,
+    /// Series pushed so far: hash of id and constant labels → index in `samples`.
+    series: std::collections::HashMap<u64, usize>,
 }
 
 impl SampleSink {
-    pub fn push(&mut self, sample: Sample) {
-        if sample.value.is_finite() {
-            self.samples.push(sample);
+    /// Takes `sample` if its value is finite and its series is new; returns whether
+    /// it was taken.
+    pub fn push(&mut self, sample: Sample) -> bool {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        if !sample.value.is_finite() {
+            return false;
         }
+        let mut hasher =
+            std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
+        sample.id.hash(&mut hasher);
+        sample.const_labels.hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some(&i) = self.series.get(&key) {
+            let first = &self.samples[i];
+            if first.id == sample.id && first.const_labels == sample.const_labels {
+                tracing::debug!(id = %sample.id, "duplicate series in one collection skipped");
+                return false;
+            }
+        } else {
+            self.series.insert(key, self.samples.len());
+        }
+        self.samples.push(sample);
+        true
     }
 
     /// Pushes `make(v)` when `value` is `Some(v)`.
@@ -184,6 +211,32 @@ impl SampleSink {
         if let Some(v) = value {
             self.push(make(v));
         }
+    }
+
+    /// Pushes the device sample `id()` of `family`, with `labels` for the labeled
+    /// style, when `value` is known; the id is only built then.
+    pub fn push_series(
+        &mut self,
+        value: Option<f64>,
+        id: impl FnOnce() -> String,
+        family: &'static Family,
+        labels: &[(&'static str, &str)],
+    ) {
+        let Some(value) = value else { return };
+        let mut sample = Sample::with_id(id(), family, value);
+        for (name, v) in labels {
+            sample = sample.label(name, *v);
+        }
+        self.push(sample);
+    }
+
+    /// The samples taken so far, in push order.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    pub fn into_samples(self) -> Vec<Sample> {
+        self.samples
     }
 }
 
@@ -263,7 +316,22 @@ mod tests {
         sink.push(Sample::new(&F, f64::INFINITY));
         sink.push_some(None, |v| Sample::new(&F, v));
         sink.push_some(Some(1.5), |v| Sample::new(&F, v));
-        assert_eq!(sink.samples.len(), 1);
-        assert_eq!(sink.samples[0].value, 1.5);
+        assert_eq!(sink.samples().len(), 1);
+        assert_eq!(sink.samples()[0].value, 1.5);
+    }
+
+    #[test]
+    fn sink_keeps_series_unique() {
+        static F: Family = Family::gauge("x", "x", "");
+        let mut sink = SampleSink::default();
+        assert!(sink.push(Sample::with_id("a", &F, 1.0)));
+        assert!(!sink.push(Sample::with_id("a", &F, 2.0)), "the first wins");
+        assert!(sink.push(Sample::with_id("a", &F, 3.0).const_label("plug", "p1")));
+        assert!(sink.push(Sample::with_id("a", &F, 4.0).const_label("plug", "p2")));
+        assert!(!sink.push(Sample::with_id("a", &F, 5.0).const_label("plug", "p2")));
+        // Labels of the labeled style only do not make another series of an id.
+        assert!(!sink.push(Sample::with_id("a", &F, 6.0).label("core", "1")));
+        let values: Vec<f64> = sink.samples().iter().map(|s| s.value).collect();
+        assert_eq!(values, [1.0, 3.0, 4.0]);
     }
 }

@@ -1,23 +1,29 @@
-//! Runs the collectors in the background and publishes the snapshot scrapes serve.
+//! Runs the collectors and publishes one snapshot per collection tick.
 //!
-//! Each collector runs in its own task every `interval`, on a blocking thread, with
-//! a timeout, never two collections of one collector at once. The scheduler owns
-//! collector health (duration, success, last success, sample count, exported as the
-//! `edge_exporter_collector_*` metrics), expiry (a sample not refreshed for three
-//! intervals is dropped, never repeated), the enabled filter of `metrics:`, and the
-//! hand-off of never-seen ids to auto-discovery. A scrape only reads the latest
-//! [`Snapshot`]: it never waits on hardware.
+//! Every `interval` a tick starts a collection of each collector that is not still
+//! busy with the previous one, each on a blocking thread (never two collections of
+//! one collector at once). The tick waits until those collections end, or until the
+//! next tick is due, then publishes one [`Snapshot`] of every collector's current
+//! samples to [`Latest`]. A collector added by a reload gets its first collection at
+//! once; a change of `metrics:` republishes at once.
+//!
+//! The scheduler owns collector health (duration, success, last success, sample
+//! count, exported as the `edge_exporter_collector_*` metrics), timeouts (a
+//! collection running for more than twice the interval is reported as failing),
+//! expiry (a sample not refreshed for three intervals is dropped, never repeated),
+//! the enabled filter of `metrics:`, and the hand-off of never-seen ids to
+//! auto-discovery. A scrape only reads the latest snapshot: it never waits on
+//! hardware.
 //!
 //! It does not know what a collector reads (`collectors`) nor how samples are
 //! written (`exposition`).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,9 +31,10 @@ use crate::collectors::{
     self, BuildContext, CollectError, Collector, CollectorSpec, ResolvedDevice,
 };
 use crate::config::{Config, Store};
-use crate::exposition::{self, DeviceLabels, Format, MetricStyle};
+use crate::exposition::DeviceLabels;
 use crate::lock::lock;
 use crate::sample::{Family, Sample, SampleSink};
+use crate::snapshot::{Latest, Snapshot};
 
 /// Samples older than this many intervals are dropped.
 pub const EXPIRY_INTERVALS: u32 = 3;
@@ -62,58 +69,6 @@ static COLLECTOR_COLLECTED: Family = Family::counter(
     "Samples collected, enabled or not",
     "",
 );
-
-/// The published state of all collectors: what `/metrics` serves.
-#[derive(Debug)]
-pub struct Snapshot {
-    samples: Vec<Sample>,
-    style: MetricStyle,
-    device: DeviceLabels,
-    /// Each body is rendered once per snapshot, on the first scrape that asks.
-    text: OnceLock<Bytes>,
-    openmetrics: OnceLock<Bytes>,
-}
-
-impl Snapshot {
-    pub fn new(mut samples: Vec<Sample>, style: MetricStyle, device: DeviceLabels) -> Self {
-        exposition::sort_for(style, &mut samples);
-        Snapshot {
-            samples,
-            style,
-            device,
-            text: OnceLock::new(),
-            openmetrics: OnceLock::new(),
-        }
-    }
-
-    pub fn samples(&self) -> &[Sample] {
-        &self.samples
-    }
-
-    pub fn style(&self) -> MetricStyle {
-        self.style
-    }
-
-    pub fn device(&self) -> &DeviceLabels {
-        &self.device
-    }
-
-    pub fn body(&self, format: Format) -> Bytes {
-        let cell = match format {
-            Format::Text004 => &self.text,
-            Format::OpenMetrics => &self.openmetrics,
-        };
-        cell.get_or_init(|| {
-            Bytes::from(exposition::render(
-                &self.samples,
-                self.style,
-                format,
-                &self.device,
-            ))
-        })
-        .clone()
-    }
-}
 
 /// Health of one collector, for `/health` and the metrics above.
 #[derive(Debug, Clone, Default)]
@@ -151,7 +106,10 @@ impl DeviceInfo {
         DeviceInfo {
             labels: DeviceLabels {
                 device_type: resolved.device_type.as_str().to_owned(),
-                hostname: config.hostname.clone().unwrap_or_else(system_hostname),
+                hostname: config
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| config.paths.hostname()),
             },
             specs: collectors::plan(config, &resolved),
             resolved,
@@ -168,45 +126,56 @@ impl DeviceInfo {
     }
 }
 
-/// The machine's hostname (the spec's `hostname` label and default device id).
-pub fn system_hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| {
-            let name = std::fs::read_to_string(p).ok()?;
-            let name = name.trim();
-            (!name.is_empty()).then(|| name.to_owned())
-        })
-        .unwrap_or_else(|| "localhost".to_owned())
-}
+/// Adds the exporter's own samples of some part of the daemon to each snapshot.
+pub type SelfMetrics = Arc<dyn Fn(&mut Vec<Sample>) + Send + Sync>;
 
-struct Running {
+/// One running collector.
+struct Slot {
     spec: CollectorSpec,
+    /// Cancelled when the collector is stopped (reload) or the daemon shuts down.
     cancel: CancellationToken,
+    job: Job,
+    state: CollectorState,
 }
 
-/// State shared by the collector tasks and the HTTP handlers.
+/// Where a collector's object is between ticks.
+enum Job {
+    /// Ready for the next tick; `None` when it must be built first (at start, and
+    /// after a panic).
+    Idle(Option<Box<dyn Collector>>),
+    /// A collection is running; its result comes back to [`Shared::finish`].
+    Busy {
+        since: Instant,
+        /// The timeout was reported already.
+        overdue: bool,
+    },
+}
+
+/// State shared by the tick task, the collection jobs and the HTTP handlers.
 struct Shared {
     store: Arc<Store>,
     /// The embedded plug hub, handed to collectors that read it.
     hub: Option<Arc<crate::shelly::Hub>>,
     device: ArcSwap<DeviceInfo>,
-    states: Mutex<BTreeMap<&'static str, CollectorState>>,
-    snapshot: ArcSwap<Snapshot>,
+    slots: Mutex<BTreeMap<&'static str, Slot>>,
+    latest: Arc<Latest>,
     discovered: mpsc::UnboundedSender<Vec<Arc<str>>>,
     /// Other parts of the daemon that report on themselves (remote write, ...).
     self_metrics: Mutex<Vec<SelfMetrics>>,
+    /// Collections started by the current round and not finished yet.
+    outstanding: Mutex<BTreeSet<&'static str>>,
+    finished: Notify,
+    /// A reload added collectors: start their first collection now.
+    kick: Notify,
+    /// Ticks run so far.
+    ticks: std::sync::atomic::AtomicU64,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 }
-
-/// Adds the exporter's own samples of some part of the daemon to each snapshot.
-pub type SelfMetrics = Arc<dyn Fn(&mut Vec<Sample>) + Send + Sync>;
 
 /// Starts, stops and rebuilds collectors; publishes snapshots.
 pub struct Scheduler {
     shared: Arc<Shared>,
-    running: Mutex<BTreeMap<&'static str, Running>>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -216,7 +185,8 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Creates the scheduler and starts the collectors the live config asks for.
+    /// Creates the scheduler and starts the collectors the live config asks for;
+    /// the first tick runs at once.
     pub fn start(
         store: Arc<Store>,
         hub: Option<Arc<crate::shelly::Hub>>,
@@ -227,27 +197,28 @@ impl Scheduler {
         let device = DeviceInfo::from_config(&config);
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(
+            latest: Arc::new(Latest::new(Snapshot::new(
                 Vec::new(),
                 config.metric_style,
                 device.labels.clone(),
-            )),
+            ))),
             device: ArcSwap::from_pointee(device),
-            states: Mutex::new(BTreeMap::new()),
+            slots: Mutex::new(BTreeMap::new()),
             store,
             hub,
             discovered: tx,
             self_metrics: Mutex::new(Vec::new()),
+            outstanding: Mutex::new(BTreeSet::new()),
+            finished: Notify::new(),
+            kick: Notify::new(),
+            ticks: std::sync::atomic::AtomicU64::new(0),
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
         });
-        tracker.spawn(discovery_task(shared.store.clone(), rx, shutdown.clone()));
-        tracker.spawn(sweep_task(shared.clone(), shutdown.clone()));
-        let scheduler = Scheduler {
-            shared,
-            running: Mutex::new(BTreeMap::new()),
-            tracker,
-            shutdown,
-        };
+        tracker.spawn(discovery_task(shared.store.clone(), rx, shutdown));
+        let scheduler = Scheduler { shared };
         scheduler.apply(&config);
+        tracker.spawn(tick_task(scheduler.shared.clone()));
         scheduler
     }
 
@@ -258,44 +229,50 @@ impl Scheduler {
         let device = DeviceInfo::from_config(config);
         let specs = device.specs.clone();
         self.shared.device.store(Arc::new(device));
-        let mut running = lock(&self.running);
-        let stale: Vec<&'static str> = running
-            .iter()
-            .filter(|(_, r)| !specs.contains(&r.spec))
-            .map(|(name, _)| *name)
-            .collect();
-        for name in stale {
-            if let Some(r) = running.remove(name) {
-                r.cancel.cancel();
-                lock(&self.shared.states).remove(name);
-                tracing::info!(collector = name, "collector stopped");
-            }
-        }
         let mut started = Vec::new();
-        for spec in specs {
-            let name = spec.name();
-            if running.contains_key(name) {
-                continue;
+        {
+            let mut slots = lock(&self.shared.slots);
+            slots.retain(|name, slot| {
+                let keep = specs.contains(&slot.spec);
+                if !keep {
+                    // A collection still running is dropped when it ends.
+                    slot.cancel.cancel();
+                    tracing::info!(collector = *name, "collector stopped");
+                }
+                keep
+            });
+            for spec in specs {
+                let name = spec.name();
+                if slots.contains_key(name) {
+                    continue;
+                }
+                slots.insert(
+                    name,
+                    Slot {
+                        spec,
+                        cancel: self.shared.shutdown.child_token(),
+                        job: Job::Idle(None),
+                        state: CollectorState::default(),
+                    },
+                );
+                started.push(name);
+                tracing::info!(collector = name, "collector started");
             }
-            let cancel = self.shutdown.child_token();
-            lock(&self.shared.states).insert(name, CollectorState::default());
-            self.tracker.spawn(collector_task(
-                self.shared.clone(),
-                spec.clone(),
-                cancel.clone(),
-                self.tracker.clone(),
-            ));
-            running.insert(name, Running { spec, cancel });
-            started.push(name);
-            tracing::info!(collector = name, "collector started");
         }
-        drop(running);
+        if !started.is_empty() {
+            self.shared.kick.notify_one();
+        }
         self.shared.publish();
         started
     }
 
+    /// Where the outputs read the published snapshots.
+    pub fn latest(&self) -> Arc<Latest> {
+        self.shared.latest.clone()
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.shared.snapshot.load_full()
+        self.shared.latest.get()
     }
 
     pub fn device(&self) -> Arc<DeviceInfo> {
@@ -304,12 +281,20 @@ impl Scheduler {
 
     /// Health of every running collector, by name.
     pub fn collector_states(&self) -> BTreeMap<&'static str, CollectorState> {
-        lock(&self.shared.states).clone()
+        lock(&self.shared.slots)
+            .iter()
+            .map(|(name, slot)| (*name, slot.state.clone()))
+            .collect()
     }
 
     /// Adds a source of the exporter's own metrics to every snapshot from now on.
     pub fn add_self_metrics(&self, source: SelfMetrics) {
         lock(&self.shared.self_metrics).push(source);
+    }
+
+    /// Collection ticks run so far (each publishes one snapshot).
+    pub fn ticks(&self) -> u64 {
+        self.shared.ticks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Re-publishes now (after `metrics:` changed, so the filter applies at once).
@@ -318,74 +303,111 @@ impl Scheduler {
     }
 }
 
+/// How long one collection may run before it is reported as failing.
+fn collection_timeout(interval: Duration) -> Duration {
+    (interval * 2).max(Duration::from_secs(2))
+}
+
 impl Shared {
-    fn record(
-        &self,
-        name: &'static str,
-        cancel: &CancellationToken,
-        result: Result<(), CollectError>,
-        mut samples: Vec<Sample>,
-        duration: Duration,
-    ) {
-        let now = SystemTime::now();
-        for s in &mut samples {
-            s.observed_at.get_or_insert(now);
-        }
-        let mut states = lock(&self.states);
-        // Checked under the lock: `apply` cancels before it removes the state, so a
-        // collection that ends after its collector was stopped is dropped here.
-        if cancel.is_cancelled() {
-            return;
-        }
-        let state = states.entry(name).or_default();
-        match &result {
-            Ok(()) => {
-                if state.last_error.is_some() {
-                    tracing::info!(collector = name, "collector recovered");
-                }
-                state.last_success = Some(now);
+    /// Starts a collection of every idle collector that `wanted` picks; they form
+    /// the round [`Shared::wait_round`] waits for. Returns how many started.
+    fn launch(self: &Arc<Self>, wanted: impl Fn(&CollectorState) -> bool) -> usize {
+        let mut outstanding = lock(&self.outstanding);
+        outstanding.clear();
+        let mut slots = lock(&self.slots);
+        for (name, slot) in slots.iter_mut() {
+            if !matches!(slot.job, Job::Idle(_)) || !wanted(&slot.state) {
+                continue;
             }
-            Err(e) => {
-                if state.last_error.as_ref() != Some(e) {
-                    match e {
-                        CollectError::NoData(_) => {
-                            tracing::info!(collector = name, error = %e, "collector has no data")
-                        }
-                        CollectError::Failed(_) => {
-                            tracing::warn!(collector = name, error = %e, "collection failed")
-                        }
-                    }
-                }
-            }
+            let Job::Idle(collector) = std::mem::replace(
+                &mut slot.job,
+                Job::Busy {
+                    since: Instant::now(),
+                    overdue: false,
+                },
+            ) else {
+                continue;
+            };
+            outstanding.insert(*name);
+            self.tracker.spawn(collect_once(
+                self.clone(),
+                name,
+                slot.spec.clone(),
+                slot.cancel.clone(),
+                collector,
+            ));
         }
-        state.collected += samples.len() as u64;
-        // A collection that failed outright keeps the previous samples until they
-        // expire; one that returned samples replaces them.
-        if result.is_ok() || !samples.is_empty() {
-            state.samples = samples;
-        }
-        if matches!(result, Err(CollectError::Failed(_))) {
-            state.errors += 1;
-        }
-        state.last_error = result.err();
-        state.last_duration = Some(duration);
-        state.ran = true;
+        outstanding.len()
     }
 
-    fn record_failure(
+    /// Waits until every collection of the round has ended, or `deadline`.
+    async fn wait_round(&self, deadline: Instant) {
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if lock(&self.outstanding).is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = finished => {}
+                _ = tokio::time::sleep_until(deadline.into()) => return,
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Reports collections that have run for longer than their timeout; their
+    /// samples stay until they expire, and a late result still counts.
+    fn report_overdue(&self, interval: Duration) {
+        let timeout = collection_timeout(interval);
+        let mut slots = lock(&self.slots);
+        for (name, slot) in slots.iter_mut() {
+            if let Job::Busy { since, overdue } = &mut slot.job
+                && !*overdue
+                && since.elapsed() > timeout
+            {
+                *overdue = true;
+                let elapsed = since.elapsed();
+                slot.state.record(
+                    name,
+                    Err(CollectError::Failed(format!(
+                        "collection has taken more than {timeout:?}"
+                    ))),
+                    Vec::new(),
+                    elapsed,
+                );
+            }
+        }
+    }
+
+    /// Takes back a collector after its collection and records the outcome.
+    fn finish(
         &self,
         name: &'static str,
         cancel: &CancellationToken,
-        message: String,
+        collector: Option<Box<dyn Collector>>,
+        result: Result<(), CollectError>,
+        samples: Vec<Sample>,
         duration: Duration,
     ) {
-        self.record(
-            name,
-            cancel,
-            Err(CollectError::Failed(message)),
-            Vec::new(),
-            duration,
-        );
+        {
+            let mut slots = lock(&self.slots);
+            // Checked under the lock: `apply` cancels before it removes the slot, so
+            // a collection that ends after its collector was stopped is dropped
+            // here (and the collector with it).
+            if cancel.is_cancelled() {
+                return;
+            }
+            if let Some(slot) = slots.get_mut(name) {
+                slot.state.record(name, result, samples, duration);
+                slot.job = Job::Idle(collector);
+            }
+        }
+        let mut outstanding = lock(&self.outstanding);
+        if outstanding.remove(name) && outstanding.is_empty() {
+            self.finished.notify_one();
+        }
     }
 
     /// Builds and swaps in a new snapshot from the collectors' current samples.
@@ -397,8 +419,9 @@ impl Shared {
         let mut out = Vec::new();
         let mut unseen: Vec<Arc<str>> = Vec::new();
         {
-            let mut states = lock(&self.states);
-            for (name, state) in states.iter_mut() {
+            let mut slots = lock(&self.slots);
+            for (name, slot) in slots.iter_mut() {
+                let state = &mut slot.state;
                 state.samples.retain(|s| {
                     let observed = s.observed_at.unwrap_or(now);
                     now.duration_since(observed).unwrap_or_default() <= max_age
@@ -429,16 +452,61 @@ impl Shared {
             "self-metrics use Sample::own"
         );
         out.extend(own);
-        self.snapshot.store(Arc::new(Snapshot::new(
+        self.latest.publish(Snapshot::new(
             out,
             config.metric_style,
             device.labels.clone(),
-        )));
+        ));
         if !unseen.is_empty() {
             // The receiver lives as long as the daemon; after shutdown nothing
             // needs discovering.
             let _ = self.discovered.send(unseen);
         }
+    }
+}
+
+impl CollectorState {
+    /// Records the outcome of one collection (or of a timeout).
+    fn record(
+        &mut self,
+        name: &'static str,
+        result: Result<(), CollectError>,
+        mut samples: Vec<Sample>,
+        duration: Duration,
+    ) {
+        let now = SystemTime::now();
+        for s in &mut samples {
+            s.observed_at.get_or_insert(now);
+        }
+        match &result {
+            Ok(()) => {
+                if self.last_error.is_some() {
+                    tracing::info!(collector = name, "collector recovered");
+                }
+                self.last_success = Some(now);
+            }
+            Err(e) if self.last_error.as_ref() != Some(e) => match e {
+                CollectError::NoData(_) => {
+                    tracing::info!(collector = name, error = %e, "collector has no data")
+                }
+                CollectError::Failed(_) => {
+                    tracing::warn!(collector = name, error = %e, "collection failed")
+                }
+            },
+            Err(_) => {}
+        }
+        self.collected += samples.len() as u64;
+        // A collection that failed outright keeps the previous samples until they
+        // expire; one that returned samples replaces them.
+        if result.is_ok() || !samples.is_empty() {
+            self.samples = samples;
+        }
+        if matches!(result, Err(CollectError::Failed(_))) {
+            self.errors += 1;
+        }
+        self.last_error = result.err();
+        self.last_duration = Some(duration);
+        self.ran = true;
     }
 }
 
@@ -469,105 +537,95 @@ fn push_health(out: &mut Vec<Sample>, name: &'static str, state: &CollectorState
     push(&COLLECTOR_COLLECTED, state.collected as f64);
 }
 
-/// One collector's loop: build, then collect every interval until cancelled.
-async fn collector_task(
-    shared: Arc<Shared>,
-    spec: CollectorSpec,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let name = spec.name();
-    let mut collector: Option<Box<dyn Collector>> = None;
+/// The ticks: every interval, one round of collections and one snapshot.
+async fn tick_task(shared: Arc<Shared>) {
     loop {
         let started = Instant::now();
         let interval = shared.store.live().interval;
-        // Building may read hardware too (priming counters), so it runs off the
-        // async threads like collection does.
-        let mut current = match collector.take() {
+        let next = started + interval;
+        if shared.launch(|_| true) > 0 {
+            shared.wait_round(next).await;
+        }
+        shared.report_overdue(interval);
+        shared.publish();
+        shared
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Until the next tick, collectors a reload added get their first
+        // collection at once.
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next.into()) => break,
+                _ = shared.kick.notified() => {
+                    if shared.launch(|state| !state.ran) > 0 {
+                        shared.wait_round(next).await;
+                        shared.publish();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One collection on a blocking thread, building the collector first when needed.
+async fn collect_once(
+    shared: Arc<Shared>,
+    name: &'static str,
+    spec: CollectorSpec,
+    cancel: CancellationToken,
+    collector: Option<Box<dyn Collector>>,
+) {
+    let started = Instant::now();
+    let work = async {
+        let collector = match collector {
             Some(c) => c,
             None => {
-                let spec = spec.clone();
+                // Building may read hardware too (priming counters), so it runs off
+                // the async threads like collection does.
                 let ctx = BuildContext {
-                    tracker: tracker.clone(),
+                    tracker: shared.tracker.clone(),
                     cancel: cancel.clone(),
                     hub: shared.hub.clone(),
                 };
                 match tokio::task::spawn_blocking(move || spec.build(&ctx)).await {
                     Ok(c) => c,
                     Err(e) => {
-                        shared.record_failure(
-                            name,
-                            &cancel,
-                            format!("collector could not be built: {e}"),
-                            started.elapsed(),
+                        return (
+                            None,
+                            Err(CollectError::Failed(format!(
+                                "collector could not be built: {e}"
+                            ))),
+                            Vec::new(),
                         );
-                        if sleep_or_cancel(&cancel, started + interval).await {
-                            return;
-                        }
-                        continue;
                     }
                 }
             }
         };
-        let timeout = (interval * 2).max(Duration::from_secs(2));
-        let mut job = tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
+            let mut current = collector;
             let mut sink = SampleSink::default();
             let result = current.collect(&mut sink);
-            (current, result, sink.samples)
+            (current, result, sink.into_samples())
         });
-        let mut timed_out = false;
-        let joined = loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                joined = &mut job => break joined,
-                _ = tokio::time::sleep(timeout), if !timed_out => {
-                    timed_out = true;
-                    shared.record_failure(name, &cancel, format!("collection has taken more than {timeout:?}"), started.elapsed());
-                    shared.publish();
-                }
-            }
-        };
-        match joined {
-            Ok((c, result, samples)) => {
-                shared.record(name, &cancel, result, samples, started.elapsed());
-                collector = Some(c);
-            }
-            Err(e) => {
-                // A panic inside a collector is a bug; the collector is rebuilt on
-                // the next round rather than taking the daemon down.
-                shared.record_failure(
-                    name,
-                    &cancel,
-                    format!("collector panicked: {e}"),
-                    started.elapsed(),
-                );
-            }
+        match job.await {
+            Ok((c, result, samples)) => (Some(c), result, samples),
+            // A panic inside a collector is a bug; the collector is rebuilt on the
+            // next tick rather than taking the daemon down.
+            Err(e) => (
+                None,
+                Err(CollectError::Failed(format!("collector panicked: {e}"))),
+                Vec::new(),
+            ),
         }
-        shared.publish();
-        let next = started + shared.store.live().interval;
-        if sleep_or_cancel(&cancel, next).await {
-            return;
-        }
-    }
-}
-
-/// Sleeps until `deadline`; true when cancelled first.
-async fn sleep_or_cancel(cancel: &CancellationToken, deadline: Instant) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep_until(deadline.into()) => false,
-    }
-}
-
-/// Re-publishes every interval so samples of a stuck collector still expire.
-async fn sweep_task(shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        let interval = shared.store.live().interval;
-        if sleep_or_cancel(&shutdown, Instant::now() + interval).await {
-            return;
-        }
-        shared.publish();
-    }
+    };
+    // A hardware read that hangs must not hold up shutdown or a reload: the
+    // blocking thread is left to finish on its own.
+    let (collector, result, samples) = tokio::select! {
+        _ = cancel.cancelled() => return,
+        done = work => done,
+    };
+    shared.finish(name, &cancel, collector, result, samples, started.elapsed());
 }
 
 /// Writes ids seen for the first time to `config.yaml`, one batch at a time.
@@ -605,5 +663,63 @@ async fn discovery_task(
             }
             Err(e) => tracing::error!(error = %e, "discovery write panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    /// Three collectors (linux, rapl, pmic) on the LattePanda fixture: one snapshot
+    /// per tick, not one per collector.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_snapshot_per_tick() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linux");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "interval: 0.1\nnew_metrics_enabled: true\nrapl:\n  enabled: true\npmic:\n  enabled: true\n  command: /bin/false\npath:\n  procfs: {root}/proc\n  sysfs: {root}/sys\n",
+                root = fixture.join("lattepanda-3-delta").display()
+            ),
+        )
+        .expect("config");
+        let (store, _) = Store::open(path, Overrides::default()).expect("open");
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let scheduler = Scheduler::start(Arc::new(store), None, tracker.clone(), shutdown.clone());
+        let latest = scheduler.latest();
+        // Wait for the first round, then count over 20 ticks.
+        while scheduler.collector_states().values().any(|s| !s.ran) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Counted from just after a tick published, so the window holds whole ticks.
+        let start = scheduler.ticks();
+        while scheduler.ticks() == start {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (ticks, published) = (scheduler.ticks(), latest.published());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let end = scheduler.ticks();
+        while scheduler.ticks() == end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ticks = scheduler.ticks() - ticks;
+        let published = latest.published() - published;
+        assert_eq!(scheduler.collector_states().len(), 3);
+        assert!(ticks >= 3, "{ticks} ticks");
+        // One snapshot per collector and one per sweep would be 4 per tick. (The
+        // two counters are read one after the other: a tick may fall between.)
+        assert!(
+            published.abs_diff(ticks) <= 1,
+            "{published} snapshots in {ticks} ticks"
+        );
+        let samples = latest.get().samples().len();
+        assert!(samples > 10, "{samples}");
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 }

@@ -289,7 +289,7 @@ mod tests {
     }
 
     fn values(out: &SampleSink) -> Vec<(String, f64)> {
-        out.samples
+        out.samples()
             .iter()
             .map(|s| (s.id.to_string(), s.value))
             .collect()
@@ -330,11 +330,11 @@ mod tests {
                 ("board_current_board_amps".to_owned(), 1.0),
             ]
         );
-        assert_eq!(out.samples[0].labels[0].1.as_ref(), "board");
+        assert_eq!(out.samples()[0].labels[0].1.as_ref(), "board");
         // The second collection reuses the configured chip: no second id check.
         let mut out = SampleSink::default();
         c.collect(&mut out).expect("reads");
-        assert_eq!(out.samples[2].value, -0.01);
+        assert_eq!(out.samples()[2].value, -0.01);
         drop(c);
         bus.done();
     }
@@ -375,7 +375,7 @@ mod tests {
         assert!(
             matches!(c.collect(&mut out), Err(CollectError::Failed(m)) if m.contains("die id 0x2260"))
         );
-        assert!(out.samples.is_empty());
+        assert!(out.samples().is_empty());
         drop(c);
         bus.done();
     }

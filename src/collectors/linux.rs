@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{CollectError, Collector};
 use crate::paths::{self, Paths};
-use crate::sample::{Family, MHZ, MIB, Sample, SampleSink, sanitize};
+use crate::sample::{Family, MHZ, MIB, SampleSink, sanitize};
 use crate::sources::hwmon::{self, SensorKind};
 use crate::sources::{cpu, meminfo, power_supply, thermal};
 
@@ -136,13 +136,13 @@ impl LinuxCollector {
         }
     }
 
-    fn collect_cpu(&mut self, out: &mut Ids<'_>) -> Result<(), String> {
+    fn collect_cpu(&mut self, out: &mut SampleSink) -> Result<(), String> {
         let text = paths::read_string(&self.paths.proc("stat"))
             .map_err(|e| format!("reading {}: {e}", self.paths.proc("stat").display()))?;
         let stat = cpu::parse_stat(&text);
         let previous = self.previous.replace(stat.clone());
         if let (Some(prev), Some(now)) = (previous.as_ref().and_then(|p| p.all), stat.all) {
-            out.push_some(
+            out.push_series(
                 cpu::usage_percent(prev, now),
                 || "host_cpu_avg_usage_percent".into(),
                 &CPU_AVG,
@@ -151,7 +151,7 @@ impl LinuxCollector {
         }
         let cores = cpu::read_cores(&self.paths, &stat);
         let active = cores.iter().filter(|c| c.online).count();
-        out.push_some(
+        out.push_series(
             Some(active as f64),
             || "host_cpu_active_cores".into(),
             &CPU_ACTIVE,
@@ -160,13 +160,13 @@ impl LinuxCollector {
         for core in &cores {
             let n = core.index.to_string();
             let labels = [("core", n.as_str())];
-            out.push_some(
+            out.push_series(
                 Some(if core.online { 1.0 } else { 0.0 }),
                 || format!("host_cpu_core{n}_status"),
                 &CPU_ONLINE,
                 &labels,
             );
-            out.push_some(
+            out.push_series(
                 core.freq_mhz,
                 || format!("host_cpu_core{n}_freq_mhz"),
                 &CPU_FREQ,
@@ -178,7 +178,7 @@ impl LinuxCollector {
                 .zip(stat.cores.get(&core.index))
                 .and_then(|(prev, now)| cpu::usage_percent(*prev, *now));
             if core.online {
-                out.push_some(
+                out.push_series(
                     usage,
                     || format!("host_cpu_core{n}_usage_percent"),
                     &CPU_USAGE,
@@ -189,24 +189,24 @@ impl LinuxCollector {
         Ok(())
     }
 
-    fn collect_memory(&self, out: &mut Ids<'_>) -> Result<(), String> {
+    fn collect_memory(&self, out: &mut SampleSink) -> Result<(), String> {
         let text = paths::read_string(&self.paths.proc("meminfo"))
             .map_err(|e| format!("reading {}: {e}", self.paths.proc("meminfo").display()))?;
         let m = meminfo::parse(&text);
         let mb = |kib: Option<u64>| kib.map(|k| k as f64 / KIB_PER_MB);
-        out.push_some(
+        out.push_series(
             mb(m.mem_used()),
             || "host_ram_used_mb".into(),
             &RAM_USED,
             &[],
         );
-        out.push_some(
+        out.push_series(
             mb(m.mem_total),
             || "host_ram_total_mb".into(),
             &RAM_TOTAL,
             &[],
         );
-        out.push_some(
+        out.push_series(
             mb(m.mem_available),
             || "host_ram_available_mb".into(),
             &RAM_AVAILABLE,
@@ -216,25 +216,25 @@ impl LinuxCollector {
             .mem_used()
             .zip(m.mem_total.filter(|t| *t > 0))
             .map(|(u, t)| u as f64 * 100.0 / t as f64);
-        out.push_some(
+        out.push_series(
             percent,
             || "host_ram_used_percent".into(),
             &RAM_PERCENT,
             &[],
         );
-        out.push_some(
+        out.push_series(
             mb(m.swap_used()),
             || "host_swap_used_mb".into(),
             &SWAP_USED,
             &[],
         );
-        out.push_some(
+        out.push_series(
             mb(m.swap_total),
             || "host_swap_total_mb".into(),
             &SWAP_TOTAL,
             &[],
         );
-        out.push_some(
+        out.push_series(
             mb(m.swap_cached),
             || "host_swap_cached_mb".into(),
             &SWAP_CACHED,
@@ -243,7 +243,7 @@ impl LinuxCollector {
         Ok(())
     }
 
-    fn collect_thermal(&self, out: &mut Ids<'_>) {
+    fn collect_thermal(&self, out: &mut SampleSink) {
         let zones = thermal::read_zones(&self.paths);
         let names: Vec<Option<String>> = zones.iter().map(|z| sanitize(&z.kind)).collect();
         let duplicated = duplicates(names.iter().flatten().cloned());
@@ -255,7 +255,7 @@ impl LinuxCollector {
             } else {
                 name
             };
-            out.push_some(
+            out.push_series(
                 zone.celsius,
                 || format!("host_temp_{name}_celsius"),
                 &ZONE_TEMP,
@@ -264,7 +264,7 @@ impl LinuxCollector {
         }
     }
 
-    fn collect_hwmon(&self, out: &mut Ids<'_>) {
+    fn collect_hwmon(&self, out: &mut SampleSink) {
         let chips = hwmon::read_chips(&self.paths);
         let names: Vec<Option<String>> = chips.iter().map(|c| sanitize(&c.name)).collect();
         let duplicated = duplicates(names.iter().flatten().cloned());
@@ -312,7 +312,7 @@ impl LinuxCollector {
                     SensorKind::Fan => ("fan", "rpm", &HWMON_FAN),
                     SensorKind::Energy => ("energy", "joules_total", &HWMON_ENERGY),
                 };
-                out.push_some(
+                out.push_series(
                     sensor.value,
                     || format!("host_{prefix}_{chip_name}_{sensor_name}_{suffix}"),
                     family,
@@ -322,7 +322,7 @@ impl LinuxCollector {
         }
     }
 
-    fn collect_power_supplies(&self, out: &mut Ids<'_>) {
+    fn collect_power_supplies(&self, out: &mut SampleSink) {
         for supply in power_supply::read_supplies(&self.paths) {
             let Some(name) = sanitize(&supply.name) else {
                 continue;
@@ -341,7 +341,7 @@ impl LinuxCollector {
                 (supply.temp_celsius, "temp_celsius", &PSU_TEMP),
             ];
             for (value, suffix, family) in fields {
-                out.push_some(
+                out.push_series(
                     value,
                     || format!("host_power_supply_{name}_{suffix}"),
                     family,
@@ -358,55 +358,22 @@ impl Collector for LinuxCollector {
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let mut ids = Ids {
-            sink: out,
-            seen: HashSet::new(),
-        };
         let mut errors = Vec::new();
-        if let Err(e) = self.collect_cpu(&mut ids) {
+        if let Err(e) = self.collect_cpu(out) {
             errors.push(e);
         }
-        if let Err(e) = self.collect_memory(&mut ids) {
+        if let Err(e) = self.collect_memory(out) {
             errors.push(e);
         }
         // Zones, chips and supplies are optional hardware: none is no error.
-        self.collect_thermal(&mut ids);
-        self.collect_hwmon(&mut ids);
-        self.collect_power_supplies(&mut ids);
+        self.collect_thermal(out);
+        self.collect_hwmon(out);
+        self.collect_power_supplies(out);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(CollectError::Failed(errors.join("; ")))
         }
-    }
-}
-
-/// A sink that keeps ids unique: the first sample of an id wins, so two sources
-/// that would produce the same id cannot make the output invalid.
-struct Ids<'a> {
-    sink: &'a mut SampleSink,
-    seen: HashSet<String>,
-}
-
-impl Ids<'_> {
-    fn push_some(
-        &mut self,
-        value: Option<f64>,
-        id: impl FnOnce() -> String,
-        family: &'static Family,
-        labels: &[(&'static str, &str)],
-    ) {
-        let Some(value) = value else { return };
-        let id = id();
-        if !self.seen.insert(id.clone()) {
-            tracing::debug!(id, "duplicate sample id skipped");
-            return;
-        }
-        let mut sample = Sample::with_id(id, family, value);
-        for (name, v) in labels {
-            sample = sample.label(name, *v);
-        }
-        self.sink.push(sample);
     }
 }
 

@@ -253,7 +253,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
             hostname: config
                 .hostname
                 .clone()
-                .unwrap_or_else(crate::scheduler::system_hostname),
+                .unwrap_or_else(|| config.paths.hostname()),
         });
     }
     specs

@@ -99,7 +99,7 @@ mod tests {
         let text = include_str!("../../tests/fixtures/vcgencmd/pi5-pmic_read_adc.txt");
         let mut out = SampleSink::default();
         push_rails(&mut out, &pmic::parse(text));
-        let get = |id: &str| out.samples.iter().find(|s| &*s.id == id).map(|s| s.value);
+        let get = |id: &str| out.samples().iter().find(|s| &*s.id == id).map(|s| s.value);
         assert_eq!(get("board_pmic_vdd_core_current_amps"), Some(5.03652));
         assert_eq!(get("board_pmic_vdd_core_voltage_volts"), Some(0.8936988));
         assert_eq!(get("board_pmic_ext5v_voltage_volts"), Some(4.9245));
@@ -112,7 +112,7 @@ mod tests {
         let estimate = get("board_pmic_power_estimate_watts").expect("estimate");
         assert!((estimate - 5.921_612).abs() < 1e-5);
         // 12 rails with V, A and W, two with V only, and the estimate.
-        assert_eq!(out.samples.len(), 12 * 3 + 2 + 1);
+        assert_eq!(out.samples().len(), 12 * 3 + 2 + 1);
     }
 
     #[test]
@@ -133,7 +133,7 @@ mod tests {
         let mut c = PmicCollector::new(fake.display().to_string());
         let mut out = SampleSink::default();
         c.collect(&mut out).expect("reads");
-        assert_eq!(out.samples.len(), 39);
+        assert_eq!(out.samples().len(), 39);
 
         let mut missing = PmicCollector::new("/nonexistent/vcgencmd".into());
         assert!(matches!(

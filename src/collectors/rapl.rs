@@ -178,7 +178,7 @@ mod tests {
 
     fn ids(out: &SampleSink) -> Vec<(String, f64)> {
         let mut v: Vec<(String, f64)> = out
-            .samples
+            .samples()
             .iter()
             .map(|s| (s.id.to_string(), s.value))
             .collect();
@@ -214,7 +214,7 @@ mod tests {
             "power needs two readings"
         );
         let dram1 = out
-            .samples
+            .samples()
             .iter()
             .find(|s| &*s.id == "energy_dram_1_joules_total");
         let labels: Vec<(&str, &str)> = dram1

@@ -59,12 +59,13 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    let body = state.scheduler.snapshot().body(format);
+    let body = state.snapshots.get().body(format);
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {
-    let device = state.scheduler.device();
+    let snapshot = state.snapshots.get();
+    let device = snapshot.device();
     Html(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>edge-metrics-exporter</title></head>\n\
          <body>\n<h1>edge-metrics-exporter {version}</h1>\n\
@@ -73,8 +74,8 @@ async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {
          <li>Management API on port {api_port}: /health, /config, /metrics/list</li>\n</ul>\n\
          </body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
-        device_type = html_escape(&device.labels.device_type),
-        hostname = html_escape(&device.labels.hostname),
+        device_type = html_escape(&device.device_type),
+        hostname = html_escape(&device.hostname),
         api_port = state.bound_reload_port,
     ))
 }

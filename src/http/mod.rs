@@ -27,6 +27,8 @@ use crate::scheduler::Scheduler;
 pub struct AppState {
     pub store: Arc<Store>,
     pub scheduler: Arc<Scheduler>,
+    /// The snapshots the scheduler publishes, for the outputs.
+    pub snapshots: Arc<crate::snapshot::Latest>,
     /// Reloads run one at a time (API and SIGHUP share it).
     pub reload_lock: tokio::sync::Mutex<()>,
     pub started: Instant,

@@ -29,7 +29,7 @@ use crate::config::{RemoteAuth, RemoteWriteConfig, Store};
 use crate::exposition;
 use crate::lock::lock;
 use crate::sample::{Family, Sample};
-use crate::scheduler::Scheduler;
+use crate::snapshot::{Latest, Snapshot};
 use buffer::Buffer;
 
 /// The longest wait between two attempts to send.
@@ -147,7 +147,7 @@ pub fn default_buffer_dir(config_path: &Path) -> PathBuf {
 /// Runs the pusher for as long as the daemon runs, following config reloads.
 pub async fn run(
     store: Arc<Store>,
-    scheduler: Arc<Scheduler>,
+    snapshots: Arc<Latest>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
@@ -181,7 +181,7 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         if let Some((cfg, pusher)) = current.as_mut() {
-            pusher.push_snapshot(cfg, &scheduler).await;
+            pusher.push_snapshot(cfg, &snapshots).await;
         }
     }
     if let Some((_, p)) = current {
@@ -255,8 +255,8 @@ impl Pusher {
     }
 
     /// Buffers the snapshot's samples that were not pushed yet.
-    async fn push_snapshot(&mut self, cfg: &RemoteWriteConfig, scheduler: &Scheduler) {
-        let snapshot = scheduler.snapshot();
+    async fn push_snapshot(&mut self, cfg: &RemoteWriteConfig, snapshots: &Latest) {
+        let snapshot = snapshots.get();
         let now = unix_ms(SystemTime::now());
         let records = encode(cfg, &snapshot, now, &mut self.last);
         if records.is_empty() {
@@ -287,7 +287,7 @@ impl Pusher {
 /// `cfg.batch_size` samples each.
 pub fn encode(
     cfg: &RemoteWriteConfig,
-    snapshot: &crate::scheduler::Snapshot,
+    snapshot: &Snapshot,
     now_ms: i64,
     last: &mut HashMap<u64, i64>,
 ) -> Vec<(u32, Vec<u8>)> {
@@ -517,7 +517,6 @@ mod tests {
     use super::*;
     use crate::exposition::DeviceLabels;
     use crate::exposition::MetricStyle;
-    use crate::scheduler::Snapshot;
 
     static TEMP: Family = Family::gauge("host_temp_celsius", "Temperature", "celsius");
 
