@@ -2,10 +2,9 @@
 //!
 //! [`run`] opens the config, binds both listeners, starts the scheduler and serves
 //! until `shutdown` is cancelled, then stops everything within
-//! [`SHUTDOWN_GRACE`]. [`reload`] is the one reload path, shared by `POST /reload`
-//! and SIGHUP: (fetch from the config server →) read → validate → diff → rebuild
-//! what changed → swap. [`apply_file`] is its second half, also used when the
-//! config server's changes arrive by polling.
+//! [`SHUTDOWN_GRACE`]. What it wires: the shared state (`state`), the reload path
+//! (`reload`, also on SIGHUP), the outputs (`http`, `remote_write`), the config
+//! server link (`sync`) and the operations side (`health_log`, `systemd`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,8 +17,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::store::OpenNote;
 use crate::config::{Config, ConfigError, Overrides, Store};
-use crate::http::{self, AppState};
+use crate::http;
+use crate::reload::{apply_file, load_tls, reload_on_sighup, reload_samples};
 use crate::scheduler::Scheduler;
+use crate::state::AppState;
 
 /// How long shutdown waits for in-flight requests and collections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -54,15 +55,6 @@ impl DaemonError {
             _ => 1,
         }
     }
-}
-
-/// What a successful reload did.
-#[derive(Debug, Clone)]
-pub struct ReloadOutcome {
-    pub source: &'static str,
-    pub metrics_count: usize,
-    /// Collectors rebuilt because their settings changed.
-    pub restarted: Vec<&'static str>,
 }
 
 /// Runs the exporter until `shutdown` is cancelled.
@@ -214,142 +206,6 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not stop in time; exiting anyway");
     }
     Ok(())
-}
-
-/// The one reload path. An invalid config is rejected and the running one stays.
-pub async fn reload(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
-    if let Some(sync) = &state.sync {
-        let drift = sync.clone();
-        let _ = tokio::task::spawn_blocking(move || drift.record_drift()).await;
-        sync.fetch().await;
-    }
-    apply_file(state).await
-}
-
-/// Reads `config.yaml` and applies it: the second half of [`reload`], without
-/// asking the config server.
-pub async fn apply_file(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
-    let result = apply_file_inner(state).await;
-    let counter = if result.is_ok() {
-        &RELOADS_OK
-    } else {
-        &RELOADS_FAILED
-    };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    result
-}
-
-static RELOADS_OK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static RELOADS_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static RELOADS: crate::sample::Family = crate::sample::Family::counter(
-    "edge_exporter_config_reloads_total",
-    "Config reloads (API, SIGHUP, changes from the config server), by outcome",
-    "",
-);
-
-fn reload_samples(out: &mut Vec<crate::sample::Sample>) {
-    for (outcome, counter) in [("success", &RELOADS_OK), ("failure", &RELOADS_FAILED)] {
-        out.push(
-            crate::sample::Sample::own(
-                &RELOADS,
-                counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
-            )
-            .const_label("outcome", outcome),
-        );
-    }
-}
-
-async fn apply_file_inner(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
-    let _one_at_a_time = state.reload_lock.lock().await;
-    let store = state.store.clone();
-    let reloaded = tokio::task::spawn_blocking(move || store.reload())
-        .await
-        .map_err(|e| ConfigError {
-            file: state.store.path().to_owned(),
-            line: None,
-            field: None,
-            message: format!("reload failed: {e}"),
-            hint: None,
-        })??;
-    warn_port_change(state.bound_port, reloaded.new.port);
-    warn_port_change(state.bound_reload_port, reloaded.new.reload_port);
-    if reloaded.old.listen_address != reloaded.new.listen_address
-        || reloaded.old.api_listen() != reloaded.new.api_listen()
-        || reloaded.old.shelly.listen != reloaded.new.shelly.listen
-    {
-        tracing::warn!(
-            "listen address change detected but cannot be applied; restart the service to apply it"
-        );
-    }
-    let restarted = state.scheduler.apply(&reloaded.new);
-    // Read again even when the paths did not change: a renewed certificate is
-    // picked up by SIGHUP. A broken one leaves the previous one serving.
-    match load_tls(&reloaded.new, state.store.path()) {
-        Ok(tls) => state.tls.set(tls),
-        Err(e) => {
-            tracing::error!(error = %e, "TLS not reloaded; the previous certificate stays in use");
-            return Err(e);
-        }
-    }
-    tracing::info!(restarted = ?restarted, "configuration reloaded");
-    Ok(ReloadOutcome {
-        source: state.store.source().as_str(),
-        metrics_count: reloaded.new.metrics.len(),
-        restarted,
-    })
-}
-
-/// The spec's warning when a reload asks for another port.
-fn warn_port_change(bound: u16, wanted: u16) {
-    if wanted != bound && wanted != 0 {
-        tracing::warn!(
-            "⚠️  Port change detected ({bound} → {wanted}) but cannot be applied.\n\
-             Please restart the service: sudo systemctl restart edge-metrics-exporter"
-        );
-    }
-}
-
-async fn reload_on_sighup(state: Arc<AppState>, shutdown: CancellationToken) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP handler not installed; reload through POST /reload");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received, reloading");
-                if let Err(e) = reload(&state).await {
-                    tracing::error!(error = %e, "reload rejected; the running configuration stays");
-                }
-            }
-        }
-    }
-}
-
-/// The rustls setup of `config.tls` (`None`: plain HTTP).
-fn load_tls(
-    config: &Config,
-    file: &std::path::Path,
-) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
-    let Some(tls) = &config.tls else {
-        return Ok(None);
-    };
-    crate::http::tls::server(tls)
-        .map(Some)
-        .map_err(|message| ConfigError {
-            file: file.to_owned(),
-            line: None,
-            field: Some("tls".into()),
-            message,
-            hint: Some(
-                "cert_file and key_file must be readable PEM files of one certificate and its key"
-                    .into(),
-            ),
-        })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {

@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::AppState;
-use crate::telemetry;
+use crate::state::AppState;
+use crate::{clock, telemetry};
 
 /// Size at which the log is rotated.
 pub const MAX_BYTES: u64 = 1024 * 1024;
@@ -50,12 +50,7 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
     let (requests, http_errors) = telemetry::request_totals();
     let process = telemetry::process();
     json!({
-        "time": telemetry::rfc3339(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64()
-        ),
+        "time": clock::rfc3339(clock::unix_now()),
         "status": if degraded { "degraded" } else { "healthy" },
         "uptime_seconds": telemetry::uptime().as_secs(),
         "requests": requests,

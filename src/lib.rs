@@ -28,7 +28,9 @@
 //! * `systemd`: readiness, watchdog and stop notifications for `Type=notify` units.
 //! * `paths`: the procfs/sysfs roots every hardware read goes through.
 
+pub mod atomic_file;
 pub mod cli;
+pub mod clock;
 pub mod collectors;
 pub mod config;
 pub mod config_server;
@@ -39,12 +41,14 @@ pub mod http;
 pub mod lock;
 pub mod paths;
 pub mod recordings;
+pub mod reload;
 pub mod remote_write;
 pub mod sample;
 pub mod scheduler;
 pub mod shelly;
 pub mod snapshot;
 pub mod sources;
+pub mod state;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use edge_metrics_exporter::cli::{
     Cli, Command, ConfigServerArgs, HealthArgs, LogArgs, LogFormat, ParseArgs, ServeArgs,
-    ShellyServerArgs, SyncArgs,
+    ShellyServerArgs,
 };
 use edge_metrics_exporter::config::{Overrides, Store};
 use edge_metrics_exporter::daemon::{self, ServeOptions};
@@ -205,7 +205,7 @@ fn health_summary(h: &serde_json::Value, url: &str) -> String {
         h["board"]["model"].as_str().unwrap_or("unknown board"),
         text(&h["config_source"]),
         text(&h["config_path"]),
-        edge_metrics_exporter::telemetry::human_duration(Duration::from_secs_f64(uptime.max(0.0)))
+        edge_metrics_exporter::clock::human_duration(Duration::from_secs_f64(uptime.max(0.0)))
     );
     for c in h["collectors"].as_array().into_iter().flatten() {
         let detail = match c["error"].as_str() {
@@ -239,54 +239,6 @@ fn health_summary(h: &serde_json::Value, url: &str) -> String {
     out
 }
 
-/// The config server settings from flags and environment; `None` when off.
-fn sync_settings(args: &SyncArgs) -> Result<Option<sync::Settings>, String> {
-    let url = args.url.trim().trim_end_matches('/');
-    if url.is_empty() || url.eq_ignore_ascii_case("off") || url.eq_ignore_ascii_case("none") {
-        return Ok(None);
-    }
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "CONFIG_SERVER_URL must be an http:// URL (or empty to turn syncing off), got {url:?}"
-        ));
-    }
-    let seconds = |what: &str, v: f64, min: f64| {
-        if v.is_finite() && v >= min && v <= 86_400.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(format!(
-                "{what} must be a number of seconds from {min} to 86400, got {v}"
-            ))
-        }
-    };
-    let device_id = args
-        .device_id
-        .clone()
-        .map(|d| d.trim().to_owned())
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| edge_metrics_exporter::paths::Paths::default().hostname());
-    let valid = device_id.len() <= 128
-        && device_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !valid {
-        return Err(format!(
-            "the device id {device_id:?} may hold only letters, digits, '.', '_' and '-' (set --device-id or DEVICE_ID)"
-        ));
-    }
-    Ok(Some(sync::Settings {
-        url: url.to_owned(),
-        device_id,
-        timeout: seconds("CONFIG_TIMEOUT", args.timeout, 0.1)?,
-        poll_interval: seconds("CONFIG_POLL_INTERVAL", args.poll_interval, 0.1)?,
-        token: args
-            .token
-            .clone()
-            .and_then(edge_metrics_exporter::config::Secret::new),
-        explicit: url != "http://localhost:8080",
-    }))
-}
-
 fn serve(args: ServeArgs) -> ExitCode {
     let demo = match args.demo.as_deref() {
         None => None,
@@ -302,7 +254,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         },
     };
-    let sync = match sync_settings(&args.sync) {
+    let sync = match sync::Settings::from_flags(&args.sync) {
         Ok(sync) => sync,
         Err(message) => {
             eprintln!("error: {message}");

@@ -10,8 +10,8 @@
 //! acknowledged change.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 
 use super::edit::{self, Edit, EditError};
 use super::{Config, ConfigError, Overrides, Source, TEMPLATE};
+use crate::atomic_file::{fingerprint, write_atomically, write_atomically_if};
 use crate::lock::lock;
 
 /// Where the running configuration came from (reported by `/health` and
@@ -74,6 +75,15 @@ pub struct Reloaded {
     pub new: Arc<Config>,
 }
 
+/// Where the store reports the changes it makes to the file for the daemon
+/// itself (auto-discovery, `POST /metrics/enable`); the config server link queues
+/// them for the server. Called under the store's writer lock, after the file, the
+/// live config and the document hold the change and before it is acknowledged, so
+/// no acknowledged change can be missed and none is reported twice.
+pub trait LocalChanges: Send + Sync + std::fmt::Debug {
+    fn metrics_changed(&self, changes: &BTreeMap<String, bool>);
+}
+
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
@@ -83,8 +93,8 @@ pub struct Store {
     document: ArcSwap<yaml_serde::Value>,
     /// Held across every read-modify-write of the file: the one writer.
     writer: Mutex<()>,
-    /// Where local changes go to reach the config server, when one is in use.
-    sync_queue: std::sync::OnceLock<Arc<crate::sync::Queue>>,
+    /// Told of the daemon's own changes to the file (the config server link).
+    local_changes: std::sync::OnceLock<Arc<dyn LocalChanges>>,
     /// The running config matches the config server's (else: local only).
     from_server: std::sync::atomic::AtomicBool,
 }
@@ -131,7 +141,7 @@ impl Store {
             path,
             overrides,
             writer: Mutex::new(()),
-            sync_queue: std::sync::OnceLock::new(),
+            local_changes: std::sync::OnceLock::new(),
             from_server: std::sync::atomic::AtomicBool::new(false),
         };
         if store.live().has_legacy_list {
@@ -180,9 +190,9 @@ impl Store {
         );
     }
 
-    /// Sends every later metric change made through the store to `queue`.
-    pub fn attach_queue(&self, queue: Arc<crate::sync::Queue>) {
-        let _ = self.sync_queue.set(queue);
+    /// Reports every later metric change made through the store to `listener`.
+    pub fn report_local_changes(&self, listener: Arc<dyn LocalChanges>) {
+        let _ = self.local_changes.set(listener);
     }
 
     /// Under the writer lock: shows `decide` the file's document (as JSON) and, when
@@ -368,14 +378,7 @@ impl Store {
         let mut config = (*self.live()).clone();
         for edit in edits {
             match edit {
-                Edit::SetMetrics(changes) => {
-                    config.metrics.extend(changes.clone());
-                    // The change is acknowledged only once it is also queued for
-                    // the config server (when one is in use).
-                    if let Some(queue) = self.sync_queue.get() {
-                        queue.push_metrics(changes);
-                    }
-                }
+                Edit::SetMetrics(changes) => config.metrics.extend(changes.clone()),
                 Edit::ConvertLegacyList => config.has_legacy_list = false,
                 // The whole file changed (a config from the server): the daemon
                 // reloads right after, this keeps readers consistent until then.
@@ -384,15 +387,18 @@ impl Store {
         }
         self.live.store(Arc::new(config));
         self.document.store(Arc::new(parse_document(&edited.text)));
+        // The change is acknowledged only once it is also reported (queued for the
+        // config server, when one is in use), and only after the document holds it:
+        // a registration that reads the document then sees it or gets it queued.
+        if let Some(listener) = self.local_changes.get() {
+            for edit in edits {
+                if let Edit::SetMetrics(changes) = edit {
+                    listener.metrics_changed(changes);
+                }
+            }
+        }
         Ok(())
     }
-}
-
-/// What identifies one version of a file: inode, size and modification time.
-fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 fn parse_document(text: &str) -> yaml_serde::Value {
@@ -407,49 +413,6 @@ fn read_error(path: &Path, e: &io::Error) -> ConfigError {
         message: format!("cannot read the file: {e}"),
         hint: None,
     }
-}
-
-/// Replaces `path` with `contents` so that a crash at any point leaves either the
-/// old or the new file: temp file in the same directory, fsync, rename, fsync the
-/// directory. A symlinked config is written through to its target, and the file
-/// keeps its permissions.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    write_atomically_if(path, contents, || true).map(|_| ())
-}
-
-/// [`write_atomically`], but the rename happens only if `still_valid()` holds
-/// right before it; returns whether the file was replaced.
-fn write_atomically_if(
-    path: &Path,
-    contents: &[u8],
-    still_valid: impl Fn() -> bool,
-) -> io::Result<bool> {
-    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)?;
-    tmp.write_all(contents)?;
-    match fs::metadata(&target) {
-        Ok(meta) => tmp.as_file().set_permissions(meta.permissions())?,
-        Err(_) => {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o644))?;
-        }
-    }
-    tmp.as_file().sync_all()?;
-    if !still_valid() {
-        // Dropping the temp file removes it.
-        return Ok(false);
-    }
-    tmp.persist(&target).map_err(|e| e.error)?;
-    File::open(&dir)?.sync_all()?;
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -93,12 +93,7 @@ async fn page() -> Response {
 
 /// Device ids are host names: letters, digits, `.`, `_`, `-`; 1 to 128 characters.
 fn check_id(device_id: &str) -> Result<(), ApiError> {
-    let ok = !device_id.is_empty()
-        && device_id.len() <= 128
-        && device_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if crate::sync::is_device_id(device_id) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(

@@ -12,11 +12,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::lock::lock;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::clock::unix_now as now;
+use crate::lock::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -74,13 +75,6 @@ pub struct Db {
     current: RwLock<HashMap<String, Arc<Entry>>>,
     /// Unix seconds of each device's last request, and whether it is unsaved.
     contacts: Mutex<HashMap<String, (f64, bool)>>,
-}
-
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl Db {

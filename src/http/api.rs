@@ -22,12 +22,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::auth::{allowed, challenge};
 use super::error::ApiError;
 use crate::collectors::CollectError;
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
+use crate::state::AppState;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 100 * 1024;
@@ -252,7 +252,7 @@ async fn metrics_enable(
 }
 
 async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    match crate::daemon::reload(&state).await {
+    match crate::reload::reload(&state).await {
         Ok(outcome) => Ok(Json(json!({
             "status": "success",
             "source": outcome.source,

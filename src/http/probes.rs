@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use crate::collectors::CollectError;
+use crate::state::AppState;
 use crate::telemetry;
 
 pub async fn healthz() -> Json<Value> {
@@ -103,13 +103,13 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             "connected": h["reachable"],
             "revision": h["revision"],
             "pending_changes": h["pending_changes"],
-            "last_sync": h["last_contact"].as_f64().map(telemetry::rfc3339),
+            "last_sync": h["last_contact"].as_f64().map(crate::clock::rfc3339),
         })
     });
     let uptime = telemetry::uptime();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime": telemetry::human_duration(uptime),
+        "uptime": crate::clock::human_duration(uptime),
         "uptime_seconds": uptime.as_secs_f64(),
         "mode": "exporter",
         "device_type": device.resolved.device_type.as_str(),

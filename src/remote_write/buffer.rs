@@ -288,7 +288,7 @@ impl Buffer {
 
     fn save_cursor(&self) -> io::Result<()> {
         let bytes = serde_json::to_vec(&self.cursor).map_err(io::Error::other)?;
-        crate::config::store::write_atomically(&self.dir.join("cursor"), &bytes)
+        crate::atomic_file::write_atomically(&self.dir.join("cursor"), &bytes)
     }
 }
 

@@ -118,7 +118,7 @@ impl Stats {
             "buffer_samples": self.pending.load(Ordering::Relaxed),
             "samples_sent": self.sent.load(Ordering::Relaxed),
             "samples_dropped": self.dropped.load(Ordering::Relaxed),
-            "last_success": (last > 0).then(|| crate::telemetry::rfc3339(last as f64 / 1000.0)),
+            "last_success": (last > 0).then(|| crate::clock::rfc3339(last as f64 / 1000.0)),
         }))
     }
 

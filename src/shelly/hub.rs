@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitSink;
@@ -165,13 +165,6 @@ impl Hub {
             );
         }
     }
-}
-
-fn now_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl Hub {
@@ -476,7 +469,7 @@ impl Hub {
             "metrics": metrics,
             "errors": reading.errors,
             "components": reading.components,
-            "timestamp": now_seconds(),
+            "timestamp": crate::clock::unix_now(),
         })
     }
 }

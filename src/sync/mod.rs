@@ -24,31 +24,38 @@
 //!
 //! Keys that belong to the machine (`doc::LOCAL_ONLY`: tokens, filesystem roots,
 //! the plug hub secret) are never sent and never replaced.
+//!
+//! Here: [`ConfigSync`], the exchanges and the background task. `settings` checks
+//! the flags, `client` makes one request and reads its answer, `queue` is the
+//! persisted queue the store reports local changes to, `doc` the pure functions on
+//! config documents (diff, patch, rebase).
 
+mod client;
 pub mod doc;
+mod queue;
+mod settings;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Method;
-use hyper::header::{self, HeaderName};
-use serde::{Deserialize, Serialize};
+use hyper::header;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::store::{ConfigSource, write_atomically};
-use crate::config::{Secret, Store};
-use crate::http::client;
+use crate::config::Store;
+use crate::config::store::ConfigSource;
 use crate::lock::lock;
-use doc::{Conflict, Doc, Patch};
+use client::{Answer, request};
+use doc::Doc;
+use queue::{ConflictRecord, Pending, State};
 
-/// Largest config the device accepts from the server.
-pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+pub use client::{ExchangeError, MAX_CONFIG_BYTES};
+pub use queue::{Queue, state_path};
+pub use settings::{Settings, SettingsError, is_device_id};
 /// The longest wait between two attempts to reach a server that is down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Conflicts kept for `/health`.
@@ -64,188 +71,6 @@ static SYNC_UP: crate::sample::Family = crate::sample::Family::gauge(
     "Whether the config server answered the last request (1) or not (0)",
     "",
 );
-
-/// How the exporter reaches the config server (flags and environment).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `http://host:port`, without a trailing slash.
-    pub url: String,
-    pub device_id: String,
-    /// Limit on each request (`CONFIG_TIMEOUT`).
-    pub timeout: Duration,
-    /// How often the device asks for changes made on the server.
-    pub poll_interval: Duration,
-    pub token: Option<Secret>,
-    /// The URL was set (flag or environment) rather than the spec's default; a
-    /// default server that is not there is worth an info line, not a warning.
-    pub explicit: bool,
-}
-
-impl Settings {
-    fn config_url(&self) -> String {
-        format!("{}/config/{}", self.url, self.device_id)
-    }
-}
-
-/// A local change waiting to reach the server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
-    seq: u64,
-    patch: Patch,
-    /// Unix seconds when it was made.
-    at: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ConflictRecord {
-    #[serde(flatten)]
-    conflict: Conflict,
-    /// The server revision that won.
-    revision: u64,
-    at: f64,
-}
-
-/// What `<config>.sync.json` holds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
-    server: String,
-    device_id: String,
-    /// The server revision the file is based on.
-    revision: Option<u64>,
-    /// The server's document at `revision` (without local-only keys).
-    synced: Option<Doc>,
-    queue: VecDeque<Pending>,
-    next_seq: u64,
-    /// The server forgot this device (or never knew it): send the whole file.
-    #[serde(default)]
-    register: bool,
-    #[serde(default)]
-    conflicts: Vec<ConflictRecord>,
-}
-
-impl State {
-    /// What the file should say, without local-only keys: the last server revision
-    /// with every waiting change applied.
-    fn expected(&self) -> Doc {
-        let mut doc = self.synced.clone().unwrap_or_default();
-        for p in &self.queue {
-            doc::apply(&mut doc, &p.patch);
-        }
-        doc
-    }
-
-    fn push(&mut self, patch: Patch) {
-        if patch.is_empty() {
-            return;
-        }
-        // Not registered yet: registration sends the whole file, so one entry
-        // that says "something changed" is enough (the queue cannot grow while a
-        // server never appears).
-        if self.revision.is_none()
-            && let Some(last) = self.queue.back_mut()
-        {
-            doc::merge(&mut last.patch, &patch);
-            return;
-        }
-        self.next_seq += 1;
-        self.queue.push_back(Pending {
-            seq: self.next_seq,
-            patch,
-            at: crate::config_server::db::now(),
-        });
-    }
-}
-
-/// The persistent queue of local changes and what the device knows of the server.
-#[derive(Debug)]
-pub struct Queue {
-    path: PathBuf,
-    state: Mutex<State>,
-    wake: tokio::sync::Notify,
-}
-
-impl Queue {
-    /// Loads `path` (a missing or unreadable file is an empty queue; a file made for
-    /// another server or device id keeps its queue but not its revision).
-    pub fn load(path: PathBuf, settings: &Settings) -> Queue {
-        let mut state: State = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| match serde_json::from_slice(&bytes) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "sync state unreadable; starting over");
-                    None
-                }
-            })
-            .unwrap_or_default();
-        if state.server != settings.url || state.device_id != settings.device_id {
-            state.revision = None;
-            state.synced = None;
-            state.conflicts.clear();
-            state.server = settings.url.clone();
-            state.device_id = settings.device_id.clone();
-        }
-        Queue {
-            path,
-            state: Mutex::new(state),
-            wake: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    /// Queues metric switches the store just wrote to the file.
-    pub fn push_metrics(&self, changes: &BTreeMap<String, bool>) {
-        let mut patch = Patch::new();
-        patch.insert(
-            "metrics".into(),
-            Value::Object(
-                changes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::Bool(*v)))
-                    .collect(),
-            ),
-        );
-        let mut state = self.lock();
-        state.push(patch);
-        self.persist(&state);
-        drop(state);
-        self.wake.notify_one();
-    }
-
-    pub fn pending(&self) -> usize {
-        self.lock().queue.len()
-    }
-
-    fn persist(&self, state: &State) {
-        let result = serde_json::to_vec_pretty(state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomically(&self.path, &bytes));
-        if let Err(e) = result {
-            // The change is in config.yaml; the next start finds it again.
-            tracing::warn!(path = %self.path.display(), error = %e, "could not save the sync queue");
-        }
-    }
-}
-
-/// Where `<config>.sync.json` lives.
-pub fn state_path(config: &Path) -> PathBuf {
-    let mut name = config.file_name().unwrap_or_default().to_os_string();
-    name.push(".sync.json");
-    config.with_file_name(name)
-}
-
-/// What a request to the server came back with.
-enum Answer {
-    NotModified,
-    Config(u64, Doc),
-    NotFound,
-    Stored(u64),
-    Stale,
-    Refused(String),
-}
 
 #[derive(Debug, Default)]
 struct Status {
@@ -273,8 +98,12 @@ pub struct ConfigSync {
 impl ConfigSync {
     /// Attaches the queue to the store, so every metric change from now on is queued.
     pub fn new(settings: Settings, store: Arc<Store>) -> Arc<ConfigSync> {
-        let queue = Arc::new(Queue::load(state_path(store.path()), &settings));
-        store.attach_queue(queue.clone());
+        let queue = Arc::new(Queue::load(
+            state_path(store.path()),
+            &settings.url,
+            &settings.device_id,
+        ));
+        store.report_local_changes(queue.clone());
         Arc::new(ConfigSync {
             settings,
             queue,
@@ -329,7 +158,7 @@ impl ConfigSync {
         if let Some(tag) = &tag {
             headers.push((header::IF_NONE_MATCH, tag.clone()));
         }
-        match self.request(Method::GET, headers, Bytes::new()).await {
+        match request(&self.settings, Method::GET, headers, Bytes::new()).await {
             Ok(Answer::NotModified) => {
                 self.reached(ConfigSource::Server);
                 false
@@ -350,12 +179,16 @@ impl ConfigSync {
                 self.queue.wake.notify_one();
                 false
             }
-            Ok(Answer::Refused(reason)) | Err(reason) => {
+            Ok(Answer::Refused(reason)) => {
                 self.failed(reason);
                 false
             }
+            Err(e) => {
+                self.failed(e.to_string());
+                false
+            }
             Ok(Answer::Stored(_) | Answer::Stale) => {
-                self.failed("unexpected answer to GET".into());
+                self.failed(ExchangeError::Unexpected("GET").to_string());
                 false
             }
         }
@@ -390,7 +223,7 @@ impl ConfigSync {
                     new.conflicts.push(ConflictRecord {
                         conflict: c,
                         revision,
-                        at: crate::config_server::db::now(),
+                        at: crate::clock::unix_now(),
                     });
                 }
                 let excess = new.conflicts.len().saturating_sub(CONFLICTS_KEPT);
@@ -433,7 +266,7 @@ impl ConfigSync {
 
     /// Sends waiting changes in order until the queue is empty or the server
     /// cannot be reached. Returns whether the file changed (after a conflict).
-    async fn deliver(&self) -> Result<bool, String> {
+    async fn deliver(&self) -> Result<bool, ExchangeError> {
         let _one = self.exchange.lock().await;
         let mut changed = false;
         // A server that keeps answering 412 (or forgetting the device) must not
@@ -442,7 +275,7 @@ impl ConfigSync {
         loop {
             rounds += 1;
             if rounds > 20 {
-                return Err("the config server keeps refusing the change as stale".into());
+                return Err(ExchangeError::KeepsRefusing);
             }
             let registering = self.queue.lock().revision.is_none();
             let (body, doc_sent, upto, precondition) = {
@@ -488,7 +321,7 @@ impl ConfigSync {
                 precondition,
                 (header::CONTENT_TYPE, "application/json".to_owned()),
             ];
-            match self.request(Method::PUT, headers, body).await? {
+            match request(&self.settings, Method::PUT, headers, body).await? {
                 Answer::Stored(revision) => {
                     let mut state = self.queue.lock();
                     state.revision = Some(revision);
@@ -504,11 +337,13 @@ impl ConfigSync {
                     // Someone else wrote first: take theirs, replay ours, go on.
                     changed |= self.fetch_locked().await;
                     if self.status().reachable != Some(true) {
-                        return Err(self.status().last_error.clone().unwrap_or_default());
+                        return Err(ExchangeError::Refetch(
+                            self.status().last_error.clone().unwrap_or_default(),
+                        ));
                     }
                 }
                 Answer::NotFound if registering => {
-                    return Err("the config server answered 404 to a new device's PUT: is CONFIG_SERVER_URL a config server?".into());
+                    return Err(ExchangeError::NotAConfigServer);
                 }
                 Answer::NotFound => {
                     // Deleted on the server: register again with the whole file.
@@ -532,83 +367,9 @@ impl ConfigSync {
                     self.status().last_error = Some(format!("refused: {reason}"));
                 }
                 Answer::NotModified | Answer::Config(..) => {
-                    return Err("unexpected answer to PUT".into());
+                    return Err(ExchangeError::Unexpected("PUT"));
                 }
             }
-        }
-    }
-
-    /// One request; `Err` when the server could not be used (down, slow, 5xx,
-    /// garbage, unauthorized).
-    async fn request(
-        &self,
-        method: Method,
-        mut headers: Vec<(HeaderName, String)>,
-        body: Bytes,
-    ) -> Result<Answer, String> {
-        if let Some(token) = &self.settings.token {
-            headers.push((header::AUTHORIZATION, format!("Bearer {}", token.expose())));
-        }
-        let url = self.settings.config_url();
-        let is_get = method == Method::GET;
-        let response = client::request(
-            method,
-            &url,
-            &headers,
-            body,
-            self.settings.timeout,
-            MAX_CONFIG_BYTES,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let revision = response
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|t| {
-                t.trim()
-                    .trim_start_matches("W/")
-                    .trim_matches('"')
-                    .parse::<u64>()
-                    .ok()
-            });
-        let error_text = || {
-            serde_json::from_slice::<Value>(&response.body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| {
-                    String::from_utf8_lossy(&response.body)
-                        .chars()
-                        .take(200)
-                        .collect()
-                })
-        };
-        match response.status {
-            304 => Ok(Answer::NotModified),
-            200 if is_get => {
-                let revision = revision.ok_or("the config server sent no ETag")?;
-                match serde_json::from_slice::<Value>(&response.body) {
-                    Ok(Value::Object(doc)) => Ok(Answer::Config(revision, doc)),
-                    Ok(_) => {
-                        Err("the config server sent something other than a JSON object".into())
-                    }
-                    Err(e) => Err(format!("the config server sent invalid JSON: {e}")),
-                }
-            }
-            200 | 201 => Ok(Answer::Stored(
-                revision.ok_or("the config server stored the change but sent no ETag")?,
-            )),
-            404 => Ok(Answer::NotFound),
-            412 => Ok(Answer::Stale),
-            400 | 413 | 422 => Ok(Answer::Refused(error_text())),
-            401 | 403 => Err(format!(
-                "the config server refused the token ({}): set CONFIG_SERVER_TOKEN",
-                response.status
-            )),
-            status => Err(format!(
-                "the config server answered {status}: {}",
-                error_text()
-            )),
         }
     }
 
@@ -619,7 +380,7 @@ impl ConfigSync {
             tracing::info!(url = %self.settings.url, "config server reachable again");
         }
         status.reachable = Some(true);
-        status.last_contact = Some(crate::config_server::db::now());
+        status.last_contact = Some(crate::clock::unix_now());
         status.failures = 0;
         status.next_attempt = None;
         status.last_error = None;
@@ -690,7 +451,7 @@ impl ConfigSync {
                 match self.deliver().await {
                     Ok(true) => on_change().await,
                     Ok(false) => {}
-                    Err(reason) => self.failed(reason),
+                    Err(e) => self.failed(e.to_string()),
                 }
             }
             let retry = self.status().next_attempt;
