@@ -85,7 +85,7 @@ fn main() {
         ])
         .env(
             "EDGE_EXPORTER_LOG_LEVEL",
-            "warn,edge_metrics_exporter::shelly::server=info",
+            "warn,edge_metrics_exporter::shelly_server=info,edge_metrics_exporter::shelly_server::hub=warn",
         )
         .env(
             "MALLOC_ARENA_MAX",

@@ -99,8 +99,8 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     let hub = match config.shelly.listen {
         Some(addr) if config.shelly.enabled => {
             let listener = bind("shelly websocket", addr).await?;
-            let hub = crate::shelly::Hub::new(crate::shelly::HubConfig::default());
-            let router = crate::shelly::endpoints::ws_router(
+            let hub = crate::shelly_server::Hub::new(crate::shelly_server::HubConfig::default());
+            let router = crate::shelly_server::api::ws_router(
                 hub.clone(),
                 config.shelly.secret.clone(),
                 shutdown.clone(),

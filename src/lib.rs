@@ -45,7 +45,7 @@ pub mod reload;
 pub mod remote_write;
 pub mod sample;
 pub mod scheduler;
-pub mod shelly;
+pub mod shelly_server;
 pub mod snapshot;
 pub mod sources;
 pub mod state;

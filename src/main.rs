@@ -53,7 +53,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 fn shelly_server(args: ShellyServerArgs) -> ExitCode {
     use edge_metrics_exporter::config::Secret;
-    use edge_metrics_exporter::shelly::{HubConfig, server};
+    use edge_metrics_exporter::shelly_server::{self as server, HubConfig};
     let options = server::ServerOptions {
         ws: std::net::SocketAddr::new(args.ws_address, args.ws_port),
         http: std::net::SocketAddr::new(args.http_address, args.http_port),

@@ -151,7 +151,7 @@ pub fn load_tls(
             file: file.to_owned(),
             line: None,
             field: Some("tls".into()),
-            message,
+            message: message.to_string(),
             hint: Some(
                 "cert_file and key_file must be readable PEM files of one certificate and its key"
                     .into(),

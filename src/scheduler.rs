@@ -155,7 +155,7 @@ enum Job {
 struct Shared {
     store: Arc<Store>,
     /// The embedded plug hub, handed to collectors that read it.
-    hub: Option<Arc<crate::shelly::Hub>>,
+    hub: Option<Arc<crate::shelly_server::Hub>>,
     device: ArcSwap<DeviceInfo>,
     slots: Mutex<BTreeMap<&'static str, Slot>>,
     latest: Arc<Latest>,
@@ -189,7 +189,7 @@ impl Scheduler {
     /// the first tick runs at once.
     pub fn start(
         store: Arc<Store>,
-        hub: Option<Arc<crate::shelly::Hub>>,
+        hub: Option<Arc<crate::shelly_server::Hub>>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -371,9 +371,7 @@ impl Shared {
                 let elapsed = since.elapsed();
                 slot.state.record(
                     name,
-                    Err(CollectError::Failed(format!(
-                        "collection has taken more than {timeout:?}"
-                    ))),
+                    Err(CollectError::Timeout(timeout)),
                     Vec::new(),
                     elapsed,
                 );
@@ -485,14 +483,14 @@ impl CollectorState {
                 }
                 self.last_success = Some(now);
             }
-            Err(e) if self.last_error.as_ref() != Some(e) => match e {
-                CollectError::NoData(_) => {
+            // Told once per new error, not at every collection.
+            Err(e) if self.last_error.as_ref().map(ToString::to_string) != Some(e.to_string()) => {
+                if e.is_no_data() {
                     tracing::info!(collector = name, error = %e, "collector has no data")
-                }
-                CollectError::Failed(_) => {
+                } else {
                     tracing::warn!(collector = name, error = %e, "collection failed")
                 }
-            },
+            }
             Err(_) => {}
         }
         self.collected += samples.len() as u64;
@@ -501,7 +499,7 @@ impl CollectorState {
         if result.is_ok() || !samples.is_empty() {
             self.samples = samples;
         }
-        if matches!(result, Err(CollectError::Failed(_))) {
+        if result.as_ref().is_err_and(|e| !e.is_no_data()) {
             self.errors += 1;
         }
         self.last_error = result.err();
@@ -591,13 +589,7 @@ async fn collect_once(
                 match tokio::task::spawn_blocking(move || spec.build(&ctx)).await {
                     Ok(c) => c,
                     Err(e) => {
-                        return (
-                            None,
-                            Err(CollectError::Failed(format!(
-                                "collector could not be built: {e}"
-                            ))),
-                            Vec::new(),
-                        );
+                        return (None, Err(CollectError::Build(e.to_string())), Vec::new());
                     }
                 }
             }
@@ -612,11 +604,7 @@ async fn collect_once(
             Ok((c, result, samples)) => (Some(c), result, samples),
             // A panic inside a collector is a bug; the collector is rebuilt on the
             // next tick rather than taking the daemon down.
-            Err(e) => (
-                None,
-                Err(CollectError::Failed(format!("collector panicked: {e}"))),
-                Vec::new(),
-            ),
+            Err(e) => (None, Err(CollectError::Panicked(e.to_string())), Vec::new()),
         }
     };
     // A hardware read that hangs must not hold up shutdown or a reload: the

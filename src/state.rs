@@ -27,7 +27,7 @@ pub struct AppState {
     /// The config server link, when one is configured.
     pub sync: Option<Arc<crate::sync::ConfigSync>>,
     /// The plug hub inside the exporter (`shelly.listen`), when there is one.
-    pub hub: Option<Arc<crate::shelly::Hub>>,
+    pub hub: Option<Arc<crate::shelly_server::Hub>>,
     /// What remote write has done (inactive when not configured).
     pub push: Arc<crate::remote_write::Stats>,
     /// The certificate both listeners serve (none: plain HTTP).

@@ -235,14 +235,19 @@ impl<O: Opener> Collector for Ina2xxCollector<O> {
                 Err(Problem::Failed(m)) => failed.push(m),
             }
         }
-        if !failed.is_empty() {
-            failed.extend(absent);
-            Err(CollectError::Failed(failed.join("; ")))
-        } else if !absent.is_empty() {
-            Err(CollectError::NoData(absent.join("; ")))
-        } else {
-            Ok(())
+        if failed.is_empty() {
+            return if absent.is_empty() {
+                Ok(())
+            } else {
+                Err(CollectError::NoData(absent.join("; ")))
+            };
         }
+        let errors = failed
+            .into_iter()
+            .map(CollectError::Sensor)
+            .chain(absent.into_iter().map(CollectError::NoData))
+            .collect();
+        CollectError::all(errors).map_or(Ok(()), Err)
     }
 }
 
@@ -356,11 +361,10 @@ mod tests {
             vec![sensor("board")],
         );
         let err = c.collect(&mut out).expect_err("nothing at 0x40");
-        assert_eq!(
-            err,
-            CollectError::NoData(
-                "board (ina260 at 0x40 on bus 1): no chip answers at the address".into()
-            )
+        assert!(
+            matches!(&err, CollectError::NoData(m)
+                if m == "board (ina260 at 0x40 on bus 1): no chip answers at the address"),
+            "{err:?}"
         );
         drop(c);
         bus.done();
@@ -373,7 +377,7 @@ mod tests {
             vec![sensor("board")],
         );
         assert!(
-            matches!(c.collect(&mut out), Err(CollectError::Failed(m)) if m.contains("die id 0x2260"))
+            matches!(c.collect(&mut out), Err(e) if !e.is_no_data() && e.detail().contains("die id 0x2260"))
         );
         assert!(out.samples().is_empty());
         drop(c);

@@ -136,9 +136,8 @@ impl LinuxCollector {
         }
     }
 
-    fn collect_cpu(&mut self, out: &mut SampleSink) -> Result<(), String> {
-        let text = paths::read_string(&self.paths.proc("stat"))
-            .map_err(|e| format!("reading {}: {e}", self.paths.proc("stat").display()))?;
+    fn collect_cpu(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
+        let text = read(&self.paths.proc("stat"))?;
         let stat = cpu::parse_stat(&text);
         let previous = self.previous.replace(stat.clone());
         if let (Some(prev), Some(now)) = (previous.as_ref().and_then(|p| p.all), stat.all) {
@@ -189,9 +188,8 @@ impl LinuxCollector {
         Ok(())
     }
 
-    fn collect_memory(&self, out: &mut SampleSink) -> Result<(), String> {
-        let text = paths::read_string(&self.paths.proc("meminfo"))
-            .map_err(|e| format!("reading {}: {e}", self.paths.proc("meminfo").display()))?;
+    fn collect_memory(&self, out: &mut SampleSink) -> Result<(), CollectError> {
+        let text = read(&self.paths.proc("meminfo"))?;
         let m = meminfo::parse(&text);
         let mb = |kib: Option<u64>| kib.map(|k| k as f64 / KIB_PER_MB);
         out.push_series(
@@ -369,12 +367,16 @@ impl Collector for LinuxCollector {
         self.collect_thermal(out);
         self.collect_hwmon(out);
         self.collect_power_supplies(out);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::Failed(errors.join("; ")))
-        }
+        CollectError::all(errors).map_or(Ok(()), Err)
     }
+}
+
+/// A procfs table that every Linux has.
+fn read(path: &std::path::Path) -> Result<String, CollectError> {
+    paths::read_string(path).map_err(|e| CollectError::Read {
+        path: path.to_owned(),
+        source: std::sync::Arc::new(e),
+    })
 }
 
 /// The items that occur more than once.

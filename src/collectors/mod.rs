@@ -40,14 +40,92 @@ pub trait Collector: Send + 'static {
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError>;
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a collection gave less than it should: one variant per step that failed,
+/// with its cause. [`CollectError::NoData`] alone is "the hardware is not there":
+/// reported, but not counted as a failure of the exporter.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CollectError {
-    /// The hardware is not there (no tegrastats, no sensor on the bus). Reported,
-    /// but not counted as a failure of the exporter.
+    /// The hardware is not there (no tegrastats, no sensor on the bus, no RAPL
+    /// zones); the message says what is missing and how to add it.
     #[error("no data: {0}")]
     NoData(String),
+    /// A procfs or sysfs file that should be there could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// Files the exporter is not allowed to read (RAPL's `energy_uj`).
+    #[error(
+        "permission denied reading {} (energy_uj is root-only since Linux 5.10; see docs/board-sensors.md)",
+        .0.join(", ")
+    )]
+    PermissionDenied(Vec<String>),
+    /// A board tool failed (`vcgencmd`, `nvpmodel`).
+    #[error(transparent)]
+    Command(#[from] crate::sources::command::CommandError),
+    /// The tegrastats stream is down (it is being restarted).
+    #[error(transparent)]
+    Stream(#[from] crate::sources::tegrastats::stream::StreamError),
+    /// The stream has printed nothing since it started.
+    #[error("tegrastats has printed nothing for {0}s since it started")]
+    Silent(u64),
+    /// A sensor on a bus failed: which one, and how.
     #[error("{0}")]
-    Failed(String),
+    Sensor(String),
+    /// A Shelly plug gave no reading.
+    #[error(transparent)]
+    Plug(std::sync::Arc<shelly::ShellyError>),
+    /// Several parts failed (or had no data), in the order they were read.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<CollectError>),
+    /// The collection ran longer than it may.
+    #[error("collection has taken more than {0:?}")]
+    Timeout(Duration),
+    /// A bug in the collector; it is rebuilt for the next collection.
+    #[error("collector panicked: {0}")]
+    Panicked(String),
+    #[error("collector could not be built: {0}")]
+    Build(String),
+}
+
+impl CollectError {
+    /// One error for what went wrong in one collection; `None` when nothing did.
+    pub fn all(mut errors: Vec<CollectError>) -> Option<CollectError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(CollectError::Several(errors)),
+        }
+    }
+
+    /// "The hardware is not there" rather than a failure of the exporter.
+    pub fn is_no_data(&self) -> bool {
+        match self {
+            CollectError::NoData(_) => true,
+            CollectError::Several(all) => all.iter().all(CollectError::is_no_data),
+            _ => false,
+        }
+    }
+
+    /// What `/health` shows: the message without the "no data: " prefix.
+    pub fn detail(&self) -> String {
+        match self {
+            CollectError::NoData(message) => message.clone(),
+            CollectError::Several(all) => all
+                .iter()
+                .map(CollectError::detail)
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<shelly::ShellyError> for CollectError {
+    fn from(e: shelly::ShellyError) -> Self {
+        CollectError::Plug(std::sync::Arc::new(e))
+    }
 }
 
 /// What to run, derived from the config. Everything a collector is built from is
@@ -94,7 +172,7 @@ pub struct BuildContext {
     /// Cancelled when this collector is stopped (reload) or the daemon shuts down.
     pub cancel: CancellationToken,
     /// The plug hub running inside the exporter (`shelly.listen`), if any.
-    pub hub: Option<std::sync::Arc<crate::shelly::Hub>>,
+    pub hub: Option<std::sync::Arc<crate::shelly_server::Hub>>,
 }
 
 impl CollectorSpec {

@@ -55,7 +55,7 @@ impl Collector for PmicCollector {
             CommandError::NotFound { .. } => CollectError::NoData(format!(
                 "{e}: it comes with Raspberry Pi OS (package raspi-utils); set pmic.command to its path"
             )),
-            other => CollectError::Failed(other.to_string()),
+            other => CollectError::Command(other),
         })?;
         let rails = pmic::parse(&output);
         if rails.is_empty() {
@@ -148,7 +148,7 @@ mod tests {
         let mut broken = PmicCollector::new("false".into());
         assert!(matches!(
             broken.collect(&mut out),
-            Err(CollectError::Failed(_))
+            Err(CollectError::Command(_))
         ));
     }
 }

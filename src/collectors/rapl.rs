@@ -91,7 +91,10 @@ impl Collector for RaplCollector {
                 // measure) is skipped, not an error.
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
-                    errors.push(format!("{}: {e}", path.display()));
+                    errors.push(CollectError::Read {
+                        path,
+                        source: std::sync::Arc::new(e),
+                    });
                     continue;
                 }
             };
@@ -145,19 +148,9 @@ impl Collector for RaplCollector {
                 tracing::warn!(files = %denied.join(", "), "cannot read RAPL energy: permission denied. {PERMISSION_FIX}");
                 self.told_permission = true;
             }
-            errors.insert(
-                0,
-                format!(
-                    "permission denied reading {} (energy_uj is root-only since Linux 5.10; see docs/board-sensors.md)",
-                    denied.join(", ")
-                ),
-            );
+            errors.insert(0, CollectError::PermissionDenied(denied));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::Failed(errors.join("; ")))
-        }
+        CollectError::all(errors).map_or(Ok(()), Err)
     }
 }
 

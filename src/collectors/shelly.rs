@@ -6,6 +6,9 @@
 //! * straight from plugs over HTTP (`shelly.poll`), for plugs that cannot connect
 //!   out: Gen2+ `/rpc/Shelly.GetStatus` (digest auth) and Gen1 `/status`.
 //!
+//! How each way reads is `sources::shelly` (`hub_client`, `poll`) and the hub's
+//! own [`Hub::read`]; this module only maps readings to samples.
+//!
 //! Which plug powers this device is `shelly.device_id`, by default the hostname;
 //! when that is not set and the hub knows no plug by the hostname, the hub's only
 //! plug is used. Samples carry a `plug` label with the plug's id. Energy is a
@@ -14,22 +17,31 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use serde_json::Value;
 
 use super::{CollectError, Collector};
 use crate::config::PollTarget;
-use crate::http::{client, digest};
 use crate::sample::{Family, Sample, SampleSink, sanitize};
-use crate::shelly::Hub;
-use crate::sources::shelly::{self, Reading};
+use crate::shelly_server::{Hub, Pick, RpcFailure};
+use crate::sources::shelly::Reading;
+use crate::sources::shelly::hub_client::{self, HubError};
+use crate::sources::shelly::poll::{self, PollError};
 
 pub const NAME: &str = "shelly";
 
-/// Time for one request: the hub's RPC timeout (5 s) plus a margin.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
-const MAX_BODY: usize = 256 * 1024;
+/// Why one plug gave no reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellyError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Poll(#[from] PollError),
+    #[error("the embedded plug hub is not running")]
+    NoEmbeddedHub,
+    #[error(transparent)]
+    Pick(#[from] Pick),
+    #[error(transparent)]
+    Rpc(#[from] RpcFailure),
+}
 
 static POWER: Family = Family::gauge(
     "power_total_watts",
@@ -133,70 +145,36 @@ impl ShellyCollector {
         }
     }
 
-    async fn fetch(&self) -> Vec<Result<(String, Reading), String>> {
+    /// The plug that powers this device: `shelly.device_id`, else the hostname.
+    fn wanted(&self) -> &str {
+        self.device_id.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// One reading per plug read: `(plug label, reading)` or why there is none.
+    async fn fetch(&self) -> Vec<Result<(String, Reading), ShellyError>> {
+        // Without `shelly.device_id`, a hub's only plug stands in for the hostname.
+        let only_fallback = self.device_id.is_none();
         match &self.source {
-            ShellySource::Hub { url } => vec![self.read_hub(url).await],
-            ShellySource::Embedded => vec![self.read_embedded().await],
+            ShellySource::Hub { url } => {
+                let read = hub_client::read(url, self.wanted(), only_fallback).await;
+                vec![read.map(|r| (r.device_id, r.reading)).map_err(Into::into)]
+            }
+            ShellySource::Embedded => vec![self.read_embedded(only_fallback).await],
             ShellySource::Poll(targets) => {
                 let mut out = Vec::new();
                 for t in targets {
-                    out.push(poll(t).await.map(|r| (t.name.clone(), r)));
+                    let read = poll::read(t).await;
+                    out.push(read.map(|r| (t.name.clone(), r)).map_err(Into::into));
                 }
                 out
             }
         }
     }
 
-    fn wanted(&self) -> &str {
-        self.device_id.as_deref().unwrap_or(&self.hostname)
-    }
-
-    async fn read_hub(&self, base: &str) -> Result<(String, Reading), String> {
-        let base = base.trim_end_matches('/');
-        let url = format!("{base}/metrics/{}", self.wanted());
-        let response = client::get(&url, &[], REQUEST_TIMEOUT, MAX_BODY)
-            .await
-            .map_err(|e| e.to_string())?;
-        let response = if response.status == 404 && self.device_id.is_none() {
-            // No plug named after this host: use the hub's only plug, if it has one.
-            client::get(&format!("{base}/metrics"), &[], REQUEST_TIMEOUT, MAX_BODY)
-                .await
-                .map_err(|e| e.to_string())?
-        } else {
-            response
-        };
-        let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        match response.status {
-            200 => {
-                let plug = body["device_id"].as_str().unwrap_or("").to_owned();
-                Ok((plug, reading_from_hub_json(&body)))
-            }
-            409 => Err(format!(
-                "several plugs are connected to the hub ({}); set shelly.device_id",
-                body["devices"]
-            )),
-            status => Err(format!(
-                "the hub at {base} answered {status}: {}",
-                body["error"].as_str().unwrap_or("(no reason given)")
-            )),
-        }
-    }
-
-    async fn read_embedded(&self) -> Result<(String, Reading), String> {
-        let hub = self
-            .hub
-            .as_ref()
-            .ok_or("the embedded plug hub is not running")?;
-        let plug = match (hub.resolve(self.wanted()), &self.device_id) {
-            (Some(plug), _) => plug,
-            (None, Some(id)) => return Err(format!("No Shelly device connected: {id}")),
-            (None, None) => match hub.plugs().as_slice() {
-                [one] => one.clone(),
-                [] => return Err("No Shelly device connected".into()),
-                _ => return Err("several plugs are connected; set shelly.device_id".into()),
-            },
-        };
-        let reading = hub.read(&plug).await.map_err(|e| e.to_string())?;
+    async fn read_embedded(&self, only_fallback: bool) -> Result<(String, Reading), ShellyError> {
+        let hub = self.hub.as_ref().ok_or(ShellyError::NoEmbeddedHub)?;
+        let plug = hub.pick(self.wanted(), only_fallback)?;
+        let reading = hub.read(&plug).await?;
         Ok((plug.id.clone(), reading))
     }
 
@@ -204,19 +182,20 @@ impl ShellyCollector {
         let mk = |family: &'static Family, v: f64| {
             Sample::new(family, v).const_label("plug", plug.to_owned())
         };
-        out.push_some(r.power_watts, |v| mk(&POWER, v));
-        out.push_some(r.voltage_volts, |v| mk(&VOLTAGE, v));
-        out.push_some(r.current_amps, |v| mk(&CURRENT, v));
-        out.push_some(r.power_factor, |v| mk(&FACTOR, v));
-        out.push_some(r.frequency_hertz, |v| mk(&FREQUENCY, v));
-        out.push_some(r.temperature_celsius, |v| mk(&TEMPERATURE, v));
-        out.push_some(r.output_on.map(|o| if o { 1.0 } else { 0.0 }), |v| {
+        let m = &r.metrics;
+        out.push_some(m.power_total_watts, |v| mk(&POWER, v));
+        out.push_some(m.power_voltage_volts, |v| mk(&VOLTAGE, v));
+        out.push_some(m.power_current_amps, |v| mk(&CURRENT, v));
+        out.push_some(m.power_factor, |v| mk(&FACTOR, v));
+        out.push_some(m.power_frequency_hertz, |v| mk(&FREQUENCY, v));
+        out.push_some(m.temperature_celsius, |v| mk(&TEMPERATURE, v));
+        out.push_some(m.output_on.map(|o| if o { 1.0 } else { 0.0 }), |v| {
             mk(&OUTPUT, v)
         });
         let (energy, returned) = self.energy.entry(plug.to_owned()).or_default();
         // Wh to J.
-        let energy_j = r.energy_wh.map(|wh| energy.update(wh) * 3600.0);
-        let returned_j = r.returned_energy_wh.map(|wh| returned.update(wh) * 3600.0);
+        let energy_j = m.energy_total_wh.map(|wh| energy.update(wh) * 3600.0);
+        let returned_j = m.energy_returned_wh.map(|wh| returned.update(wh) * 3600.0);
         out.push_some(energy_j, |v| mk(&ENERGY, v));
         out.push_some(returned_j, |v| mk(&RETURNED, v));
         for e in &r.errors {
@@ -243,136 +222,11 @@ impl Collector for ShellyCollector {
         for result in results {
             match result {
                 Ok((plug, reading)) => self.push(out, &plug, &reading),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(CollectError::from(e)),
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::Failed(errors.join("; ")))
-        }
+        CollectError::all(errors).map_or(Ok(()), Err)
     }
-}
-
-/// The hub's `/metrics` JSON back to a reading.
-fn reading_from_hub_json(body: &Value) -> Reading {
-    let m = &body["metrics"];
-    let f = |k: &str| m.get(k).and_then(Value::as_f64).filter(|v| v.is_finite());
-    Reading {
-        power_watts: f("power_total_watts"),
-        voltage_volts: f("power_voltage_volts"),
-        current_amps: f("power_current_amps"),
-        power_factor: f("power_factor"),
-        frequency_hertz: f("power_frequency_hertz"),
-        energy_wh: f("energy_total_wh"),
-        returned_energy_wh: f("energy_returned_wh"),
-        temperature_celsius: f("temperature_celsius"),
-        output_on: f("output_on").map(|v| v != 0.0),
-        errors: body["errors"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        components: Vec::new(),
-    }
-}
-
-/// Reads one plug over HTTP.
-async fn poll(target: &PollTarget) -> Result<Reading, String> {
-    let path = if target.generation == 1 {
-        "/status"
-    } else {
-        "/rpc/Shelly.GetStatus"
-    };
-    let url = format!("{}{path}", target.url);
-    let mut headers = Vec::new();
-    if target.generation == 1
-        && let Some(password) = &target.password
-    {
-        headers.push((
-            hyper::header::AUTHORIZATION,
-            crate::http::auth::basic_header(&target.username, password.expose()),
-        ));
-    }
-    let mut response = client::get(&url, &headers, REQUEST_TIMEOUT, MAX_BODY)
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status == 401 && target.generation == 2 {
-        let password = target.password.as_ref().ok_or_else(|| {
-            format!(
-                "{} asks for a password; set shelly.poll[].password",
-                target.name
-            )
-        })?;
-        let challenge = response
-            .headers
-            .get(hyper::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(digest::parse_challenge)
-            .ok_or_else(|| format!("{} sent no usable digest challenge", target.name))?;
-        let cnonce = format!("{:016x}", rand_u64());
-        let header = digest::authorization(
-            &challenge,
-            &target.username,
-            password.expose(),
-            "GET",
-            path,
-            &cnonce,
-        )
-        .ok_or_else(|| {
-            format!(
-                "{} asks for digest algorithm {}",
-                target.name, challenge.algorithm
-            )
-        })?;
-        response = client::get(
-            &url,
-            &[(hyper::header::AUTHORIZATION, header)],
-            REQUEST_TIMEOUT,
-            MAX_BODY,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    if response.status != 200 {
-        return Err(format!(
-            "{} answered {} to {path}",
-            target.name, response.status
-        ));
-    }
-    let body: Value = serde_json::from_slice(&response.body)
-        .map_err(|e| format!("{} sent invalid JSON: {e}", target.name))?;
-    let reading = match (target.generation, &body) {
-        (1, _) => shelly::gen1_reading(&body),
-        (_, Value::Object(status)) => shelly::reading(status),
-        _ => {
-            return Err(format!(
-                "{} sent a status that is not an object",
-                target.name
-            ));
-        }
-    };
-    if reading.components.is_empty() {
-        return Err(format!("{} reports no power component", target.name));
-    }
-    Ok(reading)
-}
-
-/// A client nonce: not a secret, only needs to differ between requests.
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 #[cfg(test)]

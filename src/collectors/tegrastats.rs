@@ -175,17 +175,14 @@ impl Collector for TegrastatsCollector {
         }
         match &shared.status {
             StreamStatus::Running => Ok(()),
-            StreamStatus::Down(reason) => Err(CollectError::Failed(reason.clone())),
+            StreamStatus::Down(reason) => Err(CollectError::Stream(reason.clone())),
             // The first line takes one interval to arrive.
             StreamStatus::Starting
                 if self.started.elapsed() < stream::silence_limit(self.interval) =>
             {
                 Ok(())
             }
-            StreamStatus::Starting => Err(CollectError::Failed(format!(
-                "tegrastats has printed nothing for {}s since it started",
-                self.started.elapsed().as_secs()
-            ))),
+            StreamStatus::Starting => Err(CollectError::Silent(self.started.elapsed().as_secs())),
         }
     }
 }

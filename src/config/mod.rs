@@ -1142,8 +1142,8 @@ fn ina2xx_sensors(
                 .conversion_time_us
                 .unwrap_or(if is_219 { 0 } else { 1100 }),
         };
-        ina2xx::config_word(&settings).map_err(&err)?;
-        ina2xx::calibration(chip).map_err(&err)?;
+        ina2xx::config_word(&settings).map_err(|e| err(e.to_string()))?;
+        ina2xx::calibration(chip).map_err(|e| err(e.to_string()))?;
         sensors.push(Ina2xxSensor {
             name,
             bus,

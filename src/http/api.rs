@@ -24,7 +24,6 @@ use serde_json::{Map, Value, json};
 
 use super::auth::{allowed, challenge};
 use super::error::ApiError;
-use crate::collectors::CollectError;
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
 use crate::state::AppState;
@@ -99,8 +98,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
             let (status, error) = match (&s.last_error, s.ran) {
                 (_, false) => ("starting", None),
                 (None, true) => ("ok", None),
-                (Some(CollectError::NoData(m)), true) => ("no_data", Some(m.clone())),
-                (Some(CollectError::Failed(m)), true) => ("failing", Some(m.clone())),
+                (Some(e), true) if e.is_no_data() => ("no_data", Some(e.detail())),
+                (Some(e), true) => ("failing", Some(e.detail())),
             };
             degraded |= status == "failing" || status == "no_data";
             json!({

@@ -10,7 +10,6 @@
 pub mod api;
 pub mod auth;
 pub mod client;
-pub mod digest;
 pub mod error;
 pub mod metrics;
 pub mod probes;

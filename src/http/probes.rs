@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::collectors::CollectError;
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -30,7 +29,7 @@ pub fn readiness(state: &AppState) -> (bool, Map<String, Value>) {
         .collect();
     let failing: Vec<&str> = collectors
         .iter()
-        .filter(|(_, s)| matches!(s.last_error, Some(CollectError::Failed(_))))
+        .filter(|(_, s)| s.last_error.as_ref().is_some_and(|e| !e.is_no_data()))
         .map(|(n, _)| *n)
         .collect();
     let ready = starting.is_empty();
@@ -89,8 +88,8 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             let status = match (&s.last_error, s.ran) {
                 (_, false) => "starting",
                 (None, true) => "ok",
-                (Some(CollectError::NoData(_)), true) => "no_data",
-                (Some(CollectError::Failed(_)), true) => "failing",
+                (Some(e), true) if e.is_no_data() => "no_data",
+                (Some(_), true) => "failing",
             };
             ((*name).to_owned(), json!(status))
         })

@@ -7,7 +7,7 @@
 //!   key read from PEM files at start and at every reload, optionally requiring
 //!   client certificates.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -35,38 +35,79 @@ impl ServerTls {
     }
 }
 
+/// Why a TLS setup cannot be built; each names the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{} is not PEM certificates: {source}", path.display())]
+    NotPem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{} holds no certificate", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("cannot read the key {}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Ca {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    ClientVerifier {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("{} and {} do not make a certificate and key pair: {source}", cert.display(), key.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("client certificate: {0}")]
+    ClientCertificate(rustls::Error),
+    #[error("no trusted CA certificates in the system store; set tls.ca_file")]
+    NoSystemRoots,
+    #[error(transparent)]
+    Protocol(rustls::Error),
+}
+
 /// Reads the certificate chain, the key and the client CAs of `cfg`; any problem
 /// (missing file, not PEM, key not matching the certificate) is an error that
 /// names the file.
-pub fn server(cfg: &ServerTlsConfig) -> Result<Arc<ServerConfig>, String> {
+pub fn server(cfg: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(&cfg.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
-        .map_err(|e| format!("cannot read the key {}: {e}", cfg.key_file.display()))?;
+    let key = key(&cfg.key_file)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsError::Protocol)?;
     let builder = match &cfg.client_ca_file {
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
+            let roots = roots(path)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|source| TlsError::ClientVerifier {
+                    path: path.clone(),
+                    source,
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        format!(
-            "{} and {} do not make a certificate and key pair: {e}",
-            cfg.cert_file.display(),
-            cfg.key_file.display()
-        )
-    })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Pair {
+            cert: cfg.cert_file.clone(),
+            key: cfg.key_file.clone(),
+            source,
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -83,59 +124,73 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+        .map_err(|source| TlsError::NotPem {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
+        return Err(TlsError::NoCertificate(path.to_owned()));
     }
     Ok(certs)
 }
 
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The CA certificates of a PEM file, as trust roots.
+fn roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs(path)? {
+        roots.add(cert).map_err(|source| TlsError::Ca {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Builds the client setup for `cfg`.
-pub fn client(cfg: &TlsClientConfig) -> Result<TlsClient, String> {
+pub fn client(cfg: &TlsClientConfig) -> Result<TlsClient, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsError::Protocol)?;
     let builder = if cfg.insecure_skip_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &cfg.ca_file {
-            Some(path) => {
-                for cert in certs(path)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                }
-            }
+        let roots = match &cfg.ca_file {
+            Some(path) => roots(path)?,
             None => {
+                let mut roots = rustls::RootCertStore::empty();
                 let found = rustls_native_certs::load_native_certs();
                 for cert in found.certs {
                     // Some system stores hold certificates rustls refuses; skip them.
                     let _ = roots.add(cert);
                 }
                 if roots.is_empty() {
-                    return Err(
-                        "no trusted CA certificates in the system store; set tls.ca_file".into(),
-                    );
+                    return Err(TlsError::NoSystemRoots);
                 }
+                roots
             }
-        }
+        };
         builder.with_root_certificates(roots)
     };
     let config = match (&cfg.cert_file, &cfg.key_file) {
-        (Some(cert), Some(key)) => {
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(certs(cert)?, key)
-                .map_err(|e| format!("client certificate: {e}"))?
-        }
+        (Some(cert), Some(key_file)) => builder
+            .with_client_auth_cert(certs(cert)?, key(key_file)?)
+            .map_err(TlsError::ClientCertificate)?,
         _ => builder.with_no_client_auth(),
     };
     Ok(TlsClient {

@@ -189,6 +189,18 @@ pub async fn run(
     }
 }
 
+/// Why remote write cannot start with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the buffer {}: {source}", dir.display())]
+    Buffer {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
+}
+
 /// One configured receiver: the buffer, the series already pushed, the sender.
 struct Pusher {
     buffer: Arc<Mutex<Buffer>>,
@@ -207,13 +219,16 @@ impl Pusher {
         config_path: &Path,
         stats: Arc<Stats>,
         shutdown: &CancellationToken,
-    ) -> Result<Pusher, String> {
+    ) -> Result<Pusher, StartError> {
         let dir = cfg
             .buffer_path
             .clone()
             .unwrap_or_else(|| default_buffer_dir(config_path));
-        let buffer = Buffer::open(&dir, cfg.buffer_max_bytes)
-            .map_err(|e| format!("cannot open the buffer {}: {e}", dir.display()))?;
+        let buffer =
+            Buffer::open(&dir, cfg.buffer_max_bytes).map_err(|source| StartError::Buffer {
+                dir: dir.clone(),
+                source,
+            })?;
         if buffer.pending() > 0 {
             tracing::info!(samples = buffer.pending(), dir = %dir.display(), "remote write: sending the samples already in the buffer");
         }

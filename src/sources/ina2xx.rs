@@ -86,8 +86,33 @@ pub enum Error<E: std::fmt::Debug> {
         die: u16,
         expected: &'static str,
     },
-    #[error("{0}")]
-    BadSetting(String),
+    #[error(transparent)]
+    BadSetting(#[from] SettingError),
+}
+
+/// A setting the chip cannot take (checked when the config is read, and again
+/// when the chip is configured).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingError {
+    #[error("address {0:#04x} is outside 0x40..0x4F")]
+    Address(u8),
+    #[error("{what} must be one of {allowed}, got {got}")]
+    NotOneOf {
+        what: &'static str,
+        /// The values the chip takes, as a list.
+        allowed: String,
+        got: u32,
+    },
+    #[error("shunt_ohms and max_current_amps must be positive")]
+    NotPositive,
+    #[error(
+        "shunt_ohms {shunt} and max_current_amps {max} give calibration {calibration}, outside 1..65535"
+    )]
+    Calibration {
+        shunt: f64,
+        max: f64,
+        calibration: f64,
+    },
 }
 
 /// A configured chip on a bus.
@@ -101,13 +126,17 @@ pub struct Ina2xx<I2C> {
 }
 
 /// The config register value for `settings`.
-pub fn config_word(settings: &Settings) -> Result<u16, String> {
-    let index = |table: &[u16], v: u16, what: &str| {
+pub fn config_word(settings: &Settings) -> Result<u16, SettingError> {
+    let index = |table: &'static [u16], v: u16, what: &'static str| {
         table
             .iter()
             .position(|x| *x == v)
             .map(|i| i as u16)
-            .ok_or_else(|| format!("{what} must be one of {table:?}, got {v}"))
+            .ok_or_else(|| SettingError::NotOneOf {
+                what,
+                allowed: format!("{table:?}"),
+                got: u32::from(v),
+            })
     };
     match settings.chip {
         Chip::Ina260 | Chip::Ina226 { .. } => {
@@ -116,11 +145,10 @@ pub fn config_word(settings: &Settings) -> Result<u16, String> {
                 .iter()
                 .position(|x| *x == settings.conversion_time_us)
                 .map(|i| i as u16)
-                .ok_or_else(|| {
-                    format!(
-                        "conversion_time_us must be one of {CONVERSION_US:?}, got {}",
-                        settings.conversion_time_us
-                    )
+                .ok_or_else(|| SettingError::NotOneOf {
+                    what: "conversion_time_us",
+                    allowed: format!("{CONVERSION_US:?}"),
+                    got: settings.conversion_time_us,
                 })?;
             // Bits 14–12 read back 110 on the INA260 and 100 on the INA226; mode
             // 111 is continuous current and voltage.
@@ -143,7 +171,7 @@ pub fn config_word(settings: &Settings) -> Result<u16, String> {
 }
 
 /// Amps per LSB and the calibration register for a chip with an external shunt.
-pub fn calibration(chip: Chip) -> Result<(f64, Option<u16>), String> {
+pub fn calibration(chip: Chip) -> Result<(f64, Option<u16>), SettingError> {
     let (shunt, max, scale) = match chip {
         Chip::Ina260 => return Ok((1.25e-3, None)),
         Chip::Ina226 {
@@ -156,14 +184,16 @@ pub fn calibration(chip: Chip) -> Result<(f64, Option<u16>), String> {
         } => (shunt_ohms, max_current_amps, 0.04096),
     };
     if !(shunt > 0.0 && shunt.is_finite() && max > 0.0 && max.is_finite()) {
-        return Err("shunt_ohms and max_current_amps must be positive".into());
+        return Err(SettingError::NotPositive);
     }
     let lsb = max / 32768.0;
     let cal = (scale / (lsb * shunt)).trunc();
     if !(1.0..=65535.0).contains(&cal) {
-        return Err(format!(
-            "shunt_ohms {shunt} and max_current_amps {max} give calibration {cal}, outside 1..65535"
-        ));
+        return Err(SettingError::Calibration {
+            shunt,
+            max,
+            calibration: cal,
+        });
     }
     let cal = cal as u16;
     // The chip works with the truncated calibration: derive the LSB it implies.
@@ -201,12 +231,10 @@ where
     /// is trusted from a chip whose ids do not match.
     pub fn new(i2c: I2C, address: u8, settings: Settings) -> Result<Self, Error<I2C::Error>> {
         if !(0x40..=0x4F).contains(&address) {
-            return Err(Error::BadSetting(format!(
-                "address {address:#04x} is outside 0x40..0x4F"
-            )));
+            return Err(SettingError::Address(address).into());
         }
-        let config = config_word(&settings).map_err(Error::BadSetting)?;
-        let (current_lsb, calibration) = calibration(settings.chip).map_err(Error::BadSetting)?;
+        let config = config_word(&settings)?;
+        let (current_lsb, calibration) = calibration(settings.chip)?;
         let mut ina = Ina2xx {
             i2c,
             address,

@@ -18,7 +18,7 @@ fn https_get(
     client_tls: &TlsClientConfig,
     headers: &[(&str, &str)],
 ) -> Result<(u16, String), String> {
-    let tls = tls::client(client_tls)?;
+    let tls = tls::client(client_tls).map_err(|e| e.to_string())?;
     let headers: Vec<(hyper::header::HeaderName, String)> = headers
         .iter()
         .map(|(k, v)| (k.parse().expect("header name"), (*v).to_owned()))

@@ -48,15 +48,55 @@ pub enum Source {
 }
 
 /// The stream's state, as the collector and `/health` report it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum StreamStatus {
     /// Started; no line yet.
     Starting,
     /// Lines are arriving.
     Running,
     /// The child is not running (did not start, exited, went silent); it is being
-    /// restarted. The message says why and what to do.
-    Down(String),
+    /// restarted. The error says why and what to do.
+    Down(StreamError),
+}
+
+/// Why the stream is down.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamError {
+    #[error(
+        "tegrastats not found: {0} is not installed or not on PATH (on a Jetson it comes with \
+         nvidia-l4t-tools; elsewhere set tegrastats.replay, or run serve --demo)"
+    )]
+    NotFound(String),
+    #[error("tegrastats cannot be run: {0}: permission denied")]
+    PermissionDenied(String),
+    #[error("tegrastats could not be started: {0}")]
+    Spawn(Arc<std::io::Error>),
+    #[error("tegrastats has no stdout")]
+    NoStdout,
+    #[error("tegrastats printed nothing for {0}s")]
+    Silent(u64),
+    #[error("reading tegrastats output failed: {0}")]
+    Read(Arc<std::io::Error>),
+    #[error("tegrastats exited{}", .0.map(|s| format!(" ({s})")).unwrap_or_default())]
+    Exited(Option<std::process::ExitStatus>),
+    #[error("the recording has no lines")]
+    EmptyRecording,
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+}
+
+/// Why a recording file cannot be replayed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RecordingError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    #[error("{} is larger than {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{} has no tegrastats lines", .0.display())]
+    NoLines(PathBuf),
 }
 
 /// Callbacks from the stream to its owner.
@@ -80,7 +120,7 @@ pub async fn run(
         Source::Replay { lines, .. } => replay(&lines, interval, &mut sink, &cancel).await,
         Source::ReplayFile { path } => match load_recording(&path) {
             Ok(lines) => replay(&lines, interval, &mut sink, &cancel).await,
-            Err(e) => sink.status(StreamStatus::Down(e)),
+            Err(e) => sink.status(StreamStatus::Down(e.into())),
         },
         Source::Command {
             program,
@@ -97,7 +137,7 @@ async fn replay(
     cancel: &CancellationToken,
 ) {
     if lines.is_empty() {
-        sink.status(StreamStatus::Down("the recording has no lines".into()));
+        sink.status(StreamStatus::Down(StreamError::EmptyRecording));
         return;
     }
     sink.status(StreamStatus::Running);
@@ -154,7 +194,12 @@ async fn supervise(
     }
 }
 
-fn spawn(program: &str, args: &[String], sudo: bool, interval: Duration) -> Result<Child, String> {
+fn spawn(
+    program: &str,
+    args: &[String],
+    sudo: bool,
+    interval: Duration,
+) -> Result<Child, StreamError> {
     let mut command = if sudo {
         let mut c = Command::new("sudo");
         c.arg("-n").arg(program);
@@ -173,15 +218,11 @@ fn spawn(program: &str, args: &[String], sudo: bool, interval: Duration) -> Resu
         // Its own process group, so a stop reaches sudo and tegrastats alike.
         .process_group(0);
     command.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "tegrastats not found: {} is not installed or not on PATH (on a Jetson it comes with \
-             nvidia-l4t-tools; elsewhere set tegrastats.replay, or run serve --demo)",
-            if sudo { "sudo" } else { program }
-        ),
-        std::io::ErrorKind::PermissionDenied => {
-            format!("tegrastats cannot be run: {program}: permission denied")
+        std::io::ErrorKind::NotFound => {
+            StreamError::NotFound(if sudo { "sudo" } else { program }.to_owned())
         }
-        _ => format!("tegrastats could not be started: {e}"),
+        std::io::ErrorKind::PermissionDenied => StreamError::PermissionDenied(program.to_owned()),
+        _ => StreamError::Spawn(Arc::new(e)),
     })
 }
 
@@ -192,14 +233,14 @@ async fn drive(
     interval: Duration,
     sink: &mut impl LineSink,
     cancel: &CancellationToken,
-) -> (Option<String>, bool) {
+) -> (Option<StreamError>, bool) {
     let pid = child.id();
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(log_stderr(stderr));
     }
     let Some(stdout) = child.stdout.take() else {
         stop(&mut child, pid).await;
-        return (Some("tegrastats has no stdout".into()), false);
+        return (Some(StreamError::NoStdout), false);
     };
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::with_capacity(1024);
@@ -214,9 +255,9 @@ async fn drive(
             read = tokio::time::timeout(limit, read_line_bounded(&mut reader, &mut buf, MAX_LINE)) => read,
         };
         match read {
-            Err(_) => break format!("tegrastats printed nothing for {}s", limit.as_secs()),
-            Ok(Err(e)) => break format!("reading tegrastats output failed: {e}"),
-            Ok(Ok(LineRead::Eof)) => break String::new(),
+            Err(_) => break Some(StreamError::Silent(limit.as_secs())),
+            Ok(Err(e)) => break Some(StreamError::Read(Arc::new(e))),
+            Ok(Ok(LineRead::Eof)) => break None,
             Ok(Ok(LineRead::TooLong)) => sink.unreadable(),
             Ok(Ok(LineRead::Line)) => match std::str::from_utf8(&buf) {
                 Ok(line) => {
@@ -231,15 +272,10 @@ async fn drive(
         }
     };
     let status = stop(&mut child, pid).await;
-    let reason = if reason.is_empty() {
-        match status {
-            Some(s) => format!("tegrastats exited ({s})"),
-            None => "tegrastats exited".to_owned(),
-        }
-    } else {
-        reason
-    };
-    (Some(reason), got_lines)
+    (
+        Some(reason.unwrap_or(StreamError::Exited(status))),
+        got_lines,
+    )
 }
 
 /// Stops the child's process group (SIGTERM, then SIGKILL) and reaps it.
@@ -342,20 +378,23 @@ pub fn recording_lines(text: &str) -> Vec<String> {
 }
 
 /// Loads a recording from a file, bounded in size.
-pub fn load_recording(path: &std::path::Path) -> Result<Vec<String>, String> {
+pub fn load_recording(path: &std::path::Path) -> Result<Vec<String>, RecordingError> {
     const MAX_RECORDING: u64 = 16 * 1024 * 1024;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let unreadable = |e| RecordingError::Read {
+        path: path.to_owned(),
+        source: Arc::new(e),
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if meta.len() > MAX_RECORDING {
-        return Err(format!(
-            "{} is larger than {MAX_RECORDING} bytes",
-            path.display()
-        ));
+        return Err(RecordingError::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_RECORDING,
+        });
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(unreadable)?;
     let lines = recording_lines(&String::from_utf8_lossy(&bytes));
     if lines.is_empty() {
-        return Err(format!("{} has no tegrastats lines", path.display()));
+        return Err(RecordingError::NoLines(path.to_owned()));
     }
     Ok(lines)
 }

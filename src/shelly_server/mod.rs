@@ -1,6 +1,20 @@
-//! `edge-metrics-exporter shelly-server`: the plug hub as its own process (the
-//! spec's `shelly_server`): the WebSocket endpoint on `--ws-port` (8765) and the
-//! HTTP API on `--http-port` (8766, loopback by default).
+//! `edge-metrics-exporter shelly-server`: the Shelly plug hub (the spec's
+//! `shelly_server`). Gen2+ plugs connect out to its WebSocket endpoint
+//! (`--ws-port`, 8765) and it answers for them over HTTP (`--http-port`, 8766,
+//! loopback by default). It also runs inside the exporter (`shelly.listen`).
+//!
+//! * `hub`: the registry of connected plugs, their sockets and RPC;
+//! * `api`: the routers: the WebSocket endpoint (with its secret check) and the
+//!   HTTP API (`/metrics`, `/metrics/{device_id}`, `/devices`, `/status/{id}`,
+//!   `/telemetry`).
+//!
+//! The protocol (frames, status documents, readings) is `sources::shelly`;
+//! metric names are the `shelly` collector's.
+
+pub mod api;
+pub mod hub;
+
+pub use hub::{Hub, HubConfig, Pick, RpcFailure};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,8 +23,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::endpoints;
-use super::hub::{Hub, HubConfig};
 use crate::config::Secret;
 
 #[derive(Debug, Clone)]
@@ -34,12 +46,12 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io
     let tracker = TaskTracker::new();
     tracker.spawn(crate::http::serve::serve(
         ws,
-        endpoints::ws_router(hub.clone(), options.secret, shutdown.clone()),
+        api::ws_router(hub.clone(), options.secret, shutdown.clone()),
         shutdown.clone(),
     ));
     tracker.spawn(crate::http::serve::serve(
         http,
-        crate::telemetry::track(endpoints::api_router(hub), "shelly_api"),
+        crate::telemetry::track(api::api_router(hub), "shelly_api"),
         shutdown.clone(),
     ));
     tracker.spawn(crate::systemd::run(

@@ -26,6 +26,7 @@ use super::hub::{Hub, RpcFailure};
 use crate::config::Secret;
 use crate::http::auth::tokens_match;
 use crate::http::error::ApiError;
+use crate::sources::shelly::PlugReading;
 
 #[derive(Debug, Clone)]
 struct WsState {
@@ -153,23 +154,23 @@ fn failure(e: RpcFailure) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-async fn read(hub: &Hub, name: &str) -> Result<Json<Value>, ApiError> {
+async fn read(hub: &Hub, name: &str) -> Result<Json<PlugReading>, ApiError> {
     let plug = hub
         .resolve(name)
         .ok_or_else(|| failure(RpcFailure::NotConnected(name.to_owned())))?;
     let reading = hub.read(&plug).await.map_err(failure)?;
-    Ok(Json(Hub::reading_json(&plug, &reading)))
+    Ok(Json(Hub::plug_reading(&plug, reading)))
 }
 
 async fn metrics_one(
     State(hub): State<Arc<Hub>>,
     Path(device_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlugReading>, ApiError> {
     read(&hub, &device_id).await
 }
 
 /// Without a device id: the one plug, or 409 with the list rather than a guess.
-async fn metrics_any(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, ApiError> {
+async fn metrics_any(State(hub): State<Arc<Hub>>) -> Result<Json<PlugReading>, ApiError> {
     let plugs = hub.plugs();
     match plugs.as_slice() {
         [] => Err(ApiError::new(

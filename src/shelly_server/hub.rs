@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::lock::lock;
-use crate::sources::shelly::{self, CompactStatus, Incoming, Reading, RpcError};
+use crate::sources::shelly::{self, CompactStatus, Incoming, PlugReading, Reading, RpcError};
 
 /// The `src` our requests carry; replies come back with it as `dst`.
 pub const HUB_SRC: &str = "edge-metrics-exporter";
@@ -51,6 +51,17 @@ impl Default for HubConfig {
             first_frame_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Why [`Hub::pick`] found no plug.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Pick {
+    #[error("No Shelly device connected: {0}")]
+    Unknown(String),
+    #[error("No Shelly device connected")]
+    None,
+    #[error("several plugs are connected; set shelly.device_id")]
+    Several,
 }
 
 /// Why an RPC got no usable answer; each maps to the spec's HTTP status.
@@ -443,34 +454,31 @@ impl Hub {
         }
     }
 
-    /// The JSON `/metrics` answers for a reading.
-    pub fn reading_json(plug: &Plug, reading: &Reading) -> Value {
-        let mut metrics = Map::new();
-        let mut put = |k: &str, v: Option<f64>| {
-            if let Some(v) = v.filter(|v| v.is_finite()) {
-                metrics.insert(k.to_owned(), serde_json::json!(v));
-            }
-        };
-        put("power_total_watts", reading.power_watts);
-        put("power_voltage_volts", reading.voltage_volts);
-        put("power_current_amps", reading.current_amps);
-        put("power_factor", reading.power_factor);
-        put("power_frequency_hertz", reading.frequency_hertz);
-        put("energy_total_wh", reading.energy_wh);
-        put("energy_returned_wh", reading.returned_energy_wh);
-        put("temperature_celsius", reading.temperature_celsius);
-        put(
-            "output_on",
-            reading.output_on.map(|o| if o { 1.0 } else { 0.0 }),
-        );
-        serde_json::json!({
-            "device_id": plug.id,
-            "alias": plug.alias,
-            "metrics": metrics,
-            "errors": reading.errors,
-            "components": reading.components,
-            "timestamp": crate::clock::unix_now(),
-        })
+    /// What `/metrics/{id}` answers for a reading of `plug`.
+    pub fn plug_reading(plug: &Plug, reading: Reading) -> PlugReading {
+        PlugReading {
+            device_id: plug.id.clone(),
+            alias: plug.alias.clone(),
+            reading,
+            timestamp: crate::clock::unix_now(),
+        }
+    }
+
+    /// The plug known as `name`; with `only_fallback`, the only plug connected when
+    /// none is known by that name (what the exporter does when it was not told
+    /// which plug powers it).
+    pub fn pick(&self, name: &str, only_fallback: bool) -> Result<Arc<Plug>, Pick> {
+        if let Some(plug) = self.resolve(name) {
+            return Ok(plug);
+        }
+        if !only_fallback {
+            return Err(Pick::Unknown(name.to_owned()));
+        }
+        match self.plugs().as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Pick::None),
+            _ => Err(Pick::Several),
+        }
     }
 }
 
@@ -503,7 +511,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let router = super::super::endpoints::ws_router(hub.clone(), None, shutdown.clone());
+        let router = super::super::api::ws_router(hub.clone(), None, shutdown.clone());
         tokio::spawn(crate::http::serve::serve(
             listener,
             router,

@@ -1,112 +1,16 @@
-//! Shelly Gen2+ plugs: the JSON-RPC frames they exchange over their outbound
-//! WebSocket (and HTTP RPC), the status document they report, and the power
-//! readings in it. Pure functions only; the hub (`crate::shelly`) owns sockets and
-//! the collector owns metric names.
+//! The status a Shelly Gen2+ device reports and the power readings in it. Pure
+//! functions only; the hub (`crate::shelly_server`) owns sockets, the collector
+//! owns metric names.
 //!
-//! Facts from Shelly's Gen2 API docs: a plug's identity is the `src` of its frames;
 //! `NotifyFullStatus` carries every component's status, `NotifyStatus` only the
-//! changed fields (merged over the last full status); replies echo the request `id`.
-//! Power components are found by their status keys, never by model: `switch:N`
-//! (plugs, 1PM), `pm1:N` (PM Mini, Plug PM), `em1:N` + `em1data:N` (Pro EM, EM Gen3),
-//! `em:N` + `emdata:N` (Pro 3EM, three phases). Gen1 devices answer `GET /status`
-//! with `meters[]` (energy in watt-minutes).
+//! changed fields (merged over the last full status). Power components are found by
+//! their status keys, never by model: `switch:N` (plugs, 1PM), `pm1:N` (PM Mini,
+//! Plug PM), `em1:N` + `em1data:N` (Pro EM, EM Gen3), `em:N` + `emdata:N` (Pro
+//! 3EM, three phases). Gen1 devices answer `GET /status` with `meters[]` (energy
+//! in watt-minutes).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-/// A frame from a plug.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
-    /// `NotifyStatus`, `NotifyFullStatus`, `NotifyEvent`, ...: no `id`.
-    Notification {
-        src: String,
-        method: String,
-        params: Map<String, Value>,
-    },
-    /// A reply to one of our requests.
-    Response {
-        id: u64,
-        src: Option<String>,
-        result: Result<Value, RpcError>,
-    },
-}
-
-/// An RPC error reply, e.g. `{"code":-109,"message":"shutting down in 952 ms"}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcError {
-    pub code: i64,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    #[error("not JSON: {0}")]
-    NotJson(String),
-    #[error("not a JSON object")]
-    NotAnObject,
-    #[error("neither a notification (src and method) nor a reply (id with result or error)")]
-    Unknown,
-    #[error("reply id {0} is not one of ours")]
-    ForeignId(String),
-}
-
-/// Parses one text frame from a plug.
-pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| FrameError::NotJson(e.to_string()))?;
-    let Value::Object(mut frame) = value else {
-        return Err(FrameError::NotAnObject);
-    };
-    let src = frame.get("src").and_then(Value::as_str).map(str::to_owned);
-    if let Some(id) = frame.get("id") {
-        let has_result = frame.contains_key("result");
-        let has_error = frame.contains_key("error");
-        if has_result || has_error {
-            // We send numeric ids; a plug echoes them as numbers (some clients
-            // stringify them).
-            let id = match id {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.parse().ok(),
-                _ => None,
-            }
-            .ok_or_else(|| FrameError::ForeignId(id.to_string()))?;
-            let result = if has_error {
-                let e = frame.get("error").cloned().unwrap_or(Value::Null);
-                Err(RpcError {
-                    code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
-                    message: match e.get("message") {
-                        Some(Value::String(m)) => m.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    },
-                })
-            } else {
-                Ok(frame.remove("result").unwrap_or(Value::Null))
-            };
-            return Ok(Incoming::Response { id, src, result });
-        }
-    }
-    match (src, frame.get("method").and_then(Value::as_str)) {
-        (Some(src), Some(method)) if !src.is_empty() => {
-            let method = method.to_owned();
-            let params = match frame.remove("params") {
-                Some(Value::Object(p)) => p,
-                _ => Map::new(),
-            };
-            Ok(Incoming::Notification {
-                src,
-                method,
-                params,
-            })
-        }
-        _ => Err(FrameError::Unknown),
-    }
-}
-
-/// A request frame to a plug.
-pub fn request(id: u64, src: &str, method: &str, params: Value) -> String {
-    serde_json::json!({"jsonrpc": "2.0", "id": id, "src": src, "method": method, "params": params})
-        .to_string()
-}
 
 /// The component types that measure power; the rest of a plug's status (`sys`,
 /// `wifi`, `cloud`, UI settings, ...) is not kept, so a hub holding thousands of
@@ -230,26 +134,99 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// What a plug measures, totalled over its power components.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What a plug measures, totalled over its power components, as the hub's
+/// `/metrics/{id}` answers it (`{"metrics": {...}, "errors": [...],
+/// "components": [...]}`): the hub writes this type and the exporter reads it back,
+/// so the field names exist once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
-    /// Active power, W (negative when a bidirectional meter exports).
-    pub power_watts: Option<f64>,
-    pub voltage_volts: Option<f64>,
-    pub current_amps: Option<f64>,
-    pub power_factor: Option<f64>,
-    pub frequency_hertz: Option<f64>,
-    /// Active energy since the counters were last reset, Wh.
-    pub energy_wh: Option<f64>,
-    /// Returned (exported) energy, Wh.
-    pub returned_energy_wh: Option<f64>,
-    pub temperature_celsius: Option<f64>,
-    /// Relay state, for devices with one relay.
-    pub output_on: Option<bool>,
+    pub metrics: Measurements,
     /// Error flags the device reports (`overtemp`, `overpower`, ...).
+    #[serde(default)]
     pub errors: Vec<String>,
     /// The power components the reading was built from (`switch:0`, `em:0`).
+    #[serde(default)]
     pub components: Vec<String>,
+}
+
+/// The values of a [`Reading`]; each is absent when the device does not report it
+/// (and a value that is not a finite number reads as absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measurements {
+    /// Active power, W (negative when a bidirectional meter exports).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub power_total_watts: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub power_voltage_volts: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub power_current_amps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub power_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub power_frequency_hertz: Option<f64>,
+    /// Active energy since the counters were last reset, Wh.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub energy_total_wh: Option<f64>,
+    /// Returned (exported) energy, Wh.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub energy_returned_wh: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
+    pub temperature_celsius: Option<f64>,
+    /// Relay state, for devices with one relay; written as 1 or 0.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "one_or_zero")]
+    pub output_on: Option<bool>,
+}
+
+/// A reading of one plug as the hub's HTTP API answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlugReading {
+    /// The plug's own id (`src`).
+    pub device_id: String,
+    /// The name it connected with, if any.
+    #[serde(default)]
+    pub alias: Option<String>,
+    #[serde(flatten)]
+    pub reading: Reading,
+    /// Unix seconds when the hub answered.
+    #[serde(default)]
+    pub timestamp: f64,
+}
+
+/// `Option<f64>` as a JSON number; anything else (null, text, NaN) reads as absent.
+mod finite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v.filter(|v| v.is_finite()) {
+            Some(v) => s.serialize_f64(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(v.as_f64().filter(|v| v.is_finite()))
+    }
+}
+
+/// `Option<bool>` as the number 1 or 0 (a bool is read too).
+mod one_or_zero {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<bool>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(on) => s.serialize_f64(if *on { 1.0 } else { 0.0 }),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(match v {
+            serde_json::Value::Bool(b) => Some(b),
+            other => other.as_f64().filter(|v| v.is_finite()).map(|v| v != 0.0),
+        })
+    }
 }
 
 fn num(v: &Value, key: &str) -> Option<f64> {
@@ -298,7 +275,7 @@ pub fn reading(status: &Map<String, Value>) -> Reading {
         r.components.push(key.clone());
         metered_channel(&mut r, s, "apower");
         first(
-            &mut r.temperature_celsius,
+            &mut r.metrics.temperature_celsius,
             s.get("temperature").and_then(|t| num(t, "tC")),
         );
     }
@@ -311,41 +288,50 @@ pub fn reading(status: &Map<String, Value>) -> Reading {
         metered_channel(&mut r, s, "act_power");
     }
     for (_, d) in components(status, "em1data") {
-        add(&mut r.energy_wh, num(d, "total_act_energy"));
-        add(&mut r.returned_energy_wh, num(d, "total_act_ret_energy"));
+        add(&mut r.metrics.energy_total_wh, num(d, "total_act_energy"));
+        add(
+            &mut r.metrics.energy_returned_wh,
+            num(d, "total_act_ret_energy"),
+        );
     }
     for (key, s) in components(status, "em") {
         r.components.push(key.clone());
-        add(&mut r.power_watts, num(s, "total_act_power"));
-        add(&mut r.current_amps, num(s, "total_current"));
+        add(&mut r.metrics.power_total_watts, num(s, "total_act_power"));
+        add(&mut r.metrics.power_current_amps, num(s, "total_current"));
         for phase in ["a", "b", "c"] {
-            first(&mut r.voltage_volts, num(s, &format!("{phase}_voltage")));
-            first(&mut r.frequency_hertz, num(s, &format!("{phase}_freq")));
+            first(
+                &mut r.metrics.power_voltage_volts,
+                num(s, &format!("{phase}_voltage")),
+            );
+            first(
+                &mut r.metrics.power_frequency_hertz,
+                num(s, &format!("{phase}_freq")),
+            );
         }
         collect_errors(&mut r, s);
     }
     for (_, d) in components(status, "emdata") {
-        add(&mut r.energy_wh, num(d, "total_act"));
-        add(&mut r.returned_energy_wh, num(d, "total_act_ret"));
+        add(&mut r.metrics.energy_total_wh, num(d, "total_act"));
+        add(&mut r.metrics.energy_returned_wh, num(d, "total_act_ret"));
     }
     if r.components.len() == 1 && relays.len() == 1 {
-        r.output_on = relays[0];
+        r.metrics.output_on = relays[0];
     }
     r
 }
 
 fn metered_channel(r: &mut Reading, s: &Value, power_key: &str) {
-    add(&mut r.power_watts, num(s, power_key));
-    add(&mut r.current_amps, num(s, "current"));
-    first(&mut r.voltage_volts, num(s, "voltage"));
-    first(&mut r.frequency_hertz, num(s, "freq"));
-    first(&mut r.power_factor, num(s, "pf"));
+    add(&mut r.metrics.power_total_watts, num(s, power_key));
+    add(&mut r.metrics.power_current_amps, num(s, "current"));
+    first(&mut r.metrics.power_voltage_volts, num(s, "voltage"));
+    first(&mut r.metrics.power_frequency_hertz, num(s, "freq"));
+    first(&mut r.metrics.power_factor, num(s, "pf"));
     add(
-        &mut r.energy_wh,
+        &mut r.metrics.energy_total_wh,
         s.get("aenergy").and_then(|a| num(a, "total")),
     );
     add(
-        &mut r.returned_energy_wh,
+        &mut r.metrics.energy_returned_wh,
         s.get("ret_aenergy").and_then(|a| num(a, "total")),
     );
     collect_errors(r, s);
@@ -371,28 +357,31 @@ pub fn gen1_reading(status: &Value) -> Reading {
                 continue;
             }
             r.components.push(format!("meter:{i}"));
-            add(&mut r.power_watts, num(m, "power"));
+            add(&mut r.metrics.power_total_watts, num(m, "power"));
             // Watt-minutes, the most repeated bug in Shelly integrations.
-            add(&mut r.energy_wh, num(m, "total").map(|wmin| wmin / 60.0));
+            add(
+                &mut r.metrics.energy_total_wh,
+                num(m, "total").map(|wmin| wmin / 60.0),
+            );
         }
     }
     if let Some(emeters) = status.get("emeters").and_then(Value::as_array) {
         for (i, m) in emeters.iter().enumerate() {
             r.components.push(format!("emeter:{i}"));
-            add(&mut r.power_watts, num(m, "power"));
-            add(&mut r.current_amps, num(m, "current"));
-            first(&mut r.voltage_volts, num(m, "voltage"));
-            first(&mut r.power_factor, num(m, "pf"));
-            add(&mut r.energy_wh, num(m, "total"));
-            add(&mut r.returned_energy_wh, num(m, "total_returned"));
+            add(&mut r.metrics.power_total_watts, num(m, "power"));
+            add(&mut r.metrics.power_current_amps, num(m, "current"));
+            first(&mut r.metrics.power_voltage_volts, num(m, "voltage"));
+            first(&mut r.metrics.power_factor, num(m, "pf"));
+            add(&mut r.metrics.energy_total_wh, num(m, "total"));
+            add(&mut r.metrics.energy_returned_wh, num(m, "total_returned"));
         }
     }
     if let Some(relays) = status.get("relays").and_then(Value::as_array)
         && relays.len() == 1
     {
-        r.output_on = relays[0].get("ison").and_then(Value::as_bool);
+        r.metrics.output_on = relays[0].get("ison").and_then(Value::as_bool);
     }
-    r.temperature_celsius =
+    r.metrics.temperature_celsius =
         num(status, "temperature").or_else(|| status.get("tmp").and_then(|t| num(t, "tC")));
     r
 }
@@ -407,68 +396,6 @@ mod tests {
             Value::Object(m) => m,
             _ => unreachable!(),
         }
-    }
-
-    #[test]
-    fn frames() {
-        let n = parse_frame(r#"{"src":"shellyplusplugs-a1","dst":"ws","method":"NotifyFullStatus","params":{"ts":3.1,"switch:0":{"id":0}}}"#)
-            .expect("notification");
-        assert!(
-            matches!(n, Incoming::Notification { ref src, ref method, .. } if src == "shellyplusplugs-a1" && method == "NotifyFullStatus")
-        );
-        let r = parse_frame(r#"{"id":7,"src":"p","dst":"hub","result":{"id":0,"apower":1.5}}"#)
-            .expect("reply");
-        assert_eq!(
-            r,
-            Incoming::Response {
-                id: 7,
-                src: Some("p".into()),
-                result: Ok(json!({"id":0,"apower":1.5}))
-            }
-        );
-        let e = parse_frame(
-            r#"{"id":"8","src":"p","error":{"code":-109,"message":"shutting down in 952 ms"}}"#,
-        )
-        .expect("error");
-        assert_eq!(
-            e,
-            Incoming::Response {
-                id: 8,
-                src: Some("p".into()),
-                result: Err(RpcError {
-                    code: -109,
-                    message: "shutting down in 952 ms".into()
-                })
-            }
-        );
-        // A 401 carries its challenge as a JSON string in `message`.
-        let e =
-            parse_frame(r#"{"id":9,"error":{"code":401,"message":"{\"auth_type\": \"digest\"}"}}"#)
-                .expect("401");
-        assert!(matches!(
-            e,
-            Incoming::Response {
-                result: Err(RpcError { code: 401, .. }),
-                ..
-            }
-        ));
-        assert!(matches!(
-            parse_frame("nonsense"),
-            Err(FrameError::NotJson(_))
-        ));
-        assert_eq!(parse_frame("[1,2]"), Err(FrameError::NotAnObject));
-        assert_eq!(
-            parse_frame(r#"{"method":"NotifyStatus"}"#),
-            Err(FrameError::Unknown)
-        );
-        assert_eq!(
-            parse_frame(r#"{"src":"","method":"NotifyStatus"}"#),
-            Err(FrameError::Unknown)
-        );
-        assert!(matches!(
-            parse_frame(r#"{"id":-1,"result":{}}"#),
-            Err(FrameError::ForeignId(_))
-        ));
     }
 
     #[test]
@@ -533,13 +460,13 @@ mod tests {
         let r = reading(&obj(
             json!({"switch:0":{"id":0,"source":"WS_in","output":false,"apower":0,"voltage":225.9,"current":0,"freq":50,"aenergy":{"total":11.679,"by_minute":[0,0,0],"minute_ts":1654511972},"ret_aenergy":{"total":5.817,"by_minute":[0,0,0],"minute_ts":1654511615},"temperature":{"tC":53.3,"tF":127.9}}}),
         ));
-        assert_eq!(r.power_watts, Some(0.0));
-        assert_eq!(r.voltage_volts, Some(225.9));
-        assert_eq!(r.frequency_hertz, Some(50.0));
-        assert_eq!(r.energy_wh, Some(11.679));
-        assert_eq!(r.returned_energy_wh, Some(5.817));
-        assert_eq!(r.temperature_celsius, Some(53.3));
-        assert_eq!(r.output_on, Some(false));
+        assert_eq!(r.metrics.power_total_watts, Some(0.0));
+        assert_eq!(r.metrics.power_voltage_volts, Some(225.9));
+        assert_eq!(r.metrics.power_frequency_hertz, Some(50.0));
+        assert_eq!(r.metrics.energy_total_wh, Some(11.679));
+        assert_eq!(r.metrics.energy_returned_wh, Some(5.817));
+        assert_eq!(r.metrics.temperature_celsius, Some(53.3));
+        assert_eq!(r.metrics.output_on, Some(false));
         assert_eq!(r.components, ["switch:0"]);
     }
 
@@ -550,14 +477,14 @@ mod tests {
         ));
         assert_eq!(
             (
-                pm.power_watts,
-                pm.voltage_volts,
-                pm.current_amps,
-                pm.energy_wh
+                pm.metrics.power_total_watts,
+                pm.metrics.power_voltage_volts,
+                pm.metrics.power_current_amps,
+                pm.metrics.energy_total_wh
             ),
             (Some(230.0), Some(230.9), Some(1.0), Some(3195.88))
         );
-        assert_eq!(pm.output_on, None);
+        assert_eq!(pm.metrics.output_on, None);
 
         let pro_em = reading(&obj(json!({
             "em1:0":{"id":0,"voltage":240.2,"current":6.473,"act_power":1327.6,"aprt_power":1557.6,"pf":0.87,"freq":50,"calibration":"factory"},
@@ -566,11 +493,11 @@ mod tests {
             "em1data:1":{"id":1,"total_act_energy":1000.0,"total_act_ret_energy":0},
             "switch:0":{"id":0,"output":true}
         })));
-        assert_eq!(pro_em.power_watts, Some(1428.0));
-        assert_eq!(pro_em.current_amps, Some(7.473));
-        assert_eq!(pro_em.voltage_volts, Some(240.2));
-        assert_eq!(pro_em.power_factor, Some(0.87));
-        assert_eq!(pro_em.energy_wh, Some(2777175.11));
+        assert_eq!(pro_em.metrics.power_total_watts, Some(1428.0));
+        assert_eq!(pro_em.metrics.power_current_amps, Some(7.473));
+        assert_eq!(pro_em.metrics.power_voltage_volts, Some(240.2));
+        assert_eq!(pro_em.metrics.power_factor, Some(0.87));
+        assert_eq!(pro_em.metrics.energy_total_wh, Some(2777175.11));
         assert_eq!(
             pro_em.components,
             ["em1:0", "em1:1"],
@@ -581,12 +508,43 @@ mod tests {
             "em:0":{"id":0,"a_current":4.029,"a_voltage":236.1,"a_act_power":951.2,"a_freq":50,"b_current":4.027,"b_voltage":236.201,"b_act_power":-951.1,"c_current":3.03,"c_voltage":236.402,"c_act_power":715.4,"n_current":null,"total_current":11.083,"total_act_power":2484.782,"errors":["phase_sequence"]},
             "emdata:0":{"id":0,"a_total_act_energy":0,"total_act":1500.5,"total_act_ret":20.25}
         })));
-        assert_eq!(pro_3em.power_watts, Some(2484.782));
-        assert_eq!(pro_3em.current_amps, Some(11.083));
-        assert_eq!(pro_3em.voltage_volts, Some(236.1));
-        assert_eq!(pro_3em.energy_wh, Some(1500.5));
-        assert_eq!(pro_3em.returned_energy_wh, Some(20.25));
+        assert_eq!(pro_3em.metrics.power_total_watts, Some(2484.782));
+        assert_eq!(pro_3em.metrics.power_current_amps, Some(11.083));
+        assert_eq!(pro_3em.metrics.power_voltage_volts, Some(236.1));
+        assert_eq!(pro_3em.metrics.energy_total_wh, Some(1500.5));
+        assert_eq!(pro_3em.metrics.energy_returned_wh, Some(20.25));
         assert_eq!(pro_3em.errors, ["phase_sequence"]);
+    }
+
+    /// The hub writes a reading and the exporter reads it back through one type;
+    /// the wire names are the spec's.
+    #[test]
+    fn plug_reading_on_the_wire() {
+        let reading = reading(&obj(
+            json!({"switch:0":{"id":0,"output":true,"apower":45.3,"voltage":220.5,"aenergy":{"total":1234.5},"errors":["overtemp"]}}),
+        ));
+        let sent = PlugReading {
+            device_id: "shellyplusplugs-a1".into(),
+            alias: Some("orin-01".into()),
+            reading,
+            timestamp: 1.5,
+        };
+        let wire = serde_json::to_value(&sent).expect("json");
+        assert_eq!(
+            wire,
+            json!({"device_id":"shellyplusplugs-a1","alias":"orin-01","timestamp":1.5,
+                   "metrics":{"power_total_watts":45.3,"power_voltage_volts":220.5,"energy_total_wh":1234.5,"output_on":1.0},
+                   "errors":["overtemp"],"components":["switch:0"]})
+        );
+        let back: PlugReading = serde_json::from_value(wire).expect("read back");
+        assert_eq!(back, sent);
+        // What is not a finite number reads as absent; a bool relay state is read too.
+        let lenient: PlugReading = serde_json::from_value(json!({
+            "device_id":"p","metrics":{"power_total_watts":"n/a","power_factor":null,"output_on":false}
+        }))
+        .expect("lenient");
+        assert_eq!(lenient.reading.metrics.power_total_watts, None);
+        assert_eq!(lenient.reading.metrics.output_on, Some(false));
     }
 
     #[test]
@@ -594,10 +552,10 @@ mod tests {
         let r = gen1_reading(
             &json!({"meters":[{"power":230,"overpower":0.00,"is_valid":true,"timestamp":1756902511,"counters":[400.467,1127.491,1046.330],"total":3981113}],"relays":[{"ison":true}],"temperature":41.2}),
         );
-        assert_eq!(r.power_watts, Some(230.0));
-        assert_eq!(r.energy_wh, Some(3981113.0 / 60.0));
-        assert_eq!(r.output_on, Some(true));
-        assert_eq!(r.temperature_celsius, Some(41.2));
+        assert_eq!(r.metrics.power_total_watts, Some(230.0));
+        assert_eq!(r.metrics.energy_total_wh, Some(3981113.0 / 60.0));
+        assert_eq!(r.metrics.output_on, Some(true));
+        assert_eq!(r.metrics.temperature_celsius, Some(41.2));
     }
 
     #[test]
@@ -605,7 +563,7 @@ mod tests {
         let r = reading(&obj(
             json!({"switch:0":{"id":0,"output":true},"sys":{},"switch:x":{"apower":1},"pm1:0":"nonsense"}),
         ));
-        assert_eq!(r.power_watts, None);
+        assert_eq!(r.metrics.power_total_watts, None);
         assert_eq!(r.components, ["pm1:0"]);
     }
 }

@@ -1,0 +1,59 @@
+//! Reading a plug through a plug hub's HTTP API (`shelly-server`, the spec's
+//! setup): `GET /metrics/{name}`, and, when the exporter was not told which plug
+//! powers it and the hub knows none by its name, `GET /metrics` (the hub's only
+//! plug; several are a 409 that lists them).
+
+use super::{MAX_BODY, PlugReading, REQUEST_TIMEOUT};
+use crate::http::client::{self, ClientError};
+
+/// Why the hub gave no reading.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Http(#[from] ClientError),
+    #[error("several plugs are connected to the hub ({0}); set shelly.device_id")]
+    Several(String),
+    #[error("the hub at {base} answered {status}: {reason}")]
+    Status {
+        base: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("the hub at {base} sent a reading that is not one: {source}")]
+    Invalid {
+        base: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Reads plug `name` from the hub at `base`; with `only_fallback`, the hub's only
+/// plug when it knows none by that name.
+pub async fn read(base: &str, name: &str, only_fallback: bool) -> Result<PlugReading, HubError> {
+    let base = base.trim_end_matches('/');
+    let url = format!("{base}/metrics/{name}");
+    let mut response = client::get(&url, &[], REQUEST_TIMEOUT, MAX_BODY).await?;
+    if response.status == 404 && only_fallback {
+        response = client::get(&format!("{base}/metrics"), &[], REQUEST_TIMEOUT, MAX_BODY).await?;
+    }
+    match response.status {
+        200 => serde_json::from_slice(&response.body).map_err(|source| HubError::Invalid {
+            base: base.to_owned(),
+            source,
+        }),
+        status => {
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.body).unwrap_or_default();
+            if status == 409 {
+                return Err(HubError::Several(body["devices"].to_string()));
+            }
+            Err(HubError::Status {
+                base: base.to_owned(),
+                status,
+                reason: body["error"]
+                    .as_str()
+                    .unwrap_or("(no reason given)")
+                    .to_owned(),
+            })
+        }
+    }
+}

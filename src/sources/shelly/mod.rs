@@ -1,0 +1,31 @@
+//! Shelly plugs and meters: everything the exporter knows of their protocols.
+//!
+//! * `frame`: the JSON-RPC frames of a device's outbound WebSocket (pure);
+//! * `status`: a device's status document, its power components and the
+//!   [`Reading`] they add up to, also the body of the hub's `/metrics/{id}` (pure);
+//! * `poll`: reading a device over HTTP (`/rpc/Shelly.GetStatus` with digest
+//!   authentication, Gen1 `/status` with Basic);
+//! * `digest`: RFC 7616 digest authentication as Shelly uses it;
+//! * `hub_client`: reading a plug through a plug hub's HTTP API.
+//!
+//! The hub itself (sockets, registry, RPC) is `crate::shelly_server`; metric names
+//! are the `shelly` collector's.
+
+pub mod digest;
+pub mod frame;
+pub mod hub_client;
+pub mod poll;
+pub mod status;
+
+pub use frame::{FrameError, Incoming, RpcError, parse_frame, request};
+pub use status::{
+    CompactStatus, Measurements, PlugReading, Reading, apply_status, gen1_reading, reading,
+};
+
+use std::time::Duration;
+
+/// Time for one request to a plug or a hub: the hub's RPC timeout (5 s) plus a
+/// margin.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+/// Largest answer read from a plug or a hub.
+pub const MAX_BODY: usize = 256 * 1024;
