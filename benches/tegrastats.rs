@@ -9,7 +9,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use edge_metrics_exporter::collectors::tegrastats::map_line;
+use edge_metrics_exporter::cmd::parse::write_object;
+use edge_metrics_exporter::collectors::tegrastats::LineMapper;
 use edge_metrics_exporter::sources::tegrastats::parse::{Field, parse_line};
 
 struct Counting;
@@ -69,22 +70,41 @@ fn allocations_per_line(lines: &[String]) {
     let parse = ALLOCATIONS.load(Ordering::Relaxed) - before;
     black_box(sum);
 
-    // The collector's mapping to metric ids, with its output buffer reused as the
-    // collector does.
+    // The mapping to metric ids, with one mapper and its output buffer reused as
+    // the collector and `parse` do (the first round learns the corpus's ids).
+    let mut mapper = LineMapper::new();
     let mut out = Vec::with_capacity(256);
+    for line in lines {
+        out.clear();
+        mapper.map(line, &mut out);
+    }
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..ROUNDS {
         for line in lines {
             out.clear();
-            map_line(black_box(line), &mut out);
+            mapper.map(black_box(line), &mut out);
         }
     }
     let map = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    // The same plus the `parse` command's JSON, into a reused buffer.
+    let mut json = Vec::with_capacity(64 * 1024);
+    let mut numbers = ryu::Buffer::new();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..ROUNDS {
+        for line in lines {
+            out.clear();
+            json.clear();
+            mapper.map(black_box(line), &mut out);
+            write_object(&mapper, &out, &mut json, &mut numbers);
+        }
+    }
+    let to_json = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let n = ROUNDS * lines.len() as u64;
     println!(
-        "allocations per line over {n} lines: parse_line {:.3}, map_line {:.1}",
+        "allocations per line over {n} lines: parse_line {:.3}, mapping {:.3}, mapping and JSON {:.3}",
         parse as f64 / n as f64,
-        map as f64 / n as f64
+        map as f64 / n as f64,
+        to_json as f64 / n as f64
     );
 }
 
@@ -102,14 +122,30 @@ fn throughput(c: &mut Criterion) {
             black_box(sum)
         })
     });
-    group.bench_function("map_line (corpus, per line)", |b| {
+    group.bench_function("LineMapper::map (corpus, per line)", |b| {
+        let mut mapper = LineMapper::new();
         let mut out = Vec::with_capacity(256);
         b.iter(|| {
             for line in &lines {
                 out.clear();
-                map_line(black_box(line), &mut out);
+                mapper.map(black_box(line), &mut out);
             }
             black_box(out.len())
+        })
+    });
+    group.bench_function("map and write JSON (corpus, per line)", |b| {
+        let mut mapper = LineMapper::new();
+        let mut out = Vec::with_capacity(256);
+        let mut json = Vec::with_capacity(64 * 1024);
+        let mut numbers = ryu::Buffer::new();
+        b.iter(|| {
+            json.clear();
+            for line in &lines {
+                out.clear();
+                mapper.map(black_box(line), &mut out);
+                write_object(&mapper, &out, &mut json, &mut numbers);
+            }
+            black_box(json.len())
         })
     });
     group.finish();

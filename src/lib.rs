@@ -31,11 +31,13 @@
 pub mod atomic_file;
 pub mod cli;
 pub mod clock;
+pub mod cmd;
 pub mod collectors;
 pub mod config;
 pub mod config_server;
 pub mod daemon;
 pub mod exposition;
+pub mod health;
 pub mod health_log;
 pub mod http;
 pub mod lock;

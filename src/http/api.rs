@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -26,6 +26,7 @@ use super::auth::{allowed, challenge};
 use super::error::ApiError;
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
+use crate::health::Health;
 use crate::state::AppState;
 
 /// Largest request body accepted (413 beyond).
@@ -87,53 +88,8 @@ async fn require_token(
         .into_response()
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let config = state.store.live();
-    let device = state.scheduler.device();
-    let collectors = state.scheduler.collector_states();
-    let mut degraded = false;
-    let list: Vec<Value> = collectors
-        .iter()
-        .map(|(name, s)| {
-            let (status, error) = match (&s.last_error, s.ran) {
-                (_, false) => ("starting", None),
-                (None, true) => ("ok", None),
-                (Some(e), true) if e.is_no_data() => ("no_data", Some(e.detail())),
-                (Some(e), true) => ("failing", Some(e.detail())),
-            };
-            degraded |= status == "failing" || status == "no_data";
-            json!({
-                "name": name,
-                "status": status,
-                "error": error,
-                "samples": s.sample_count(),
-                "last_duration_seconds": s.last_duration.map(|d| d.as_secs_f64()),
-                "last_success": s.last_success.map(|t| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()),
-            })
-        })
-        .collect();
-    let enabled = config.metrics.values().filter(|on| **on).count();
-    Json(json!({
-        "status": if degraded { "degraded" } else { "healthy" },
-        "device_type": device.resolved.device_type.as_str(),
-        // The board's own collector where there is one (tegrastats on a Jetson).
-        "collector": device.primary_collector(),
-        "collectors": list,
-        // What the board is and what measures its power (docs/board-sensors.md).
-        "board": {
-            "model": device.resolved.model,
-            "power": device.resolved.board.map(|b| b.power),
-        },
-        "metrics_count": config.metrics.len(),
-        "enabled_metrics_count": enabled,
-        "config_source": state.store.source().as_str(),
-        "config_path": state.store.path().display().to_string(),
-        "config_server": state.sync.as_ref().map(|s| s.health()),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs_f64(),
-        "port": state.bound_port,
-        "reload_port": state.bound_reload_port,
-    }))
+async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health::of(&state))
 }
 
 async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {

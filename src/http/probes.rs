@@ -47,7 +47,7 @@ pub fn readiness(state: &AppState) -> (bool, Map<String, Value>) {
     );
     let sync = match &state.sync {
         None => "disabled".to_owned(),
-        Some(sync) => match sync.health()["reachable"].as_bool() {
+        Some(sync) => match sync.health().reachable {
             Some(true) => "ok".to_owned(),
             Some(false) => "unreachable: running on the local config".to_owned(),
             None => "starting".to_owned(),
@@ -97,12 +97,12 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     let sync = state.sync.as_ref().map(|s| {
         let h = s.health();
         json!({
-            "url": h["url"],
-            "device_id": h["device_id"],
-            "connected": h["reachable"],
-            "revision": h["revision"],
-            "pending_changes": h["pending_changes"],
-            "last_sync": h["last_contact"].as_f64().map(crate::clock::rfc3339),
+            "url": h.url,
+            "device_id": h.device_id,
+            "connected": h.reachable,
+            "revision": h.revision,
+            "pending_changes": h.pending_changes,
+            "last_sync": h.last_contact.map(crate::clock::rfc3339),
         })
     });
     let uptime = telemetry::uptime();

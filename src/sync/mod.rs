@@ -72,6 +72,25 @@ static SYNC_UP: crate::sample::Family = crate::sample::Family::gauge(
     "",
 );
 
+/// `/health`'s `config_server` object.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SyncHealth {
+    pub url: String,
+    pub device_id: String,
+    /// Whether the last request was answered; `None` before the first.
+    pub reachable: Option<bool>,
+    /// The server revision the file is based on.
+    pub revision: Option<u64>,
+    pub pending_changes: usize,
+    /// Unix seconds of the last answer.
+    pub last_contact: Option<f64>,
+    pub last_error: Option<String>,
+    /// The last conflicts the server won, newest first: key, local and server
+    /// values, the revision and when.
+    pub conflicts: Vec<Value>,
+}
+
 #[derive(Debug, Default)]
 struct Status {
     reachable: Option<bool>,
@@ -423,20 +442,25 @@ impl ConfigSync {
     }
 
     /// `/health`'s `config_server` object.
-    pub fn health(&self) -> Value {
+    pub fn health(&self) -> SyncHealth {
         let state = self.queue.lock();
         let status = self.status();
-        let conflicts: Vec<&ConflictRecord> = state.conflicts.iter().rev().take(10).collect();
-        serde_json::json!({
-            "url": self.settings.url,
-            "device_id": self.settings.device_id,
-            "reachable": status.reachable,
-            "revision": state.revision,
-            "pending_changes": state.queue.len() + usize::from(state.register),
-            "last_contact": status.last_contact,
-            "last_error": status.last_error,
-            "conflicts": conflicts,
-        })
+        SyncHealth {
+            url: self.settings.url.clone(),
+            device_id: self.settings.device_id.clone(),
+            reachable: status.reachable,
+            revision: state.revision,
+            pending_changes: state.queue.len() + usize::from(state.register),
+            last_contact: status.last_contact,
+            last_error: status.last_error.clone(),
+            conflicts: state
+                .conflicts
+                .iter()
+                .rev()
+                .take(10)
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect(),
+        }
     }
 
     /// Sends queued changes and polls for the server's, until `shutdown`.
