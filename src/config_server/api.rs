@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::{self};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use super::db::{Db, Precondition, WriteOutcome};
 use crate::config::Secret;
 use crate::http::api::read_body_limited;
-use crate::http::error::ApiError;
+use crate::http::auth::{Guarded, authorized_or_basic, require};
+use crate::http::error::{ApiError, json_fallbacks};
 
 /// Largest config body accepted (thousands of metric ids fit easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -45,7 +46,7 @@ pub struct ServerState {
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(page))
         .route("/devices", get(devices))
         .route("/metrics", get(metrics))
@@ -53,29 +54,39 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/config/{device_id}",
             get(get_config).put(put_config).delete(delete_config),
         )
-        .route("/config/{device_id}/history", get(history))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .route("/config/{device_id}/history", get(history));
+    json_fallbacks(routes, |path| {
+        if path.starts_with("/config/") && !path.ends_with("/history") {
+            "GET, HEAD, PUT, DELETE"
+        } else {
+            "GET, HEAD"
+        }
+    })
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        require::<ServerState>,
+    ))
+    .with_state(state)
 }
 
-async fn require_token(
-    State(state): State<Arc<ServerState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if crate::http::auth::authorized_or_basic(state.token.as_ref(), request.headers()) {
-        return next.run(request).await;
+/// With a token every route needs it: as a bearer token (API clients) or as the
+/// password of Basic authentication (a browser's login prompt, any user name).
+impl Guarded for ServerState {
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        authorized_or_basic(self.token.as_ref(), headers)
     }
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
-    // Bearer for API clients; Basic makes a browser ask for the token.
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(
-            "Bearer realm=\"edge-metrics-exporter config server\", Basic realm=\"edge-metrics-exporter config server\"",
-        ),
-    );
-    response
+
+    fn refuse(&self) -> Response {
+        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        // Bearer for API clients; Basic makes a browser ask for the token.
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                "Bearer realm=\"edge-metrics-exporter config server\", Basic realm=\"edge-metrics-exporter config server\"",
+            ),
+        );
+        response
+    }
 }
 
 async fn page() -> Response {

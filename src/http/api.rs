@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,8 +22,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
-use super::auth::{allowed, challenge};
-use super::error::ApiError;
+use super::auth::{Guarded, allowed, challenge, require};
+use super::error::{ApiError, json_fallbacks};
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
 use crate::health::Health;
@@ -35,7 +35,7 @@ pub const MAX_BODY_BYTES: usize = 100 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/healthz", get(super::probes::healthz))
         .route("/ready", get(super::probes::ready))
@@ -43,49 +43,45 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/config", get(config))
         .route("/metrics/list", get(metrics_list))
         .route("/metrics/enable", post(metrics_enable))
-        .route("/reload", post(reload))
-        .fallback(|req: Request| async move {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Not found: {}", req.uri().path()),
-            )
-        })
-        .method_not_allowed_fallback(|req: Request| async move {
-            let allow = match req.uri().path() {
-                "/metrics/enable" | "/reload" => "POST",
-                _ => "GET, HEAD",
-            };
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "Method {} not allowed on {}",
-                    req.method(),
-                    req.uri().path()
-                ),
-            )
-            .header(header::ALLOW, allow)
-        })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .route("/reload", post(reload));
+    json_fallbacks(routes, |path| match path {
+        "/metrics/enable" | "/reload" => "POST",
+        _ => "GET, HEAD",
+    })
+    .layer(middleware::from_fn_with_state(
+        Arc::new(ApiAccess(state.clone())),
+        require::<ApiAccess>,
+    ))
+    .with_state(state)
 }
 
-async fn require_token(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let config = state.store.live();
-    let (token, basic) = (config.api_token.as_ref(), config.api_basic_auth.as_ref());
-    if allowed(token, basic, request.headers()) {
-        return next.run(request).await;
+/// The management API's credentials: `api_token` and `api_basic_auth`.
+#[derive(Debug)]
+struct ApiAccess(Arc<AppState>);
+
+impl Guarded for ApiAccess {
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let config = self.0.store.live();
+        allowed(
+            config.api_token.as_ref(),
+            config.api_basic_auth.as_ref(),
+            headers,
+        )
     }
-    let message = match token {
-        Some(_) => "Unauthorized: send Authorization: Bearer <api_token>",
-        None => "Unauthorized: send the api_basic_auth user and password",
-    };
-    ApiError::new(StatusCode::UNAUTHORIZED, message)
-        .header(header::WWW_AUTHENTICATE, challenge(basic))
-        .into_response()
+
+    fn refuse(&self) -> Response {
+        let config = self.0.store.live();
+        let message = match config.api_token {
+            Some(_) => "Unauthorized: send Authorization: Bearer <api_token>",
+            None => "Unauthorized: send the api_basic_auth user and password",
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+            .header(
+                header::WWW_AUTHENTICATE,
+                challenge(config.api_basic_auth.as_ref()),
+            )
+            .into_response()
+    }
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {

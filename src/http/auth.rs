@@ -5,11 +5,39 @@
 //! content nor the length of the expected value leaks through timing. They are
 //! never logged.
 
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{BasicCredentials, Secret};
+
+/// A server (or route) whose requests need credentials: what it accepts, and what
+/// it answers without them. Read per request, so a reload applies at once.
+pub trait Guarded: Send + Sync + 'static {
+    fn allows(&self, headers: &HeaderMap) -> bool;
+    /// The 401, with its `WWW-Authenticate` challenge.
+    fn refuse(&self) -> Response;
+}
+
+/// The one credential check of every server: the request goes on when `guard`
+/// allows it, else it gets the guard's 401. Used as
+/// `middleware::from_fn_with_state(guard, require::<G>)`.
+pub async fn require<G: Guarded>(
+    State(guard): State<Arc<G>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if guard.allows(request.headers()) {
+        next.run(request).await
+    } else {
+        guard.refuse()
+    }
+}
 
 /// Whether the request may pass: always when neither a token nor Basic
 /// credentials are configured; otherwise with `Authorization: Bearer <token>`

@@ -3,9 +3,10 @@
 //! Bad input is the client's business and is not logged; internal faults are
 //! logged here and answered with a 5xx.
 
-use axum::Json;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 #[derive(Debug)]
@@ -48,6 +49,32 @@ impl ApiError {
         self.headers.push((name, HeaderValue::from_static(value)));
         self
     }
+}
+
+/// The JSON 404 and 405 of a server's API: `{"error": "Not found: /x"}` and
+/// `{"error": "Method DELETE not allowed on /x"}` with `Allow: allow(path)`.
+pub fn json_fallbacks<S>(router: Router<S>, allow: fn(&str) -> &'static str) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router
+        .fallback(|req: Request| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Not found: {}", req.uri().path()),
+            )
+        })
+        .method_not_allowed_fallback(move |req: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "Method {} not allowed on {}",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+            .header(header::ALLOW, allow(req.uri().path()))
+        })
 }
 
 impl IntoResponse for ApiError {

@@ -9,16 +9,23 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::auth::{allowed, challenge};
+use super::auth::{Guarded, allowed, challenge, require};
 use crate::exposition::Format;
 use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(middleware::from_fn_with_state(
+                Arc::new(MetricsAccess(state.clone())),
+                require::<MetricsAccess>,
+            )),
+        )
         .route("/", get(landing))
         // Probes answer without the metrics token: they reveal no readings.
         .route("/healthz", get(super::probes::healthz))
@@ -39,24 +46,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let config = state.store.live();
-    let (token, basic) = (
-        config.metrics_token.as_ref(),
-        config.metrics_basic_auth.as_ref(),
-    );
-    if !allowed(token, basic, &headers) {
-        let message = match token {
+/// The endpoint's credentials: `metrics_token` and `metrics_basic_auth`. Its 401
+/// is text, as the rest of this port's answers.
+#[derive(Debug)]
+struct MetricsAccess(Arc<AppState>);
+
+impl Guarded for MetricsAccess {
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let config = self.0.store.live();
+        allowed(
+            config.metrics_token.as_ref(),
+            config.metrics_basic_auth.as_ref(),
+            headers,
+        )
+    }
+
+    fn refuse(&self) -> Response {
+        let config = self.0.store.live();
+        let message = match config.metrics_token {
             Some(_) => "Unauthorized: send Authorization: Bearer <metrics_token>\n",
             None => "Unauthorized: send the metrics_basic_auth user and password\n",
         };
-        return (
+        (
             StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, challenge(basic))],
+            [(
+                header::WWW_AUTHENTICATE,
+                challenge(config.metrics_basic_auth.as_ref()),
+            )],
             message,
         )
-            .into_response();
+            .into_response()
     }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let body = state.snapshots.get().body(format);

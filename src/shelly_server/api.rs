@@ -15,8 +15,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::hub::{Hub, RpcFailure};
 use crate::config::Secret;
 use crate::http::auth::tokens_match;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, json_fallbacks};
 use crate::sources::shelly::PlugReading;
 
 #[derive(Debug, Clone)]
@@ -118,30 +118,13 @@ async fn telemetry(State(hub): State<Arc<Hub>>) -> axum::response::Response {
 
 /// The HTTP API.
 pub fn api_router(hub: Arc<Hub>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/metrics", get(metrics_any))
         .route("/metrics/{device_id}", get(metrics_one))
         .route("/devices", get(devices))
         .route("/status/{device_id}", get(status))
-        .route("/telemetry", get(telemetry))
-        .fallback(|req: Request| async move {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Not found: {}", req.uri().path()),
-            )
-        })
-        .method_not_allowed_fallback(|req: Request| async move {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "Method {} not allowed on {}",
-                    req.method(),
-                    req.uri().path()
-                ),
-            )
-            .header(header::ALLOW, "GET, HEAD")
-        })
-        .with_state(hub)
+        .route("/telemetry", get(telemetry));
+    json_fallbacks(routes, |_| "GET, HEAD").with_state(hub)
 }
 
 fn failure(e: RpcFailure) -> ApiError {

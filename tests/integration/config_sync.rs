@@ -192,6 +192,15 @@ fn server_api_contract() {
     let r = send("PUT", &url("/config/edge-01"), &first.to_string(), &[]);
     assert_eq!((r.status, r.header("etag")), (201, Some("\"4\"")));
     assert_eq!(server.get("/nope").status, 404);
+    // The same JSON 404 and 405 as the exporter's API and the plug hub.
+    assert_eq!(server.get("/nope").json()["error"], "Not found: /nope");
+    let r = send("POST", &url("/config/edge-01"), "{}", &[]);
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json()["error"],
+        "Method POST not allowed on /config/edge-01"
+    );
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
 }
 
 #[test]
