@@ -9,6 +9,7 @@ mod board_sensors;
 mod config_page;
 mod config_sync;
 mod deploy;
+mod golden;
 mod install;
 mod jetson;
 mod lifecycle;

@@ -1,0 +1,273 @@
+//! Golden exposition files: `/metrics` of every fixture machine in both metric
+//! styles and both formats (text 0.0.4 and OpenMetrics), compared byte for byte
+//! with `tests/golden/`. A change of a HELP text, an order, a name or a label then
+//! shows in review as a diff of these files.
+//!
+//! `UPDATE_GOLDEN=1 cargo test golden` writes them anew from the running binary.
+//!
+//! Left out, because their values are timings and counts that differ from run to
+//! run: the exporter's own series (`edge_exporter_*`, `process_*`). Everything a
+//! machine's collectors produce is in.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
+
+/// A fixture machine and what its config adds to the common fixture config.
+struct Machine {
+    fixture: &'static str,
+    extra: String,
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn updating() -> bool {
+    std::env::var("UPDATE_GOLDEN").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+fn machines(tools: &Path) -> Vec<Machine> {
+    let vcgencmd = write_script(
+        tools,
+        "vcgencmd",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = pmic_read_adc ] || exit 2\ncat '{}'\n",
+            fixtures().join("vcgencmd/pi5-pmic_read_adc.txt").display()
+        ),
+    );
+    let nvpmodel = write_script(
+        tools,
+        "nvpmodel",
+        "#!/bin/sh\n[ \"$1\" = \"-q\" ] || exit 3\necho 'NV Fan Mode:quiet'\necho 'NV Power Mode: MAXN'\necho 0\n",
+    );
+    // One line replayed again and again: the same values at every collection.
+    let line = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/agx-orin-jp6.log"),
+    )
+    .expect("recording")
+    .lines()
+    .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+    .expect("a line")
+    .to_owned();
+    let recording = tools.join("orin-one-line.log");
+    std::fs::write(&recording, format!("{line}\n")).expect("write");
+    let plain = |fixture| Machine {
+        fixture,
+        extra: String::new(),
+    };
+    vec![
+        plain("x86-laptop"),
+        plain("raspberry-pi-4"),
+        Machine {
+            fixture: "raspberry-pi-5",
+            extra: format!("pmic:\n  command: {}\n", vcgencmd.display()),
+        },
+        plain("orange-pi-5"),
+        plain("orange-pi-a20"),
+        plain("lattepanda-3-delta"),
+        Machine {
+            fixture: "jetson-agx-orin",
+            extra: format!(
+                "tegrastats:\n  replay: {}\n  nvpmodel_command: {}\n",
+                recording.display(),
+                nvpmodel.display()
+            ),
+        },
+    ]
+}
+
+/// The body without the exporter's own families (their HELP, TYPE and UNIT
+/// lines too).
+fn device_part(body: &str) -> String {
+    let own = |name: &str| name.starts_with("edge_exporter_") || name.starts_with("process_");
+    body.lines()
+        .filter(|line| {
+            let name = match line.strip_prefix("# ") {
+                Some(meta) => meta.split(' ').nth(1).unwrap_or(""),
+                None => line.split(['{', ' ']).next().unwrap_or(""),
+            };
+            !own(name)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+fn scrape(exporter: &Exporter, accept: Option<&str>) -> String {
+    let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
+    let r = get(&format!("{}/metrics", exporter.metrics_url), &headers);
+    assert_eq!(r.status, 200, "{}", r.body);
+    device_part(&r.body)
+}
+
+/// The exporter's bodies in both formats once every collector has run and two
+/// scrapes a few collections apart agree (RAPL power and CPU usage need two
+/// readings).
+fn settled(exporter: &Exporter) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = (String::new(), String::new());
+    loop {
+        let health = exporter.api_get("/health").json();
+        let ran = health["collectors"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["status"] != "starting"));
+        let now = (scrape(exporter, None), scrape(exporter, Some(OPENMETRICS)));
+        if ran && now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the exposition never settled");
+        last = now;
+        std::thread::sleep(Duration::from_millis(600));
+    }
+}
+
+/// Compares with (or, updating, writes) one golden file; the mismatch message
+/// shows the first lines that differ.
+fn check(name: &str, got: &str) -> Result<(), String> {
+    let path = golden_dir().join(name);
+    if updating() {
+        std::fs::create_dir_all(golden_dir()).expect("mkdir");
+        std::fs::write(&path, got).expect("write golden");
+        return Ok(());
+    }
+    let want = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (run UPDATE_GOLDEN=1 cargo test golden)",
+            path.display()
+        )
+    })?;
+    if want == got {
+        return Ok(());
+    }
+    let diff: Vec<String> = want
+        .lines()
+        .zip(got.lines())
+        .filter(|(w, g)| w != g)
+        .take(5)
+        .map(|(w, g)| format!("  golden: {w}\n  now:    {g}"))
+        .collect();
+    Err(format!(
+        "{name} differs from tests/golden ({} lines there, {} now):\n{}",
+        want.lines().count(),
+        got.lines().count(),
+        diff.join("\n")
+    ))
+}
+
+#[test]
+fn exposition_matches_the_golden_files() {
+    let tools = tempfile::tempdir().expect("tempdir");
+    let machines = machines(tools.path());
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = machines
+            .iter()
+            .flat_map(|m| ["flat", "labeled"].map(|style| (m, style)))
+            .map(|(machine, style)| {
+                scope.spawn(move || {
+                    let root = fixtures().join("linux").join(machine.fixture);
+                    let config = fixture_config(
+                        &root,
+                        &format!(
+                            "  rootfs: {}\nmetric_style: {style}\n{}",
+                            root.display(),
+                            machine.extra
+                        ),
+                    )
+                    .replace("device_type: linux", "device_type: auto");
+                    let exporter = Exporter::start(&config);
+                    let (text, openmetrics) = settled(&exporter);
+                    let base = format!("{}.{style}", machine.fixture);
+                    [
+                        check(&format!("{base}.prom"), &text),
+                        check(&format!("{base}.om"), &openmetrics),
+                    ]
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .flat_map(|run| run.join().expect("thread"))
+            .filter_map(Result::err)
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    if !updating() {
+        // Every golden file belongs to a machine and style this test runs.
+        let expected = machines.len() * 4;
+        let present = std::fs::read_dir(golden_dir()).expect("golden dir").count();
+        assert_eq!(present, expected + 1, "golden files and their README");
+    }
+}
+
+#[test]
+fn own_series_are_left_out_and_the_rest_kept() {
+    let body = "# HELP edge_exporter_uptime_seconds x\n# TYPE edge_exporter_uptime_seconds gauge\n\
+                edge_exporter_uptime_seconds 3.2\n# HELP host_ram_total_mb RAM\n\
+                # TYPE host_ram_total_mb gauge\nhost_ram_total_mb{hostname=\"h\"} 7\n\
+                process_open_fds 9\n# EOF\n";
+    assert_eq!(
+        device_part(body),
+        "# HELP host_ram_total_mb RAM\n# TYPE host_ram_total_mb gauge\nhost_ram_total_mb{hostname=\"h\"} 7\n# EOF\n"
+    );
+}
+
+/// Every golden file is valid for the real readers: promtool for the text files
+/// (the flat style's only finding is the spec's `_mb`/`_kb` ids), the strict
+/// OpenMetrics parser of Debian's python3-prometheus-client for the others.
+#[test]
+fn golden_files_pass_promtool_and_the_strict_parser() {
+    let Some(promtool) = peer("promtool") else {
+        return;
+    };
+    let python = Path::new("/usr/bin/python3");
+    let has_client = python.is_file()
+        && std::process::Command::new(python)
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        has_client || !in_ci(),
+        "python3-prometheus-client is required under CI=true"
+    );
+    let script = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+print(sum(len(f.samples) for f in text_string_to_metric_families(sys.stdin.read())))\n";
+    let mut checked = 0;
+    for entry in std::fs::read_dir(golden_dir()).expect("golden dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let body = std::fs::read(&path).expect("read");
+        if name.ends_with(".prom") {
+            let (status, stdout, stderr) = run_with_stdin(&promtool, &["check", "metrics"], &body);
+            let report = format!("{stdout}{stderr}");
+            for line in report.lines() {
+                let spec_unit = line.ends_with("metric names should not contain abbreviated units")
+                    && name.contains(".flat.");
+                assert!(spec_unit, "{name}: {line}");
+            }
+            assert!(matches!(status.code(), Some(0 | 3)), "{name}: {report}");
+            checked += 1;
+        } else if name.ends_with(".om") && has_client {
+            let (status, stdout, stderr) = run_with_stdin(python, &["-c", script], &body);
+            assert!(status.success(), "{name}: {stderr}");
+            let samples: usize = stdout.trim().parse().expect("count");
+            assert!(samples > 0, "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14, "{checked} files checked");
+}
