@@ -3,30 +3,58 @@
 //!
 //! # Layout
 //!
-//! * `cli`: the command line; `main.rs` only parses it and calls in here.
-//! * `daemon`: `serve`, wiring everything below together; `run(options, shutdown)`.
-//! * `config`: `config.yaml` read and validated in two stages; `config::store` is
-//!   the one writer of the file, `config::edit` its comment-preserving edits.
-//! * `sources`: readers of the hardware (procfs, sysfs, I2C, board tools such as
-//!   `vcgencmd`), pure parsing into typed values in base units, one module per data
-//!   source; `sources::board` holds the board profiles and detection.
+//! Data flows from sources through collectors into one snapshot per collection
+//! tick, which the outputs serve; the config, its store and the reload path steer
+//! it. Each box is one module:
+//!
+//! ```text
+//! sources ──► collectors ──► scheduler ──► snapshot ──► http::metrics (/metrics)
+//!                                                   └─► remote_write (push)
+//! config (raw → validate) ◄──► config::store ◄──► sync ◄──► config_server
+//!            ▲                                   reload ◄── http::api, SIGHUP
+//! ```
+//!
+//! **The data path**
+//! * `sources`: readers of the hardware (procfs, sysfs, I2C, board tools,
+//!   tegrastats, Shelly devices): bytes to typed values in base units, one module
+//!   per data source; `sources::board` holds the board profiles and detection.
 //! * `collectors`: map source readings to samples; `collectors::plan` is the one
 //!   place that decides which collectors run.
-//! * `scheduler`: runs collectors in the background, owns their health and sample
-//!   expiry, publishes the snapshot that scrapes serve.
-//! * `sample`: the data model shared by collectors and outputs.
-//! * `exposition`: writes samples as Prometheus text 0.0.4 or OpenMetrics 1.0.
-//! * `http`: the Prometheus endpoint and the management API (routers only), and
-//!   the serve loop with its timeouts.
-//! * `config_server`: the central config store devices sync with (`config-server`).
-//! * `shelly`: the plug hub Shelly plugs connect to (`shelly-server`, or embedded).
-//! * `remote_write`: pushes the snapshot to a remote write receiver through an
-//!   on-disk buffer.
-//! * `sync`: the exporter's side of the config server (fetch, poll, queued changes).
-//! * `telemetry`: the daemon's own HTTP and process metrics, for every server;
-//!   `health_log` appends them to a file.
-//! * `systemd`: readiness, watchdog and stop notifications for `Type=notify` units.
-//! * `paths`: the procfs/sysfs roots every hardware read goes through.
+//! * `sample`: the data model (samples, families) and the sink collectors push
+//!   into, which keeps values finite and series unique.
+//! * `scheduler`: the collection ticks, collector health, timeouts and expiry;
+//!   publishes one snapshot per tick.
+//! * `snapshot`: the published state every output reads.
+//! * `exposition`: samples as Prometheus text 0.0.4 or OpenMetrics 1.0.
+//! * `remote_write`: pushes the snapshot through an on-disk buffer.
+//!
+//! **Configuration**
+//! * `config`: `config.yaml` in two stages (`raw`, `validate`), the live config
+//!   and the one writer of the file (`store`), comment-preserving `edit`s.
+//! * `reload`: the one path from a changed config to the running daemon.
+//! * `sync`: the exporter's side of the config server (settings, client,
+//!   persisted queue).
+//! * `config_server`: the central config store devices sync with (cargo feature
+//!   `config-server`, on by default).
+//!
+//! **Serving and operating**
+//! * `daemon`: `serve`, wiring everything together; `state`: what its parts share.
+//! * `http`: the metrics endpoint and the management API (routers), probes,
+//!   credentials, the JSON errors, TLS, the outbound client and the serve loop.
+//! * `health`: the `/health` answer, also read by the `health` command.
+//! * `shelly_server`: the plug hub Shelly plugs connect to (`shelly-server`, or
+//!   embedded in the exporter).
+//! * `telemetry`, `health_log`, `systemd`: the daemon's own metrics, its health
+//!   log, and readiness and watchdog notifications.
+//! * `cli` and `cmd`: the command line and the subcommands `main` runs.
+//!
+//! **Small pieces shared by all**: `paths` (the filesystem roots every hardware
+//! read goes through, and the hostname), `atomic_file` (crash-safe file
+//! replacement), `clock` (wall-clock time as reported), `lock` (the one way to
+//! take a mutex), `recordings` (the tegrastats recordings `--demo` replays).
+//!
+//! Modules do not import each other in a circle; `tests/integration/layout.rs`
+//! checks it.
 
 pub mod atomic_file;
 pub mod cli;
@@ -34,6 +62,7 @@ pub mod clock;
 pub mod cmd;
 pub mod collectors;
 pub mod config;
+#[cfg(feature = "config-server")]
 pub mod config_server;
 pub mod daemon;
 pub mod exposition;

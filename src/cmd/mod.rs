@@ -106,6 +106,7 @@ where
     Ok(result)
 }
 
+#[cfg(feature = "config-server")]
 fn config_server(args: ConfigServerArgs) -> ExitCode {
     use crate::config::Secret;
     use crate::config_server::{self, ServerOptions};
@@ -115,6 +116,14 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
         token: args.token.and_then(Secret::new),
     };
     run_until_signal(|shutdown| config_server::run(options, shutdown))
+}
+
+#[cfg(not(feature = "config-server"))]
+fn config_server(_args: ConfigServerArgs) -> ExitCode {
+    eprintln!(
+        "error: this build has no config server (it was built without the config-server feature)"
+    );
+    ExitCode::from(1)
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -12,6 +12,7 @@ mod deploy;
 mod golden;
 mod install;
 mod jetson;
+mod layout;
 mod lifecycle;
 mod metrics_endpoint;
 mod operations;
