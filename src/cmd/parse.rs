@@ -237,4 +237,26 @@ mod tests {
             check(f64::from(mw) * 0.001 + 1e8);
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Whatever the line: one JSON object, each id once, each number reading
+        /// back to its value.
+        #[test]
+        fn json_reads_back(line in "[A-Za-z0-9_ %@/\\[\\],.()x-]{0,300}") {
+            let mut mapper = LineMapper::new();
+            let mut mapped = Vec::new();
+            mapper.map(&line, &mut mapped);
+            let mut out = Vec::new();
+            write_object(&mapper, &mapped, &mut out, &mut ryu::Buffer::new());
+            let parsed: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&out).expect("a JSON object");
+            proptest::prop_assert_eq!(parsed.len(), mapped.len());
+            for m in &mapped {
+                let id = &mapper.series(m).id;
+                proptest::prop_assert_eq!(parsed[&**id].as_f64(), Some(m.value));
+            }
+        }
+    }
 }
