@@ -15,14 +15,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
-use super::auth::{Guarded, allowed, challenge, require};
+use super::access::{Access, Listener};
+use super::auth::require;
 use super::error::{ApiError, json_fallbacks};
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
@@ -49,39 +49,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         _ => "GET, HEAD",
     })
     .layer(middleware::from_fn_with_state(
-        Arc::new(ApiAccess(state.clone())),
-        require::<ApiAccess>,
+        Access::new(state.clone(), Listener::Api),
+        require::<Access>,
     ))
     .with_state(state)
-}
-
-/// The management API's credentials: `api_token` and `api_basic_auth`.
-#[derive(Debug)]
-struct ApiAccess(Arc<AppState>);
-
-impl Guarded for ApiAccess {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let config = self.0.store.live();
-        allowed(
-            config.api_token.as_ref(),
-            config.api_basic_auth.as_ref(),
-            headers,
-        )
-    }
-
-    fn refuse(&self) -> Response {
-        let config = self.0.store.live();
-        let message = match config.api_token {
-            Some(_) => "Unauthorized: send Authorization: Bearer <api_token>",
-            None => "Unauthorized: send the api_basic_auth user and password",
-        };
-        ApiError::new(StatusCode::UNAUTHORIZED, message)
-            .header(
-                header::WWW_AUTHENTICATE,
-                challenge(config.api_basic_auth.as_ref()),
-            )
-            .into_response()
-    }
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {

@@ -13,7 +13,8 @@ use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::auth::{Guarded, allowed, challenge, require};
+use super::access::{Access, Listener};
+use super::auth::require;
 use crate::exposition::Format;
 use crate::state::AppState;
 
@@ -22,8 +23,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/metrics",
             get(metrics).route_layer(middleware::from_fn_with_state(
-                Arc::new(MetricsAccess(state.clone())),
-                require::<MetricsAccess>,
+                Access::new(state.clone(), Listener::Metrics),
+                require::<Access>,
             )),
         )
         .route("/", get(landing))
@@ -44,39 +45,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .with_state(state)
-}
-
-/// The endpoint's credentials: `metrics_token` and `metrics_basic_auth`. Its 401
-/// is text, as the rest of this port's answers.
-#[derive(Debug)]
-struct MetricsAccess(Arc<AppState>);
-
-impl Guarded for MetricsAccess {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let config = self.0.store.live();
-        allowed(
-            config.metrics_token.as_ref(),
-            config.metrics_basic_auth.as_ref(),
-            headers,
-        )
-    }
-
-    fn refuse(&self) -> Response {
-        let config = self.0.store.live();
-        let message = match config.metrics_token {
-            Some(_) => "Unauthorized: send Authorization: Bearer <metrics_token>\n",
-            None => "Unauthorized: send the metrics_basic_auth user and password\n",
-        };
-        (
-            StatusCode::UNAUTHORIZED,
-            [(
-                header::WWW_AUTHENTICATE,
-                challenge(config.metrics_basic_auth.as_ref()),
-            )],
-            message,
-        )
-            .into_response()
-    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

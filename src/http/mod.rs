@@ -7,6 +7,7 @@
 //! servers, the TLS setups, the outbound client, and [`serve::serve`] with its
 //! timeouts. The state the handlers see is `crate::state::AppState`.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod client;
