@@ -47,24 +47,85 @@ pub struct Family {
     /// The labeled style shows `value × labeled_scale`, so its families are in
     /// base units where the flat ids are not (MiB → bytes, MHz → hertz).
     pub labeled_scale: f64,
+    /// The values the quantity can physically take (in the flat value's unit); a
+    /// reading outside is dropped by the [`SampleSink`] and counted. Set from the
+    /// unit (see [`valid_range`]); counters are never negative.
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Lowest temperature accepted, °C: below any place a board runs.
+pub const MIN_CELSIUS: f64 = -100.0;
+/// Highest temperature accepted, °C: above any silicon that still works.
+pub const MAX_CELSIUS: f64 = 250.0;
+
+/// The range a quantity of `unit` can take: percentages 0–100; amounts (bytes,
+/// hertz, rpm, joules, seconds) not negative; temperatures [`MIN_CELSIUS`] to
+/// [`MAX_CELSIUS`]; anything else (watts, volts, amps, which a meter can report
+/// negative) unbounded.
+pub const fn valid_range(unit: &str) -> (f64, f64) {
+    const fn is(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    if is(unit, "percent") {
+        (0.0, 100.0)
+    } else if is(unit, "bytes")
+        || is(unit, "hertz")
+        || is(unit, "rpm")
+        || is(unit, "joules")
+        || is(unit, "seconds")
+    {
+        (0.0, f64::INFINITY)
+    } else if is(unit, "celsius") {
+        (MIN_CELSIUS, MAX_CELSIUS)
+    } else {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    }
 }
 
 impl Family {
     pub const fn gauge(name: &'static str, help: &'static str, unit: &'static str) -> Family {
+        let (min, max) = valid_range(unit);
         Family {
             name,
             help,
             unit,
             kind: MetricKind::Gauge,
             labeled_scale: 1.0,
+            min,
+            max,
         }
     }
 
+    /// A counter: it only goes up, and is never negative.
     pub const fn counter(name: &'static str, help: &'static str, unit: &'static str) -> Family {
+        let gauge = Family::gauge(name, help, unit);
         Family {
             kind: MetricKind::Counter,
-            ..Family::gauge(name, help, unit)
+            min: if gauge.min > 0.0 { gauge.min } else { 0.0 },
+            ..gauge
         }
+    }
+
+    /// Only values from `min` up are possible (a rail's power, say).
+    pub const fn at_least(self, min: f64) -> Family {
+        Family { min, ..self }
+    }
+
+    /// Whether `value` is a reading this family can take.
+    pub fn admits(&self, value: f64) -> bool {
+        value.is_finite() && value >= self.min && value <= self.max
     }
 
     /// A histogram: its samples are the `_bucket`, `_sum` and `_count` series.
@@ -178,14 +239,23 @@ pub struct SampleSink {
     samples: Vec<Sample>,
     /// Series pushed so far: hash of id and constant labels → index in `samples`.
     series: std::collections::HashMap<u64, usize>,
+    /// Readings dropped because their family cannot take them.
+    rejected: u64,
 }
 
 impl SampleSink {
-    /// Takes `sample` if its value is finite and its series is new; returns whether
-    /// it was taken.
+    /// Takes `sample` if its value is one its family can take (finite, within the
+    /// family's range: no negative amount or counter, no percentage over 100, no
+    /// temperature outside the plausible) and its series is new; returns whether it
+    /// was taken. An impossible reading is counted in [`SampleSink::rejected`].
     pub fn push(&mut self, sample: Sample) -> bool {
         use std::hash::{BuildHasher, Hash, Hasher};
         if !sample.value.is_finite() {
+            return false;
+        }
+        if !sample.family.admits(sample.value) {
+            tracing::debug!(id = %sample.id, value = sample.value, "impossible reading dropped");
+            self.rejected += 1;
             return false;
         }
         let mut hasher =
@@ -233,6 +303,11 @@ impl SampleSink {
     /// The samples taken so far, in push order.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
+    }
+
+    /// Readings dropped in this collection because they were impossible.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
     }
 
     pub fn into_samples(self) -> Vec<Sample> {
@@ -306,6 +381,33 @@ mod tests {
         assert!(!is_valid_metric_name("0abc"));
         assert!(!is_valid_metric_name("a-b"));
         assert!(!is_valid_metric_name(""));
+    }
+
+    #[test]
+    fn ranges_follow_the_unit() {
+        static PERCENT: Family = Family::gauge("p", "p", "percent");
+        static TEMP: Family = Family::gauge("t", "t", "celsius");
+        static BYTES: Family = Family::gauge("b", "b", "bytes");
+        static WATTS: Family = Family::gauge("w", "w", "watts");
+        static RAIL: Family = Family::gauge("r", "r", "watts").at_least(0.0);
+        static COUNT: Family = Family::counter("c", "c", "");
+        let cases: [(&Family, &[f64], &[f64]); 6] = [
+            (&PERCENT, &[0.0, 55.5, 100.0], &[-0.1, 100.5]),
+            (&TEMP, &[-40.0, 0.0, 105.0], &[-256.0, 300.0]),
+            (&BYTES, &[0.0, 1e12], &[-5.0]),
+            (&WATTS, &[-1500.0, 0.0, 3000.0], &[]),
+            (&RAIL, &[0.0, 5.1], &[-0.001]),
+            (&COUNT, &[0.0, 1e15], &[-18000.0]),
+        ];
+        for (family, good, bad) in cases {
+            for v in good {
+                assert!(family.admits(*v), "{} takes {v}", family.name);
+            }
+            for v in bad {
+                assert!(!family.admits(*v), "{} refuses {v}", family.name);
+            }
+            assert!(!family.admits(f64::NAN));
+        }
     }
 
     #[test]

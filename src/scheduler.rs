@@ -69,6 +69,11 @@ static COLLECTOR_COLLECTED: Family = Family::counter(
     "Samples collected, enabled or not",
     "",
 );
+static COLLECTOR_REJECTED: Family = Family::counter(
+    "edge_exporter_samples_rejected_total",
+    "Readings dropped because they are impossible (a negative amount or counter, a percentage over 100, a temperature outside -100..250 C)",
+    "",
+);
 
 /// Health of one collector, for `/health` and the metrics above.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +88,9 @@ pub struct CollectorState {
     pub errors: u64,
     /// Samples collected, since the daemon started.
     pub collected: u64,
+    /// Impossible readings dropped (negative amounts and counters, percentages
+    /// over 100, implausible temperatures), since the daemon started.
+    pub rejected: u64,
 }
 
 impl CollectorState {
@@ -136,6 +144,8 @@ struct Slot {
     cancel: CancellationToken,
     job: Job,
     state: CollectorState,
+    /// Keeps its counters from going backwards; kept when the collector is rebuilt.
+    counters: CounterGuard,
 }
 
 /// Where a collector's object is between ticks.
@@ -232,11 +242,13 @@ impl Scheduler {
         let mut started = Vec::new();
         {
             let mut slots = lock(&self.shared.slots);
+            let mut guards = BTreeMap::new();
             slots.retain(|name, slot| {
                 let keep = specs.contains(&slot.spec);
                 if !keep {
                     // A collection still running is dropped when it ends.
                     slot.cancel.cancel();
+                    guards.insert(*name, std::mem::take(&mut slot.counters));
                     tracing::info!(collector = *name, "collector stopped");
                 }
                 keep
@@ -253,6 +265,8 @@ impl Scheduler {
                         cancel: self.shared.shutdown.child_token(),
                         job: Job::Idle(None),
                         state: CollectorState::default(),
+                        // A rebuilt collector carries on from its counters.
+                        counters: guards.remove(name).unwrap_or_default(),
                     },
                 );
                 started.push(name);
@@ -386,7 +400,7 @@ impl Shared {
         cancel: &CancellationToken,
         collector: Option<Box<dyn Collector>>,
         result: Result<(), CollectError>,
-        samples: Vec<Sample>,
+        mut collected: Collected,
         duration: Duration,
     ) {
         {
@@ -398,7 +412,15 @@ impl Shared {
                 return;
             }
             if let Some(slot) = slots.get_mut(name) {
-                slot.state.record(name, result, samples, duration);
+                slot.counters.apply(&mut collected.samples);
+                if collected.rejected > 0 && slot.state.rejected == 0 {
+                    tracing::info!(
+                        collector = name,
+                        "impossible readings dropped (counted in edge_exporter_samples_rejected_total)"
+                    );
+                }
+                slot.state.rejected += collected.rejected;
+                slot.state.record(name, result, collected.samples, duration);
                 slot.job = Job::Idle(collector);
             }
         }
@@ -533,6 +555,60 @@ fn push_health(out: &mut Vec<Sample>, name: &'static str, state: &CollectorState
     push(&COLLECTOR_SAMPLES, state.samples.len() as f64);
     push(&COLLECTOR_ERRORS, state.errors as f64);
     push(&COLLECTOR_COLLECTED, state.collected as f64);
+    push(&COLLECTOR_REJECTED, state.rejected as f64);
+}
+
+/// What one collection gave.
+#[derive(Default)]
+struct Collected {
+    samples: Vec<Sample>,
+    /// Impossible readings the sink dropped.
+    rejected: u64,
+}
+
+/// Keeps a collector's device counters from going backwards: when a source's
+/// counter drops (a reboot, a driver reload, a reset to zero), the exported value
+/// carries on from where it was instead. Series not seen for a long while are
+/// forgotten, so the map stays as small as the collector's output.
+#[derive(Debug, Default)]
+struct CounterGuard {
+    /// Series (hash of id and constant labels) → last raw value, offset added,
+    /// collection it was last seen in.
+    series: std::collections::HashMap<u64, (f64, f64, u64)>,
+    collections: u64,
+}
+
+/// Collections after which a counter that stopped appearing is forgotten.
+const COUNTER_MEMORY: u64 = 10_000;
+
+impl CounterGuard {
+    fn apply(&mut self, samples: &mut [Sample]) {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        self.collections += 1;
+        let now = self.collections;
+        for s in samples.iter_mut() {
+            if s.family.kind != crate::sample::MetricKind::Counter || !s.device {
+                continue;
+            }
+            let mut h =
+                std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
+            s.id.hash(&mut h);
+            s.const_labels.hash(&mut h);
+            let entry = self.series.entry(h.finish()).or_insert((s.value, 0.0, now));
+            let (last, offset, seen) = entry;
+            if s.value < *last {
+                // Carry on from the last value rather than report a drop.
+                *offset += *last - s.value;
+            }
+            *last = s.value;
+            *seen = now;
+            s.value += *offset;
+        }
+        if now % 1000 == 0 {
+            self.series
+                .retain(|_, (_, _, seen)| now - *seen < COUNTER_MEMORY);
+        }
+    }
 }
 
 /// The ticks: every interval, one round of collections and one snapshot.
@@ -589,7 +665,11 @@ async fn collect_once(
                 match tokio::task::spawn_blocking(move || spec.build(&ctx)).await {
                     Ok(c) => c,
                     Err(e) => {
-                        return (None, Err(CollectError::Build(e.to_string())), Vec::new());
+                        return (
+                            None,
+                            Err(CollectError::Build(e.to_string())),
+                            Collected::default(),
+                        );
                     }
                 }
             }
@@ -598,22 +678,37 @@ async fn collect_once(
             let mut current = collector;
             let mut sink = SampleSink::default();
             let result = current.collect(&mut sink);
-            (current, result, sink.into_samples())
+            let collected = Collected {
+                rejected: sink.rejected(),
+                samples: sink.into_samples(),
+            };
+            (current, result, collected)
         });
         match job.await {
-            Ok((c, result, samples)) => (Some(c), result, samples),
+            Ok((c, result, collected)) => (Some(c), result, collected),
             // A panic inside a collector is a bug; the collector is rebuilt on the
             // next tick rather than taking the daemon down.
-            Err(e) => (None, Err(CollectError::Panicked(e.to_string())), Vec::new()),
+            Err(e) => (
+                None,
+                Err(CollectError::Panicked(e.to_string())),
+                Collected::default(),
+            ),
         }
     };
     // A hardware read that hangs must not hold up shutdown or a reload: the
     // blocking thread is left to finish on its own.
-    let (collector, result, samples) = tokio::select! {
+    let (collector, result, collected) = tokio::select! {
         _ = cancel.cancelled() => return,
         done = work => done,
     };
-    shared.finish(name, &cancel, collector, result, samples, started.elapsed());
+    shared.finish(
+        name,
+        &cancel,
+        collector,
+        result,
+        collected,
+        started.elapsed(),
+    );
 }
 
 /// Writes ids seen for the first time to `config.yaml`, one batch at a time.
@@ -658,6 +753,45 @@ async fn discovery_task(
 mod tests {
     use super::*;
     use crate::config::Overrides;
+
+    /// A plug's energy total through a reboot (a small step back) and a reset to
+    /// zero: the exported counter carries on, per series.
+    #[test]
+    fn counters_never_go_backwards() {
+        static ENERGY: Family = Family::counter("power_energy_joules_total", "e", "joules");
+        static TEMP: Family = Family::gauge("t_celsius", "t", "celsius");
+        let mut guard = CounterGuard::default();
+        let mut run = |values: &[(f64, &str)]| -> Vec<f64> {
+            let mut samples: Vec<Sample> = values
+                .iter()
+                .map(|(v, plug)| Sample::new(&ENERGY, *v).const_label("plug", *plug))
+                .chain(std::iter::once(Sample::new(&TEMP, 20.0)))
+                .collect();
+            guard.apply(&mut samples);
+            samples.iter().map(|s| s.value).collect()
+        };
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-9);
+        assert!(close(
+            &run(&[(100.0, "a"), (7.0, "b")]),
+            &[100.0, 7.0, 20.0]
+        ));
+        assert!(close(
+            &run(&[(150.0, "a"), (8.0, "b")]),
+            &[150.0, 8.0, 20.0]
+        ));
+        // A reboot steps back slightly; the counter holds its value.
+        assert!(close(
+            &run(&[(149.9, "a"), (9.0, "b")]),
+            &[150.0, 9.0, 20.0]
+        ));
+        assert!(close(
+            &run(&[(160.0, "a"), (9.5, "b")]),
+            &[160.1, 9.5, 20.0]
+        ));
+        // A reset to zero continues from where it was; a gauge is left alone.
+        assert!(close(&run(&[(0.0, "a"), (1.0, "b")]), &[160.1, 9.5, 20.0]));
+        assert!(close(&run(&[(5.0, "a"), (2.0, "b")]), &[165.1, 10.5, 20.0]));
+    }
 
     /// Three collectors (linux, rapl, pmic) on the LattePanda fixture: one snapshot
     /// per tick, not one per collector.

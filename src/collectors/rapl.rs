@@ -34,7 +34,8 @@ static POWER: Family = Family::gauge(
     "rapl_power_watts",
     "Average power of a RAPL zone over the last collection interval",
     "watts",
-);
+)
+.at_least(0.0);
 
 #[derive(Debug)]
 struct ZoneState {

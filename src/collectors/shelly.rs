@@ -12,10 +12,10 @@
 //! Which plug powers this device is `shelly.device_id`, by default the hostname;
 //! when that is not set and the hub knows no plug by the hostname, the hub's only
 //! plug is used. Samples carry a `plug` label with the plug's id. Energy is a
-//! counter in joules that never goes backwards: when a plug's total drops (reboot,
-//! counter reset) the collector continues from where it was.
+//! counter in joules; when a plug's total drops (reboot, counter reset) the
+//! scheduler's counter guard continues from where it was, so it never goes
+//! backwards.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{CollectError, Collector};
@@ -98,27 +98,6 @@ pub enum ShellySource {
     Poll(Vec<PollTarget>),
 }
 
-/// Keeps an energy total monotonic across resets of the device's counter.
-#[derive(Debug, Default, Clone, Copy)]
-struct Monotonic {
-    last_raw: Option<f64>,
-    offset: f64,
-}
-
-impl Monotonic {
-    fn update(&mut self, raw: f64) -> f64 {
-        if let Some(last) = self.last_raw
-            && raw < last
-        {
-            // A reboot (a small step back) or a reset (to about 0): carry on from
-            // the last value rather than report a drop.
-            self.offset += last - raw;
-        }
-        self.last_raw = Some(raw);
-        raw + self.offset
-    }
-}
-
 #[derive(Debug)]
 pub struct ShellyCollector {
     source: ShellySource,
@@ -126,7 +105,6 @@ pub struct ShellyCollector {
     device_id: Option<String>,
     hostname: String,
     hub: Option<Arc<Hub>>,
-    energy: HashMap<String, (Monotonic, Monotonic)>,
 }
 
 impl ShellyCollector {
@@ -141,7 +119,6 @@ impl ShellyCollector {
             device_id,
             hostname,
             hub,
-            energy: HashMap::new(),
         }
     }
 
@@ -178,7 +155,7 @@ impl ShellyCollector {
         Ok((plug.id.clone(), reading))
     }
 
-    fn push(&mut self, out: &mut SampleSink, plug: &str, r: &Reading) {
+    fn push(&self, out: &mut SampleSink, plug: &str, r: &Reading) {
         let mk = |family: &'static Family, v: f64| {
             Sample::new(family, v).const_label("plug", plug.to_owned())
         };
@@ -192,10 +169,10 @@ impl ShellyCollector {
         out.push_some(m.output_on.map(|o| if o { 1.0 } else { 0.0 }), |v| {
             mk(&OUTPUT, v)
         });
-        let (energy, returned) = self.energy.entry(plug.to_owned()).or_default();
-        // Wh to J.
-        let energy_j = m.energy_total_wh.map(|wh| energy.update(wh) * 3600.0);
-        let returned_j = m.energy_returned_wh.map(|wh| returned.update(wh) * 3600.0);
+        // Wh to J. A negative total is dropped by the sink; a total that drops (a
+        // reboot, a reset) is carried on by the scheduler's counter guard.
+        let energy_j = m.energy_total_wh.map(|wh| wh * 3600.0);
+        let returned_j = m.energy_returned_wh.map(|wh| wh * 3600.0);
         out.push_some(energy_j, |v| mk(&ENERGY, v));
         out.push_some(returned_j, |v| mk(&RETURNED, v));
         for e in &r.errors {
@@ -226,24 +203,5 @@ impl Collector for ShellyCollector {
             }
         }
         CollectError::all(errors).map_or(Ok(()), Err)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn energy_never_goes_backwards() {
-        let mut m = Monotonic::default();
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
-        assert!(close(m.update(100.0), 100.0));
-        assert!(close(m.update(150.0), 150.0));
-        // A reboot steps back slightly; the counter holds its value.
-        assert!(close(m.update(149.9), 150.0));
-        assert!(close(m.update(160.0), 160.1));
-        // A reset to zero continues from where it was.
-        assert!(close(m.update(0.0), 160.1));
-        assert!(close(m.update(5.0), 165.1));
     }
 }

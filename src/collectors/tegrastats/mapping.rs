@@ -140,22 +140,26 @@ static TEMP_MAX: Family = Family::gauge(
     "Highest temperature tegrastats has seen (JetPack 7.2)",
     "celsius",
 );
-static POWER: Family = Family::gauge("jetson_power_watts", "Power rail, instantaneous", "watts");
+static POWER: Family =
+    Family::gauge("jetson_power_watts", "Power rail, instantaneous", "watts").at_least(0.0);
 static POWER_AVG: Family = Family::gauge(
     "jetson_power_avg_watts",
     "Power rail, average since tegrastats started",
     "watts",
-);
+)
+.at_least(0.0);
 static POWER_MAX: Family = Family::gauge(
     "jetson_power_max_watts",
     "Power rail, highest seen by tegrastats (JetPack 7.2)",
     "watts",
-);
+)
+.at_least(0.0);
 static POWER_INPUT: Family = Family::gauge(
     "jetson_power_input_watts",
     "Power into the module, from its input rail (VDD_IN, POM_5V_IN or VIN); absent on boards without one",
     "watts",
-);
+)
+.at_least(0.0);
 
 /// Rails that measure the power into the whole module, where a board has one.
 /// `VIN_SYS_5V0` (AGX Orin, Thor) is a 5 V system rail, not the module input, and
@@ -532,7 +536,8 @@ impl LineMapper {
             } => {
                 self.plain(out, RAM_USED_ID, used_mb);
                 self.plain(out, RAM_TOTAL_ID, total_mb);
-                if total_mb > 0.0 {
+                // Derived only from figures that are possible themselves.
+                if total_mb > 0.0 && RAM_USED.admits(used_mb) {
                     self.plain(out, RAM_PERCENT_ID, used_mb * 100.0 / total_mb);
                 }
                 if let Some(lfb) = lfb {
@@ -557,7 +562,7 @@ impl LineMapper {
             } => {
                 self.plain(out, IRAM_USED_ID, used_kb);
                 self.plain(out, IRAM_TOTAL_ID, total_kb);
-                if total_kb > 0.0 {
+                if total_kb > 0.0 && IRAM_USED.admits(used_kb) {
                     self.plain(out, IRAM_PERCENT_ID, used_kb * 100.0 / total_kb);
                 }
                 self.plain_some(out, IRAM_LFB_ID, lfb_kb);
@@ -573,7 +578,7 @@ impl LineMapper {
                 self.numbered(out, CORE_STATUS, index, Some(status));
                 if online {
                     line.cpu_online += 1;
-                    if let Some(u) = usage {
+                    if let Some(u) = usage.filter(|u| CPU_USAGE.admits(*u)) {
                         line.cpu_sum += u;
                         line.cpu_with_usage += 1;
                     }
