@@ -604,7 +604,7 @@ impl CounterGuard {
             *seen = now;
             s.value += *offset;
         }
-        if now % 1000 == 0 {
+        if now.is_multiple_of(1000) {
             self.series
                 .retain(|_, (_, _, seen)| now - *seen < COUNTER_MEMORY);
         }
