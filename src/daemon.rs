@@ -245,6 +245,10 @@ fn log_open_notes(store: &Store, notes: &[OpenNote]) {
             OpenNote::ConvertedLegacyList => {
                 tracing::info!(config = %path, "converted enabled_metrics to the metrics map")
             }
+            OpenNote::RemovedLeftovers(n) => tracing::info!(
+                config = %path, count = n,
+                "removed temp files an interrupted write left beside the config"
+            ),
             OpenNote::LegacyNotConverted(e) => tracing::warn!(
                 config = %path, error = %e,
                 "enabled_metrics could not be rewritten as metrics; it still applies"

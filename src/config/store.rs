@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 
 use super::edit::{self, Edit, EditError};
 use super::{Config, ConfigError, Overrides, Source, TEMPLATE};
-use crate::atomic_file::{fingerprint, write_atomically, write_atomically_if};
+use crate::atomic_file::{Replaced, remove_leftovers, replace_if_unchanged, write_atomically};
 use crate::lock::lock;
 
 /// Where the running configuration came from (reported by `/health` and
@@ -51,6 +51,8 @@ pub enum OpenNote {
     ConvertedLegacyList,
     /// The legacy list could not be rewritten (it still works in memory).
     LegacyNotConverted(String),
+    /// Temp files a crash left beside the config were removed.
+    RemovedLeftovers(usize),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,11 @@ impl Store {
         overrides: Overrides,
     ) -> Result<(Store, Vec<OpenNote>), ConfigError> {
         let mut notes = Vec::new();
+        // A crash during a write can leave a temp file; nothing writes yet.
+        let removed = remove_leftovers(&path);
+        if removed > 0 {
+            notes.push(OpenNote::RemovedLeftovers(removed));
+        }
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -324,17 +331,32 @@ impl Store {
     /// Applies `edits` to the file on disk and to the live config. Callers hold the
     /// writer lock (the guard parameter proves it).
     ///
-    /// The lock orders the daemon's own writes; a person editing the file at the
-    /// same moment is caught by comparing the file's identity (inode, size, mtime)
-    /// before the rename: if it changed since it was read, the edit is redone on
-    /// the new text instead of overwriting it.
+    /// The lock orders the daemon's own writes. A person saving the file at the
+    /// same moment is caught by the exchange in `replace_if_unchanged`: their
+    /// version is handed back and the edit is redone on it, so a hand edit is never
+    /// overwritten, whenever it is saved.
     fn write_edits(&self, _guard: &MutexGuard<'_, ()>, edits: &[Edit]) -> Result<(), StoreError> {
-        const ATTEMPTS: usize = 5;
-        let mut attempt = 0;
+        // Saves by hand a few milliseconds apart can keep a write retrying; it
+        // gives up (and acknowledges nothing) after this long.
+        const PATIENCE: std::time::Duration = std::time::Duration::from_millis(800);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let write_error = |source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        // The text to edit, and what the file holds as far as this writer knows
+        // (a file deleted under us is edited from the starter text).
+        let (mut text, mut on_disk) = match fs::read(&self.path) {
+            Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (starter_text(), Vec::new()),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
         let (edited, parsed) = loop {
-            attempt += 1;
-            let before = fingerprint(&self.path);
-            let text = self.read_text()?;
             let edited = edit::apply(&text, edits).map_err(|source| StoreError::Disk {
                 path: self.path.clone(),
                 source,
@@ -349,21 +371,19 @@ impl Store {
                 },
             )
             .map_err(StoreError::Invalid)?;
-            let unchanged = || fingerprint(&self.path) == before;
-            match write_atomically_if(&self.path, edited.text.as_bytes(), unchanged) {
-                Ok(true) => break (edited, parsed),
-                Ok(false) if attempt < ATTEMPTS => continue,
-                Ok(false) => {
-                    return Err(StoreError::Write {
-                        path: self.path.clone(),
-                        source: io::Error::other("the file keeps changing under the exporter"),
-                    });
+            match replace_if_unchanged(&self.path, edited.text.as_bytes(), &on_disk)
+                .map_err(write_error)?
+            {
+                Replaced::Done => break (edited, parsed),
+                Replaced::Changed(theirs) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(path = %self.path.display(), "config.yaml was saved meanwhile; the change is redone on that version");
+                    text = String::from_utf8_lossy(&theirs).into_owned();
+                    on_disk = theirs;
                 }
-                Err(source) => {
-                    return Err(StoreError::Write {
-                        path: self.path.clone(),
-                        source,
-                    });
+                Replaced::Changed(_) => {
+                    return Err(write_error(io::Error::other(
+                        "the file keeps changing under the exporter",
+                    )));
                 }
             }
         };

@@ -76,6 +76,8 @@ impl Buffer {
     /// Opens (or creates) the buffer in `dir`, bounded to `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Buffer> {
         fs::create_dir_all(dir)?;
+        // A crash while the cursor was saved can leave its temp file.
+        crate::atomic_file::remove_leftovers(&dir.join("cursor"));
         let mut ids: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;

@@ -3,6 +3,7 @@
 //! headers, hand edits during API writes, crashes during writes.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -146,4 +147,156 @@ fn impossible_tegrastats_figures_never_reach_metrics() {
     }
     // RAM used and total, core 0, the cpu sensor, VDD_IN and the input total.
     assert!(rejected(&body, "tegrastats") >= 6.0, "{body}");
+}
+
+/// A person editing `config.yaml` (appending in place, and saving by rename like an
+/// editor does) while API writes switch metrics: every hand edit is in the file at
+/// the end, and every API answer came in time.
+#[test]
+fn hand_edits_during_api_writes_are_never_lost() {
+    use std::io::Write as _;
+    let m = crate::metrics_endpoint::machine();
+    let exporter = Exporter::start(
+        &fixture_config(&m.root, "")
+            .replace("new_metrics_enabled: true", "new_metrics_enabled: false"),
+    );
+    exporter.wait_settled();
+    let path = exporter.config_path.clone();
+    let api = exporter.api_url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut answered, mut stored) = (0, 0);
+            let mut slowest = std::time::Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let on = answered % 2 == 0;
+                let started = std::time::Instant::now();
+                let r = post(
+                    &format!("{api}/metrics/enable"),
+                    &format!("{{\"host_ram_total_mb\": {on}}}"),
+                    &[],
+                );
+                slowest = slowest.max(started.elapsed());
+                answered += 1;
+                // Under saves a few milliseconds apart a write may give up: it
+                // then says so and acknowledges nothing.
+                match r.status {
+                    200 => stored += 1,
+                    500 => assert!(r.body.contains("keeps changing"), "{}", r.body),
+                    other => panic!("{other}: {}", r.body),
+                }
+            }
+            (answered, stored, slowest)
+        })
+    };
+    const EDITS: usize = 1000;
+    for i in 0..EDITS {
+        let line = format!("hand_edit_{i}: {i}\n");
+        if i % 2 == 0 {
+            // In place, as `echo >> config.yaml` does.
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            file.write_all(line.as_bytes()).expect("append");
+        } else {
+            // Read, change, write a temp file, rename it over: an editor's save.
+            let mut text = std::fs::read_to_string(&path).expect("read");
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            let temp = path.with_file_name(format!(".editor-{i}.swp"));
+            std::fs::write(&temp, text).expect("write");
+            std::fs::rename(&temp, &path).expect("rename");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(8));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, stored, slowest) = writer.join().expect("writer");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let missing: Vec<usize> = (0..EDITS)
+        .filter(|i| !text.contains(&format!("hand_edit_{i}: {i}\n")))
+        .collect();
+    eprintln!(
+        "{answered} API writes ({stored} stored) during {EDITS} hand edits, slowest answer {slowest:?}"
+    );
+    assert!(
+        stored >= 20,
+        "only {stored} of {answered} API writes stored"
+    );
+    assert!(missing.is_empty(), "hand edits lost: {missing:?}");
+    assert!(slowest < std::time::Duration::from_secs(1), "{slowest:?}");
+    // The file is still a config the exporter accepts.
+    assert_eq!(exporter.api_post("/reload", "").status, 200);
+}
+
+/// Our temp files beside the config and in the remote-write buffer (what a kill -9
+/// during a write leaves) are gone after the next start; nothing else is touched.
+/// Then rounds of kill -9 during API writes: no temp file after each restart.
+#[test]
+fn temp_files_of_a_crash_are_removed_at_start() {
+    let m = crate::metrics_endpoint::machine();
+    let config = fixture_config(
+        &m.root,
+        "remote_write:\n  url: http://127.0.0.1:9/api/v1/write\n  interval: 0.5\n",
+    );
+    let mut exporter = Exporter::start(&config);
+    exporter.wait_settled();
+    let dir = exporter.config_path.parent().expect("dir").to_owned();
+    let buffer = dir.join("remote-write-buffer");
+    let planted = [
+        dir.join(".config.yaml.Xa1b2c.tmp"),
+        dir.join(".config-Qz9y8x.tmp"),
+        dir.join(".config.yaml.sync.json.Kk3j2h.tmp"),
+        buffer.join(".cursor.Pp0o9i.tmp"),
+    ];
+    let kept = [
+        dir.join("notes.tmp"),
+        dir.join(".vimrc.tmp"),
+        dir.join(".config.yaml.swp"),
+    ];
+    for path in planted.iter().chain(&kept) {
+        std::fs::write(path, "x").expect("plant");
+    }
+    exporter.respawn(Options::new(&config));
+    exporter.wait_log("removed temp files an interrupted write left");
+    // The buffer is opened with remote write, a moment after the listeners.
+    eventually(
+        "the buffer's leftover removed",
+        Duration::from_secs(10),
+        || planted.iter().all(|p| !p.exists()).then_some(()),
+    );
+    for path in &kept {
+        assert!(path.exists(), "{} was removed", path.display());
+    }
+
+    let ours = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| {
+                n.ends_with(".tmp") && (n.starts_with(".config") || n.starts_with(".cursor"))
+            })
+            .collect()
+    };
+    for round in 0..8 {
+        let api = exporter.api_url.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..40 {
+                let body = format!("{{\"host_ram_total_mb\": {}}}", i % 2 == 0);
+                if try_post(&format!("{api}/metrics/enable"), &body).is_none() {
+                    return; // killed
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20 + 15 * round));
+        exporter.respawn(Options::new(&config));
+        writer.join().expect("writer");
+        // The start before any write of ours removed what the kill left.
+        eventually("no temp file of ours", Duration::from_secs(10), || {
+            (ours(&dir).is_empty() && ours(&buffer).is_empty()).then_some(())
+        });
+    }
 }
