@@ -58,7 +58,19 @@ pub fn apply(text: &str, edits: &[Edit]) -> Result<Edited, EditError> {
     for edit in edits {
         apply_to_value(map, edit);
     }
-    if let Some(edited) = edit_text(text, map, edits) {
+    let map = map.clone();
+    // Switching and adding metrics, the common write, goes straight to the text of
+    // the `metrics:` block: linear in the file, however many ids are new.
+    if let Some(edited) = set_metrics_in_text(text, edits) {
+        let reparsed: Option<Value> = yaml_serde::from_str(&edited).ok();
+        if reparsed.as_ref() == Some(&expected) {
+            return Ok(Edited {
+                text: edited,
+                regenerated: false,
+            });
+        }
+    }
+    if let Some(edited) = edit_text(text, &map, edits) {
         let reparsed: Option<Value> = yaml_serde::from_str(&edited).ok();
         if reparsed.as_ref() == Some(&expected) {
             return Ok(Edited {
@@ -111,6 +123,88 @@ fn apply_to_value(map: &mut yaml_serde::Mapping, edit: &Edit) {
             }
         }
     }
+}
+
+/// `SetMetrics` edits made on the text of a block `metrics:` mapping whose entries
+/// are one `id: true|false` per line: values changed in place (comments kept), new
+/// ids appended after the last entry, in one pass. `None` for anything else (other
+/// edits, no block, entries of another shape), which the general edit then takes.
+fn set_metrics_in_text(text: &str, edits: &[Edit]) -> Option<String> {
+    let mut changes: BTreeMap<&str, bool> = BTreeMap::new();
+    for edit in edits {
+        let Edit::SetMetrics(set) = edit else {
+            return None;
+        };
+        changes.extend(set.iter().map(|(id, on)| (id.as_str(), *on)));
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let top_level = |line: &str| {
+        let trimmed = line.trim_end();
+        !trimmed.is_empty() && !line.starts_with([' ', '\t']) && !trimmed.starts_with('#')
+    };
+    let start = lines.iter().position(|line| {
+        line.strip_prefix("metrics:").is_some_and(|rest| {
+            let rest = rest.trim();
+            rest.is_empty() || rest.starts_with('#')
+        })
+    })?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|line| top_level(line))
+        .map_or(lines.len(), |i| start + 1 + i);
+    // Each entry: its line, and where its value is in that line.
+    let mut entries: std::collections::HashMap<&str, (usize, usize, usize)> =
+        std::collections::HashMap::new();
+    let mut indent: Option<&str> = None;
+    let mut last_entry = None;
+    for (i, line) in lines.iter().enumerate().take(end).skip(start + 1) {
+        let body = line.trim_start_matches([' ', '\t']);
+        if body.trim().is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let this_indent = &line[..line.len() - body.len()];
+        if *indent.get_or_insert(this_indent) != this_indent {
+            return None;
+        }
+        let (key, rest) = body.split_once(':')?;
+        let key = key.trim().trim_matches(['"', '\'']);
+        let value_at = line.len() - rest.len();
+        let value = rest.trim_start();
+        let value_start = line.len() - value.len();
+        let value_len = value
+            .find(|c: char| c.is_whitespace() || c == '#')
+            .unwrap_or(value.len());
+        if value_at == value_start || !matches!(&value[..value_len], "true" | "false") {
+            return None;
+        }
+        entries.insert(key, (i, value_start, value_start + value_len));
+        last_entry = Some(i);
+    }
+    let indent = indent?;
+    let last_entry = last_entry?;
+    let mut replaced: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
+    let mut added = String::new();
+    for (id, on) in &changes {
+        match entries.get(id) {
+            Some(&(line, from, to)) => {
+                let old = replaced.get(&line).map_or(lines[line], String::as_str);
+                let new = format!("{}{on}{}", &old[..from], &old[to..]);
+                replaced.insert(line, new);
+            }
+            None => added.push_str(&format!("{indent}{id}: {on}\n")),
+        }
+    }
+    let mut out = String::with_capacity(text.len() + added.len());
+    for (i, line) in lines.iter().enumerate() {
+        out.push_str(replaced.get(&i).map_or(line, String::as_str));
+        if i == last_entry && !added.is_empty() {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&added);
+        }
+    }
+    Some(out)
 }
 
 /// The lossless edit. `None` when yaml-edit cannot take this text.
@@ -241,6 +335,41 @@ mod tests {
         assert_eq!(
             out.text,
             "# top\ndevice_type: linux  # dt\n\n# metrics below\nmetrics:\n  # cpu\n  a_x: true\n  b_x: true  # keep\n  c_x: false\nextra_key: [1, 2]\n"
+        );
+    }
+
+    #[test]
+    fn metrics_edited_as_text_in_one_pass() {
+        let text = "# top\nmetrics:  # ids\n  # cpu\n  a_x: true   # keep\n  'b_x': false\n\n# next\nport: 9\n";
+        let out = apply(
+            text,
+            &[set(&[("b_x", true), ("a_x", false), ("c_x", true)])],
+        )
+        .expect("edit");
+        assert!(!out.regenerated);
+        assert_eq!(
+            out.text,
+            "# top\nmetrics:  # ids\n  # cpu\n  a_x: false   # keep\n  'b_x': true\n  c_x: true\n\n# next\nport: 9\n"
+        );
+        // That was the one-pass edit, not the general one.
+        assert!(set_metrics_in_text(text, &[set(&[("c_x", true)])]).is_some());
+        // The last key of the file, without a final newline.
+        let out = apply("metrics:\n  a_x: true", &[set(&[("z_z", false)])]).expect("edit");
+        assert_eq!(out.text, "metrics:\n  a_x: true\n  z_z: false\n");
+        // Shapes it does not take go to the general edit.
+        for other in [
+            "metrics: {a_x: true}\n",
+            "metrics:\n  a_x: yes\n",
+            "metrics:\n  a_x: true\n   b_x: false\n",
+            "port: 9\n",
+        ] {
+            assert!(
+                set_metrics_in_text(other, &[set(&[("c_x", true)])]).is_none(),
+                "{other}"
+            );
+        }
+        assert!(
+            set_metrics_in_text("metrics:\n  a_x: true\n", &[Edit::ConvertLegacyList]).is_none()
         );
     }
 
