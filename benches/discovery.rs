@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench discovery` prints one line per N.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
