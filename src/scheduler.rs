@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -169,7 +169,12 @@ struct Shared {
     device: ArcSwap<DeviceInfo>,
     slots: Mutex<BTreeMap<&'static str, Slot>>,
     latest: Arc<Latest>,
-    discovered: mpsc::UnboundedSender<Vec<Arc<str>>>,
+    /// Ids seen for the first time, waiting to be written to `config.yaml`: a set,
+    /// so an id waits once, and bounded by `max_metrics`.
+    discovered: Mutex<HashSet<Arc<str>>>,
+    discovery: Notify,
+    /// Ids of the last snapshot refused because `max_metrics` is reached.
+    refused: std::sync::atomic::AtomicUsize,
     /// Other parts of the daemon that report on themselves (remote write, ...).
     self_metrics: Mutex<Vec<SelfMetrics>>,
     /// Collections started by the current round and not finished yet.
@@ -205,7 +210,6 @@ impl Scheduler {
     ) -> Self {
         let config = store.live();
         let device = DeviceInfo::from_config(&config);
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             latest: Arc::new(Latest::new(Snapshot::new(
                 Vec::new(),
@@ -216,7 +220,9 @@ impl Scheduler {
             slots: Mutex::new(BTreeMap::new()),
             store,
             hub,
-            discovered: tx,
+            discovered: Mutex::new(HashSet::new()),
+            discovery: Notify::new(),
+            refused: std::sync::atomic::AtomicUsize::new(0),
             self_metrics: Mutex::new(Vec::new()),
             outstanding: Mutex::new(BTreeSet::new()),
             finished: Notify::new(),
@@ -225,8 +231,8 @@ impl Scheduler {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         });
-        tracker.spawn(discovery_task(shared.store.clone(), rx, shutdown));
         let scheduler = Scheduler { shared };
+        tracker.spawn(discovery_task(scheduler.shared.clone()));
         scheduler.apply(&config);
         tracker.spawn(tick_task(scheduler.shared.clone()));
         scheduler
@@ -437,8 +443,10 @@ impl Shared {
         let now = SystemTime::now();
         let max_age = config.interval * EXPIRY_INTERVALS;
         let mut out = Vec::new();
-        let mut unseen: Vec<Arc<str>> = Vec::new();
+        let mut queued = false;
+        let mut refused = HashSet::new();
         {
+            let mut discovered = lock(&self.discovered);
             let mut slots = lock(&self.slots);
             for (name, slot) in slots.iter_mut() {
                 let state = &mut slot.state;
@@ -453,8 +461,15 @@ impl Shared {
                         out.push(s.clone());
                         continue;
                     }
-                    if !config.metrics.contains_key(&*s.id) {
-                        unseen.push(s.id.clone());
+                    if !config.metrics.contains_key(&*s.id) && !discovered.contains(&s.id) {
+                        // Seen for the first time: written to the file, unless the
+                        // file is full; then it is neither added nor served.
+                        if config.metrics.len() + discovered.len() >= config.max_metrics {
+                            refused.insert(s.id.clone());
+                            continue;
+                        }
+                        discovered.insert(s.id.clone());
+                        queued = true;
                     }
                     if config.is_enabled(&s.id) {
                         out.push(s.clone());
@@ -472,15 +487,24 @@ impl Shared {
             "self-metrics use Sample::own"
         );
         out.extend(own);
+        out.push(Sample::own(&DISCOVERY_REFUSED, refused.len() as f64));
         self.latest.publish(Snapshot::new(
             out,
             config.metric_style,
             device.labels.clone(),
         ));
-        if !unseen.is_empty() {
-            // The receiver lives as long as the daemon; after shutdown nothing
-            // needs discovering.
-            let _ = self.discovered.send(unseen);
+        if queued {
+            self.discovery.notify_one();
+        }
+        let was = self
+            .refused
+            .swap(refused.len(), std::sync::atomic::Ordering::Relaxed);
+        if was == 0 && !refused.is_empty() {
+            tracing::warn!(
+                max_metrics = config.max_metrics,
+                refused = refused.len(),
+                "max_metrics reached: new metric ids are neither added to config.yaml nor served (edge_exporter_discovery_refused_ids)"
+            );
         }
     }
 }
@@ -557,6 +581,12 @@ fn push_health(out: &mut Vec<Sample>, name: &'static str, state: &CollectorState
     push(&COLLECTOR_COLLECTED, state.collected as f64);
     push(&COLLECTOR_REJECTED, state.rejected as f64);
 }
+
+static DISCOVERY_REFUSED: Family = Family::gauge(
+    "edge_exporter_discovery_refused_ids",
+    "Metric ids of the last collection neither added to config.yaml nor served because max_metrics is reached",
+    "",
+);
 
 /// What one collection gave.
 #[derive(Default)]
@@ -711,26 +741,30 @@ async fn collect_once(
     );
 }
 
-/// Writes ids seen for the first time to `config.yaml`, one batch at a time.
-async fn discovery_task(
-    store: Arc<Store>,
-    mut rx: mpsc::UnboundedReceiver<Vec<Arc<str>>>,
-    shutdown: CancellationToken,
-) {
+/// Writes the ids seen for the first time to `config.yaml`: whatever has gathered
+/// since the last write, in one edit. An id stays in the waiting set until it is
+/// written (or known in memory after a failed write), so it is never queued twice.
+async fn discovery_task(shared: Arc<Shared>) {
     let mut last_error: Option<String> = None;
     loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            batch = rx.recv() => match batch { Some(b) => b, None => return },
-        };
-        // Coalesce whatever else is queued into one write.
-        let mut ids: HashSet<Arc<str>> = batch.into_iter().collect();
-        while let Ok(more) = rx.try_recv() {
-            ids.extend(more);
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.discovery.notified() => {}
         }
-        let ids: Vec<Arc<str>> = ids.into_iter().collect();
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.add_discovered(&ids)).await;
+        let ids: Vec<Arc<str>> = lock(&shared.discovered).iter().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let store = shared.store.clone();
+        let batch = ids.clone();
+        let result = tokio::task::spawn_blocking(move || store.add_discovered(&batch)).await;
+        // Written, or (after a failed write) known in memory: no longer waiting.
+        {
+            let mut discovered = lock(&shared.discovered);
+            for id in &ids {
+                discovered.remove(id);
+            }
+        }
         match result {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => {

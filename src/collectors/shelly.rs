@@ -20,11 +20,11 @@ use std::sync::Arc;
 
 use super::{CollectError, Collector};
 use crate::config::PollTarget;
-use crate::sample::{Family, Sample, SampleSink, sanitize};
+use crate::sample::{Family, Sample, SampleSink};
 use crate::shelly_server::{Hub, Pick, RpcFailure};
-use crate::sources::shelly::Reading;
 use crate::sources::shelly::hub_client::{self, HubError};
 use crate::sources::shelly::poll::{self, PollError};
+use crate::sources::shelly::{Reading, error_flag};
 
 pub const NAME: &str = "shelly";
 
@@ -175,14 +175,15 @@ impl ShellyCollector {
         let returned_j = m.energy_returned_wh.map(|wh| wh * 3600.0);
         out.push_some(energy_j, |v| mk(&ENERGY, v));
         out.push_some(returned_j, |v| mk(&RETURNED, v));
+        // The documented flags, and `other` for the rest: what a device (or
+        // something posing as one) reports cannot make new ids.
         for e in &r.errors {
-            if let Some(flag) = sanitize(e) {
-                out.push(
-                    Sample::with_id(format!("power_error_{flag}"), &ERROR, 1.0)
-                        .label("error", flag.clone())
-                        .const_label("plug", plug.to_owned()),
-                );
-            }
+            let flag = error_flag(e);
+            out.push(
+                Sample::with_id(format!("power_error_{flag}"), &ERROR, 1.0)
+                    .label("error", flag)
+                    .const_label("plug", plug.to_owned()),
+            );
         }
     }
 }

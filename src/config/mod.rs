@@ -37,6 +37,9 @@ pub use store::Store;
 pub const TEMPLATE: &str = include_str!("../../config.yaml.template");
 
 pub const DEFAULT_PORT: u16 = 9102;
+/// Default of `max_metrics`: far above any real board (a Jetson AGX Orin has about
+/// 150 ids, a 48-core server about 300), far below what a garbage line could make.
+pub const DEFAULT_MAX_METRICS: usize = 5000;
 pub const DEFAULT_RELOAD_PORT: u16 = 9101;
 pub const DEFAULT_SHELLY_URL: &str = "http://localhost:8766";
 /// Shortest accepted collection interval.
@@ -313,6 +316,9 @@ pub struct Config {
     pub reload_port: u16,
     pub metrics: BTreeMap<String, bool>,
     pub new_metrics_enabled: bool,
+    /// Most ids auto-discovery adds up to (with those listed already); beyond it,
+    /// new ids are counted and neither added nor served.
+    pub max_metrics: usize,
     pub metric_style: MetricStyle,
     pub shelly: ShellyConfig,
     pub paths: Paths,

@@ -30,6 +30,9 @@ pub struct RawConfig {
     pub enabled_metrics: Option<Vec<String>>,
     /// Value given to ids seen for the first time.
     pub new_metrics_enabled: Option<bool>,
+    /// Most metric ids `metrics:` may hold; ids seen beyond it are not added nor
+    /// served (default 5000).
+    pub max_metrics: Option<usize>,
     pub metric_style: Option<MetricStyle>,
     pub shelly: Option<RawShelly>,
     pub path: Option<RawPaths>,

@@ -13,10 +13,10 @@ use super::raw::{
     RawTegrastats,
 };
 use super::{
-    BasicCredentials, Config, ConfigError, DEFAULT_PORT, DEFAULT_RELOAD_PORT, DEFAULT_SHELLY_URL,
-    DeviceType, Ina2xxSensor, MAX_INTERVAL, MIN_INTERVAL, Overrides, PmicConfig, PollTarget,
-    RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig, ShellyConfig, Source, TegrastatsConfig,
-    TlsClientConfig,
+    BasicCredentials, Config, ConfigError, DEFAULT_MAX_METRICS, DEFAULT_PORT, DEFAULT_RELOAD_PORT,
+    DEFAULT_SHELLY_URL, DeviceType, Ina2xxSensor, MAX_INTERVAL, MIN_INTERVAL, Overrides,
+    PmicConfig, PollTarget, RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig, ShellyConfig,
+    Source, TegrastatsConfig, TlsClientConfig,
 };
 use crate::paths::Paths;
 use crate::sample::{is_valid_metric_name, sanitize};
@@ -56,6 +56,7 @@ pub(super) fn config(
         reload_port: raw.reload_port.unwrap_or(DEFAULT_RELOAD_PORT),
         metrics,
         new_metrics_enabled: raw.new_metrics_enabled.unwrap_or(false),
+        max_metrics: max_metrics(raw.max_metrics, source)?,
         metric_style: raw.metric_style.unwrap_or_default(),
         shelly,
         paths,
@@ -112,6 +113,17 @@ fn device_type(
         e.hint = Some(format!("supported: {}", DeviceType::SUPPORTED.join(", ")));
         e
     })
+}
+
+fn max_metrics(value: Option<usize>, source: &Source<'_>) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(DEFAULT_MAX_METRICS),
+        Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        Some(n) => Err(source.error(
+            &["max_metrics"],
+            format!("must be from 1 to 1000000, got {n}"),
+        )),
+    }
 }
 
 fn interval(secs: Option<f64>, source: &Source<'_>) -> Result<Duration, ConfigError> {

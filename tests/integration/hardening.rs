@@ -300,3 +300,151 @@ fn temp_files_of_a_crash_are_removed_at_start() {
         });
     }
 }
+
+/// Resident memory of a process, kB.
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One tegrastats line listing 10,000 CPUs (50 KB, under the line limit) every
+/// collection: the ids stay capped, the file gets them in one cheap write, the API
+/// answers within a second all along, and memory stays flat.
+#[test]
+fn a_line_with_ten_thousand_cpus_is_capped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recording = tmp.path().join("huge.log");
+    let cores: Vec<String> = (0..10_000).map(|i| format!("{}%@1", i % 10)).collect();
+    let line = format!(
+        "RAM 1000/4000MB CPU [{}] gpu@40C VDD_IN 5000mW/5000mW\n",
+        cores.join(",")
+    );
+    assert!(
+        line.len() > 50_000 && line.len() < 64 * 1024,
+        "{}",
+        line.len()
+    );
+    std::fs::write(&recording, line).expect("write");
+    let m = crate::metrics_endpoint::machine();
+    let exporter = Exporter::start(
+        &fixture_config(
+            &m.root,
+            &format!("tegrastats:\n  replay: {}\n", recording.display()),
+        )
+        .replace("device_type: linux", "device_type: jetson_orin"),
+    );
+    exporter.metrics_until("the capped cores", |b| {
+        b.contains("jetson_cpu_core255_usage_percent{")
+    });
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut rss = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        let t = std::time::Instant::now();
+        let r = exporter.api_post(
+            "/metrics/enable",
+            r#"{"jetson_cpu_core1_usage_percent": false}"#,
+        );
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 200, "{}", r.body);
+        rss.push(rss_kb(exporter.pid()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("slowest API write {slowest:?}, RSS kB {rss:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    let text = exporter.config_text();
+    let cores = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("jetson_cpu_core"))
+        .count();
+    assert_eq!(cores, 256 * 3, "three ids per core, 256 cores");
+    assert!(!text.contains("jetson_cpu_core256_"));
+    let body = exporter.metrics();
+    assert!(
+        sample_value(&body, "edge_exporter_tegrastats_dropped_values_total")
+            .is_some_and(|v| v >= 9744.0),
+        "{body}"
+    );
+    // Flat after the first seconds: no queue that grows with every collection.
+    let (first, last) = (rss[rss.len() / 2], rss[rss.len() - 1]);
+    assert!(
+        last < first + 4 * 1024,
+        "RSS grew from {first} to {last} kB"
+    );
+    assert!(last < 80 * 1024, "RSS {last} kB");
+}
+
+/// A plug (or something posing as one) reporting new random error flags at every
+/// status: only the documented flags and `other` become ids.
+#[test]
+fn a_flood_of_error_flags_makes_no_new_ids() {
+    let server = ShellyServer::start(None);
+    let rt = runtime();
+    let plug = rt.block_on(SimPlug::connect(
+        &format!("{}/fixture-host", server.ws_url),
+        PLUG,
+        plug_status(45.3, 220.5, 0.205, 10.0),
+    ));
+    let m = crate::metrics_endpoint::machine();
+    let exporter = Exporter::start(&fixture_config(
+        &m.root,
+        &format!("shelly:\n  server_url: {}\n", server.api_url),
+    ));
+    exporter.metrics_until("the plug", |b| b.contains("power_total_watts{"));
+    for round in 0..30 {
+        let flags: Vec<String> = (0..50).map(|i| format!("junk_{round}_{i}")).collect();
+        let mut errors = flags.clone();
+        errors.push("overtemp".into());
+        plug.update("switch:0", json!({"errors": errors}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = exporter.metrics_until("the flags", |b| b.contains("power_error_other{"));
+    assert!(body.contains("power_error_overtemp{"), "{body}");
+    let text = exporter.config_text();
+    assert!(!text.contains("junk"), "{text}");
+    let flags: Vec<&str> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("power_error_"))
+        .collect();
+    assert_eq!(
+        flags,
+        ["power_error_other: true", "power_error_overtemp: true"],
+        "{text}"
+    );
+}
+
+/// `max_metrics`: beyond it new ids are neither written nor served, and counted.
+#[test]
+fn max_metrics_bounds_discovery() {
+    let m = crate::metrics_endpoint::machine();
+    let exporter = Exporter::start(&fixture_config(&m.root, "max_metrics: 10\n"));
+    let body = exporter.metrics_until("the refusal", |b| {
+        sample_value(b, "edge_exporter_discovery_refused_ids").is_some_and(|v| v > 0.0)
+    });
+    let listed = |text: &str| {
+        text.lines()
+            .skip_while(|l| !l.starts_with("metrics:"))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .count()
+    };
+    // Written in the meantime, never more than the limit.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(listed(&exporter.config_text()), 10);
+    let served = body
+        .lines()
+        .filter(|l| l.starts_with("host_") && !l.starts_with('#'))
+        .count();
+    assert!(served <= 10, "{served} device samples served:\n{body}");
+    let text = exporter.config_text();
+    assert!(
+        exporter.log_text().contains("max_metrics reached"),
+        "{text}"
+    );
+}

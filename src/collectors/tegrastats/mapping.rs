@@ -6,8 +6,10 @@
 //! A [`LineMapper`] keeps every series it has seen (id, family, labels) and hands
 //! out small indices, so mapping a line allocates nothing once its series are
 //! known: a board prints the same fields every second, and a log replays the same
-//! few boards. It keeps at most [`MAX_SERIES`]; beyond that (a corrupt line can
-//! name thousands of CPUs), series live for one line only.
+//! few boards. What one line may add is bounded ([`MAX_CORES`], [`MAX_GPCS`],
+//! [`MAX_NAMES`] per kind of name), so a corrupt line naming thousands of CPUs or
+//! rails cannot grow the table past [`MAX_SERIES`]: its extra values are dropped
+//! and counted.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -16,8 +18,9 @@ use std::sync::Arc;
 use crate::sample::{Family, Label, MHZ, MIB};
 use crate::sources::tegrastats::parse::{EngineState, Field, LineStats, parse_line};
 
-/// Series a mapper keeps; real boards print fewer than 200.
-pub const MAX_SERIES: usize = 4096;
+/// The most series a mapper can hold: every plain id, every numbered one up to
+/// its limit, [`MAX_NAMES`] of each named kind. Real boards print fewer than 200.
+pub const MAX_SERIES: usize = 32 + 3 * MAX_CORES as usize + MAX_GPCS as usize + 9 * MAX_NAMES;
 
 static RAM_USED: Family = Family::gauge(
     "jetson_memory_used_bytes",
@@ -181,8 +184,6 @@ pub struct Mapped {
     pub value: f64,
 }
 
-/// Marks an index into the line's own series (past [`MAX_SERIES`]).
-const TRANSIENT: u32 = 1 << 31;
 /// Not known yet, in the fast tables.
 const UNKNOWN: u32 = u32::MAX;
 /// A name that sanitizes to nothing: it gives no series.
@@ -257,8 +258,16 @@ static NAMED: [Template; 9] = [
         fixed: true,
     },
 ];
-/// Numbers past this (a corrupt line) are looked up by id, not kept in a table.
-const MAX_NUMBER: u32 = 1024;
+/// CPU cores a line may list; past it (a corrupt line) entries are dropped. The
+/// largest Jetson (Thor) has 14.
+pub const MAX_CORES: u32 = 256;
+/// GPU clusters (GPCs) a line may list; the largest Jetson GPU has 3.
+pub const MAX_GPCS: u32 = 32;
+/// Distinct rail, sensor and engine names a mapper takes per kind; a board prints
+/// about 20. Values of further names are dropped.
+pub const MAX_NAMES: usize = 128;
+/// The largest number a template keeps a table entry for.
+const MAX_NUMBER: u32 = MAX_CORES;
 
 type IdMap = HashMap<Box<str>, u32, BuildHasherDefault<IdHasher>>;
 
@@ -277,15 +286,14 @@ pub struct LineMapper {
     plain: HashMap<&'static str, u32, BuildHasherDefault<IdHasher>>,
     numbered: [Vec<u32>; 4],
     named: [IdMap; 9],
-    /// Series of the current line that did not fit in `series`.
-    transient: Vec<Arc<Series>>,
-    transient_ids: IdMap,
     /// The line each series was last pushed in, to keep ids unique per line.
     pushed_in: Vec<u32>,
     line: u32,
     /// Scratch for building an id and a sanitized name.
     id: String,
     fragment: String,
+    /// Values of the current line left out (past the limits).
+    dropped: u32,
 }
 
 impl LineMapper {
@@ -302,22 +310,17 @@ impl LineMapper {
             self.pushed_in.iter_mut().for_each(|l| *l = 0);
             self.line = 1;
         }
-        self.transient.clear();
-        self.transient_ids.clear();
+        self.dropped = 0;
         let mut line_state = LineState::default();
-        let stats = parse_line(line, |field| self.field(field, &mut line_state, out));
+        let mut stats = parse_line(line, |field| self.field(field, &mut line_state, out));
         self.finish(&line_state, out);
+        stats.dropped = self.dropped;
         stats
     }
 
-    /// The series of a value this mapper produced (for the current line, when the
-    /// series was one of the line's own).
+    /// The series of a value this mapper produced.
     pub fn series(&self, m: &Mapped) -> &Arc<Series> {
-        if m.series & TRANSIENT != 0 {
-            &self.transient[(m.series & !TRANSIENT) as usize]
-        } else {
-            &self.series[m.series as usize]
-        }
+        &self.series[m.series as usize]
     }
 
     /// Series kept across lines.
@@ -327,13 +330,11 @@ impl LineMapper {
 
     /// Appends `series` with `value`, unless the line has it already.
     fn emit(&mut self, out: &mut Vec<Mapped>, series: u32, value: f64) {
-        if series & TRANSIENT == 0 {
-            let seen = &mut self.pushed_in[series as usize];
-            if *seen == self.line {
-                return;
-            }
-            *seen = self.line;
+        let seen = &mut self.pushed_in[series as usize];
+        if *seen == self.line {
+            return;
         }
+        *seen = self.line;
         out.push(Mapped { series, value });
     }
 
@@ -342,27 +343,16 @@ impl LineMapper {
         if let Some(&i) = self.by_id.get(self.id.as_str()) {
             return i;
         }
-        if let Some(&i) = self.transient_ids.get(self.id.as_str()) {
-            return i;
-        }
         let series = Arc::new(Series {
             id: Arc::from(self.id.as_str()),
             family,
             labels: labels.iter().map(|(k, v)| (*k, Arc::from(*v))).collect(),
         });
-        let key: Box<str> = self.id.as_str().into();
-        if self.series.len() < MAX_SERIES {
-            let i = self.series.len() as u32;
-            self.series.push(series);
-            self.pushed_in.push(0);
-            self.by_id.insert(key, i);
-            i
-        } else {
-            let i = self.transient.len() as u32 | TRANSIENT;
-            self.transient.push(series);
-            self.transient_ids.insert(key, i);
-            i
-        }
+        let i = self.series.len() as u32;
+        self.series.push(series);
+        self.pushed_in.push(0);
+        self.by_id.insert(self.id.as_str().into(), i);
+        i
     }
 
     fn plain(&mut self, out: &mut Vec<Mapped>, Plain(id, family): Plain, value: f64) {
@@ -375,9 +365,7 @@ impl LineMapper {
                 self.id.clear();
                 self.id.push_str(id);
                 let i = self.intern(family, &[]);
-                if i & TRANSIENT == 0 {
-                    self.plain.insert(id, i);
-                }
+                self.plain.insert(id, i);
                 i
             }
         };
@@ -408,7 +396,7 @@ impl LineMapper {
             self.id.push_str(number);
             self.id.push_str(template.suffix);
             let i = self.intern(template.family, &[(template.label, number)]);
-            if i & TRANSIENT == 0 && n < MAX_NUMBER {
+            if n < MAX_NUMBER {
                 let table = &mut self.numbered[t];
                 if table.len() <= slot {
                     table.resize(slot + 1, UNKNOWN);
@@ -427,6 +415,10 @@ impl LineMapper {
         };
         let series = match self.named[t].get(raw) {
             Some(&i) => i,
+            None if self.named[t].len() >= MAX_NAMES => {
+                self.dropped += 1;
+                return;
+            }
             None => {
                 let template = &NAMED[t];
                 let mut name = std::mem::take(&mut self.fragment);
@@ -443,9 +435,7 @@ impl LineMapper {
                     NAMELESS
                 };
                 self.fragment = name;
-                if i & TRANSIENT == 0 && self.named[t].len() < MAX_SERIES {
-                    self.named[t].insert(raw.into(), i);
-                }
+                self.named[t].insert(raw.into(), i);
                 i
             }
         };
@@ -567,6 +557,8 @@ impl LineMapper {
                 }
                 self.plain_some(out, IRAM_LFB_ID, lfb_kb);
             }
+            Field::CpuCore { index, .. } if index >= MAX_CORES => self.dropped += 1,
+            Field::GpuFreq { gpc, .. } if gpc >= MAX_GPCS => self.dropped += 1,
             Field::CpuCore {
                 index,
                 online,
@@ -826,25 +818,34 @@ mod tests {
         }
         let known = mapper.known();
         assert!(known > 100 && known < MAX_SERIES, "{known}");
-        // A corrupt line naming 5,000 cores: every id once, the table stays bounded.
+        // A corrupt line naming 5,000 cores and 500 rails: the first MAX_CORES
+        // cores and MAX_NAMES rail names, every id once; the rest dropped, counted.
         let cores: Vec<String> = (0..5000)
             .map(|i| format!("{}%@{}", i % 100, 1000 + i))
             .collect();
-        let huge = format!("CPU [{}]", cores.join(","));
+        let rails: Vec<String> = (0..500).map(|i| format!("RAIL_{i} 1mW/1mW")).collect();
+        let huge = format!("CPU [{}] {}", cores.join(","), rails.join(" "));
+        let mut fresh = LineMapper::new();
         out.clear();
-        mapper.map(&huge, &mut out);
-        assert_eq!(mapper.known(), MAX_SERIES);
+        let stats = fresh.map(&huge, &mut out);
+        // Cores past 255, and rails past the first 128 names (current and average).
+        assert_eq!(stats.dropped, 4744 + (500 - MAX_NAMES as u32) * 2);
+        assert!(fresh.known() <= MAX_SERIES, "{}", fresh.known());
         let mut seen = std::collections::HashSet::new();
         for m in &out {
             assert!(
-                seen.insert(mapper.series(m).id.clone()),
+                seen.insert(fresh.series(m).id.clone()),
                 "unique ids in a line"
             );
         }
-        assert_eq!(out.len(), 5000 * 3 + 2);
-        let last = mapper.series(&out[out.len() - 3]);
-        assert_eq!(&*last.id, "jetson_cpu_core4999_freq_mhz");
-        assert_eq!(last.labels, [("core", Arc::from("4999"))]);
+        let last_core = out
+            .iter()
+            .map(|m| fresh.series(m))
+            .filter(|s| s.id.ends_with("_freq_mhz"))
+            .next_back()
+            .expect("cores");
+        assert_eq!(&*last_core.id, "jetson_cpu_core255_freq_mhz");
+        assert_eq!(last_core.labels, [("core", Arc::from("255"))]);
         // And the next ordinary line maps as before.
         out.clear();
         mapper.map(corpus[0], &mut out);

@@ -44,6 +44,11 @@ static UNREADABLE: Family = Family::counter(
     "tegrastats lines with nothing recognisable, too long or not UTF-8",
     "",
 );
+static DROPPED: Family = Family::counter(
+    "edge_exporter_tegrastats_dropped_values_total",
+    "tegrastats values left out because a line lists more than a board can have (over 256 cores, 32 GPCs, 128 names of rails, sensors or engines)",
+    "",
+);
 static UP: Family = Family::gauge(
     "edge_exporter_tegrastats_up",
     "Whether tegrastats lines are arriving (1) or not (0)",
@@ -78,6 +83,7 @@ struct Shared {
     lines: u64,
     unknown_tokens: u64,
     unreadable: u64,
+    dropped: u64,
     /// Reused for mapping each line.
     scratch: Vec<Mapped>,
 }
@@ -98,6 +104,7 @@ impl LineSink for Sink {
         let stats = shared.mapper.map(line, &mut shared.scratch);
         shared.lines += 1;
         shared.unknown_tokens += u64::from(stats.unknown);
+        shared.dropped += u64::from(stats.dropped);
         if shared.scratch.is_empty() {
             shared.unreadable += 1;
             return;
@@ -138,6 +145,7 @@ impl TegrastatsCollector {
             lines: 0,
             unknown_tokens: 0,
             unreadable: 0,
+            dropped: 0,
             scratch: Vec::new(),
         }));
         let cancel = ctx.cancel.child_token();
@@ -177,6 +185,7 @@ impl Collector for TegrastatsCollector {
             (&LINES, shared.lines as f64),
             (&UNKNOWN_TOKENS, shared.unknown_tokens as f64),
             (&UNREADABLE, shared.unreadable as f64),
+            (&DROPPED, shared.dropped as f64),
             (&UP, if up { 1.0 } else { 0.0 }),
         ] {
             out.push(Sample::own(family, value));

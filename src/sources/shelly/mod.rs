@@ -19,7 +19,8 @@ pub mod status;
 
 pub use frame::{FrameError, Incoming, RpcError, parse_frame, request};
 pub use status::{
-    CompactStatus, Measurements, PlugReading, Reading, apply_status, gen1_reading, reading,
+    CompactStatus, ERROR_FLAGS, Measurements, PlugReading, Reading, apply_status, error_flag,
+    gen1_reading, reading,
 };
 
 use std::time::Duration;

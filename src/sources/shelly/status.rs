@@ -347,6 +347,32 @@ fn collect_errors(r: &mut Reading, s: &Value) {
     }
 }
 
+/// The error flags Shelly documents for its power components (switches, meters,
+/// energy meters); `out_of_range:<quantity>` counts as `out_of_range`.
+pub const ERROR_FLAGS: &[&str] = &[
+    "overtemp",
+    "overpower",
+    "overvoltage",
+    "undervoltage",
+    "overcurrent",
+    "power_meter_failure",
+    "no_load",
+    "phase_sequence",
+    "ct_type_not_set",
+    "database_error",
+    "out_of_range",
+];
+
+/// The flag a reported error is exported as: one of [`ERROR_FLAGS`], else `other`.
+pub fn error_flag(reported: &str) -> &'static str {
+    let name = reported.split(':').next().unwrap_or("").trim();
+    ERROR_FLAGS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("other")
+}
+
 /// A Gen1 `GET /status` body: `meters[]` (power W, total in watt-minutes),
 /// `relays[]`, `temperature`.
 pub fn gen1_reading(status: &Value) -> Reading {
@@ -545,6 +571,15 @@ mod tests {
         .expect("lenient");
         assert_eq!(lenient.reading.metrics.power_total_watts, None);
         assert_eq!(lenient.reading.metrics.output_on, Some(false));
+    }
+
+    #[test]
+    fn error_flags_are_the_documented_ones_or_other() {
+        assert_eq!(error_flag("overtemp"), "overtemp");
+        assert_eq!(error_flag("OverPower"), "overpower");
+        assert_eq!(error_flag("out_of_range:act_power"), "out_of_range");
+        assert_eq!(error_flag("junk_9000"), "other");
+        assert_eq!(error_flag(""), "other");
     }
 
     #[test]

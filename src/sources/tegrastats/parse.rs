@@ -91,6 +91,9 @@ pub struct LineStats {
     pub fields: u32,
     /// Tokens skipped because they match no known form.
     pub unknown: u32,
+    /// Values left out because they are past what a board can have (set by the
+    /// id mapping, `collectors::tegrastats::LineMapper`, not by `parse_line`).
+    pub dropped: u32,
 }
 
 /// Temperatures at or below this are sentinels ("sensor off"), not readings.
@@ -817,7 +820,8 @@ mod tests {
             s,
             LineStats {
                 fields: 3,
-                unknown: 0
+                unknown: 0,
+                dropped: 0,
             }
         );
         assert_eq!(
@@ -1130,7 +1134,8 @@ mod tests {
             s,
             LineStats {
                 fields: 5,
-                unknown: 0
+                unknown: 0,
+                dropped: 0,
             }
         );
         assert_eq!(
@@ -1174,7 +1179,8 @@ mod tests {
             s,
             LineStats {
                 fields: 2,
-                unknown: 4
+                unknown: 4,
+                dropped: 0,
             }
         );
         let (f, s) = fields("");
