@@ -841,8 +841,7 @@ mod tests {
         let last_core = out
             .iter()
             .map(|m| fresh.series(m))
-            .filter(|s| s.id.ends_with("_freq_mhz"))
-            .next_back()
+            .rfind(|s| s.id.ends_with("_freq_mhz"))
             .expect("cores");
         assert_eq!(&*last_core.id, "jetson_cpu_core255_freq_mhz");
         assert_eq!(last_core.labels, [("core", Arc::from("255"))]);
