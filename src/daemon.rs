@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::store::OpenNote;
 use crate::config::{Config, ConfigError, Overrides, Store};
 use crate::http;
+use crate::http::serve::{API_CONNECTIONS, Limits, METRICS_CONNECTIONS, PLUG_CONNECTIONS};
 use crate::reload::{apply_file, load_tls, reload_on_sighup, reload_samples};
 use crate::scheduler::Scheduler;
 use crate::state::AppState;
@@ -105,7 +106,12 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
                 config.shelly.secret.clone(),
                 shutdown.clone(),
             );
-            tracker.spawn(http::serve::serve(listener, router, shutdown.clone()));
+            tracker.spawn(http::serve::serve(
+                listener,
+                router,
+                shutdown.clone(),
+                Limits::new(PLUG_CONNECTIONS),
+            ));
             Some(hub)
         }
         _ => None,
@@ -177,12 +183,14 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         crate::telemetry::track(http::metrics::router(state.clone()), "metrics"),
         shutdown.clone(),
         tls.clone(),
+        Limits::new(METRICS_CONNECTIONS),
     ));
     tracker.spawn(http::serve::serve_tls(
         api_listener,
         crate::telemetry::track(http::api::router(state.clone()), "api"),
         shutdown.clone(),
         tls,
+        Limits::new(API_CONNECTIONS),
     ));
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
     tracker.spawn(crate::health_log::run(state.clone(), shutdown.clone()));

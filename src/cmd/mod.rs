@@ -26,6 +26,7 @@ use crate::cli::{Cli, Command, ConfigServerArgs, LogArgs, LogFormat, ShellyServe
 /// Runs the command `cli` asks for.
 pub fn main(cli: Cli) -> ExitCode {
     crate::telemetry::init();
+    crate::http::serve::raise_fd_limit();
     // `serve` may set its log level and format in the config file; flags and
     // the environment win.
     let config_file = match &cli.command {

@@ -85,7 +85,13 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
         format!("serving configs on {local}"),
         shutdown.clone(),
     ));
-    crate::http::serve::serve(listener, router, shutdown).await;
+    crate::http::serve::serve(
+        listener,
+        router,
+        shutdown,
+        crate::http::serve::Limits::new(crate::http::serve::CONFIG_SERVER_CONNECTIONS),
+    )
+    .await;
     let _ = notifier.await;
     let _ = flusher.await;
     flush(&state).await;

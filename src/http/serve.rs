@@ -1,11 +1,18 @@
-//! Serves a router on a listener with the timeout `axum::serve` does not set.
+//! Serves a router on a listener with the limits `axum::serve` does not set
+//! ([`Limits`]):
 //!
-//! Every connection is closed after [`IDLE_TIMEOUT`] without a byte read or
-//! written: a client that connects and sends nothing, trickles its headers, stops
-//! reading a response, or keeps an unused connection open cannot hold a file
-//! descriptor of a small board for long. (Prometheus simply reconnects.) On
-//! shutdown, connections finish their request in flight and close; the caller bounds
-//! how long that may take.
+//! * every connection is closed after [`IDLE_TIMEOUT`] without a byte read or
+//!   written (a client that connects and sends nothing, stops reading a response,
+//!   or keeps an unused connection open);
+//! * a request's headers, and a TLS handshake, must be complete within
+//!   [`HEADER_DEADLINE`] however slowly they trickle in;
+//! * each listener holds at most a set number of connections, never more than half
+//!   the process's file descriptors beyond a reserve, so a flood of connections
+//!   cannot take the descriptors the collectors need; further connections wait in
+//!   the kernel's queue, and an `accept` that fails (out of descriptors) backs off.
+//!
+//! (Prometheus simply reconnects.) On shutdown, connections finish their request
+//! in flight and close; the caller bounds how long that may take.
 
 use std::future::Future;
 use std::io;
@@ -17,10 +24,11 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -30,10 +38,80 @@ use super::tls::ServerTls;
 
 /// Longest time a connection may go without any byte read or written.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a client may take to send a request's headers, from its first byte, or
+/// to finish a TLS handshake: a client that trickles them is cut off.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// File descriptors kept out of every listener's reach, for collectors, config
+/// writes, child processes and outbound connections.
+pub const RESERVED_FDS: u64 = 64;
+
+/// Connections each listener holds at once (before the file-descriptor cap).
+pub const METRICS_CONNECTIONS: usize = 128;
+pub const API_CONNECTIONS: usize = 32;
+pub const CONFIG_SERVER_CONNECTIONS: usize = 512;
+pub const HUB_API_CONNECTIONS: usize = 128;
+/// Plugs connected to one hub (each holds its socket open).
+pub const PLUG_CONNECTIONS: usize = 20_000;
+
+/// What one listener allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// See [`IDLE_TIMEOUT`].
+    pub idle: Duration,
+    /// See [`HEADER_DEADLINE`].
+    pub header: Duration,
+    /// Connections open at once; further ones wait in the kernel's queue until
+    /// one closes.
+    pub connections: usize,
+}
+
+impl Limits {
+    /// At most `connections` at once, and never more than half of the process's
+    /// file descriptors beyond [`RESERVED_FDS`], so connections alone cannot
+    /// exhaust them.
+    pub fn new(connections: usize) -> Limits {
+        Limits {
+            idle: IDLE_TIMEOUT,
+            header: HEADER_DEADLINE,
+            connections: connections.min(fd_budget()).max(1),
+        }
+    }
+}
+
+/// Half of the descriptors this process may open beyond the reserve.
+fn fd_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    (soft.saturating_sub(RESERVED_FDS) / 2).max(4) as usize
+}
+
+/// Raises the soft limit of open files to the hard one (as Go programs do at
+/// start): a hub with thousands of plugs needs them, and the listeners' caps follow
+/// the limit.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!(error = %e, "could not raise the open-files limit");
+    }
+}
+
+/// Holds one of the listener's connection slots for as long as the connection
+/// lives, also past an upgrade: a WebSocket handler keeps it with the socket
+/// (it is in the upgrade request's extensions).
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// Accepts connections until `shutdown`, then lets open connections finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    serve_with_idle_timeout(listener, router, shutdown, IDLE_TIMEOUT, None).await;
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+) {
+    serve_with(listener, router, shutdown, limits, None).await;
 }
 
 /// [`serve`] with HTTPS whenever `tls` holds a certificate (checked per
@@ -43,21 +121,46 @@ pub async fn serve_tls(
     router: Router,
     shutdown: CancellationToken,
     tls: Arc<ServerTls>,
+    limits: Limits,
 ) {
-    serve_with_idle_timeout(listener, router, shutdown, IDLE_TIMEOUT, Some(tls)).await;
+    serve_with(listener, router, shutdown, limits, Some(tls)).await;
 }
 
-pub async fn serve_with_idle_timeout(
+pub async fn serve_with(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
-    idle: Duration,
+    limits: Limits,
     tls: Option<Arc<ServerTls>>,
 ) {
     let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.connections));
     let mut builder = http1::Builder::new();
-    builder.keep_alive(true);
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header);
+    let mut told_full = false;
     loop {
+        // A free slot first: at the cap, new connections wait in the backlog.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !std::mem::replace(&mut told_full, true) {
+                    tracing::warn!(
+                        limit = limits.connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -70,21 +173,34 @@ pub async fn serve_with_idle_timeout(
                 }
             },
         };
+        if slots.available_permits() > limits.connections / 2 {
+            told_full = false;
+        }
         let _ = stream.set_nodelay(true);
         // The idle limit sits under TLS, so a stalled handshake is cut too.
-        let stream = IdleTimeout::new(stream, idle);
+        let stream = IdleTimeout::new(stream, limits.idle);
         let tls_config = tls.as_ref().and_then(|t| t.current());
-        let (builder, router, shutdown) = (builder.clone(), router.clone(), shutdown.clone());
+        let (builder, shutdown) = (builder.clone(), shutdown.clone());
+        let slot = ConnectionSlot(Arc::new(slot));
+        let router = router.clone().layer(axum::Extension(slot));
+        let handshake = limits.header;
         connections.spawn(async move {
             match tls_config {
                 None => serve_connection(builder, stream, router, shutdown).await,
-                Some(config) => match TlsAcceptor::from(config).accept(stream).await {
-                    Ok(stream) => serve_connection(builder, stream, router, shutdown).await,
-                    Err(e) => {
-                        HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                Some(config) => {
+                    let accept = TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(handshake, accept).await {
+                        Ok(Ok(stream)) => serve_connection(builder, stream, router, shutdown).await,
+                        Ok(Err(e)) => {
+                            HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "TLS handshake took too long");
+                        }
                     }
-                },
+                }
             }
         });
     }
@@ -216,11 +332,15 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve_with_idle_timeout(
+        tokio::spawn(serve_with(
             listener,
             router,
             shutdown.clone(),
-            idle,
+            Limits {
+                idle,
+                header: idle * 2,
+                connections: 64,
+            },
             None,
         ));
         (addr, shutdown)

@@ -26,6 +26,7 @@ use super::hub::{Hub, RpcFailure};
 use crate::config::Secret;
 use crate::http::auth::tokens_match;
 use crate::http::error::{ApiError, json_fallbacks};
+use crate::http::serve::ConnectionSlot;
 use crate::sources::shelly::PlugReading;
 
 #[derive(Debug, Clone)]
@@ -44,7 +45,12 @@ pub fn ws_router(hub: Arc<Hub>, secret: Option<Secret>, shutdown: CancellationTo
     })
 }
 
-async fn ws_upgrade(State(state): State<WsState>, uri: Uri, upgrade: WebSocketUpgrade) -> Response {
+async fn ws_upgrade(
+    State(state): State<WsState>,
+    slot: Option<axum::Extension<ConnectionSlot>>,
+    uri: Uri,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let Some(alias) = connection_alias(&uri, state.secret.as_ref()) else {
         state
             .hub
@@ -66,7 +72,11 @@ async fn ws_upgrade(State(state): State<WsState>, uri: Uri, upgrade: WebSocketUp
         .max_frame_size(max)
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| hub.serve_socket(socket, alias, shutdown))
+        .on_upgrade(move |socket| async move {
+            // The listener's connection slot lives as long as the plug's socket.
+            let _slot = slot;
+            hub.serve_socket(socket, alias, shutdown).await
+        })
 }
 
 /// Checks the secret and reads the alias of a connection URL. `None`: refused;

@@ -516,6 +516,7 @@ mod tests {
             listener,
             router,
             shutdown.clone(),
+            crate::http::serve::Limits::new(16),
         ));
         let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/quiet"))
             .await

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Secret;
+use crate::http::serve::{HUB_API_CONNECTIONS, Limits, PLUG_CONNECTIONS, serve};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -44,15 +45,17 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io
     }
     let hub = Hub::new(options.hub);
     let tracker = TaskTracker::new();
-    tracker.spawn(crate::http::serve::serve(
+    tracker.spawn(serve(
         ws,
         api::ws_router(hub.clone(), options.secret, shutdown.clone()),
         shutdown.clone(),
+        Limits::new(PLUG_CONNECTIONS),
     ));
-    tracker.spawn(crate::http::serve::serve(
+    tracker.spawn(serve(
         http,
         crate::telemetry::track(api::api_router(hub), "shelly_api"),
         shutdown.clone(),
+        Limits::new(HUB_API_CONNECTIONS),
     ));
     tracker.spawn(crate::systemd::run(
         format!(

@@ -448,3 +448,135 @@ fn max_metrics_bounds_discovery() {
         "{text}"
     );
 }
+
+/// Sends `request` one byte every `every`, and returns how long the server took to
+/// close the connection (`None`: still open after `limit`).
+fn trickle(addr: &str, request: &[u8], every: Duration, limit: Duration) -> Option<Duration> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    let mut buf = [0u8; 512];
+    while started.elapsed() < limit {
+        if started.elapsed() >= every * next as u32 && next < request.len() {
+            if stream.write_all(&request[next..=next]).is_err() {
+                return Some(started.elapsed());
+            }
+            next += 1;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Headers trickled one byte every 5 s, which the 30 s idle timeout alone would
+/// never cut: every listener closes the connection within the 10 s header
+/// deadline: the metrics endpoint, the management API, the config server, the hub's
+/// HTTP API and its WebSocket endpoint.
+#[test]
+fn trickled_headers_are_cut_off_on_every_listener() {
+    let m = crate::metrics_endpoint::machine();
+    let exporter = Exporter::start(&fixture_config(&m.root, ""));
+    let hub = ShellyServer::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_server = ConfigServer::start(&dir.path().join("configs.db"), 0, None);
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\n\r\n";
+    let upgrade = b"GET /plug HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let listeners = [
+        ("metrics", host_port(&exporter.metrics_url), &request[..]),
+        ("api", host_port(&exporter.api_url), &request[..]),
+        ("config server", host_port(&config_server.url), &request[..]),
+        ("hub api", host_port(&hub.api_url), &request[..]),
+        ("hub websocket", host_port(&hub.ws_url), &upgrade[..]),
+    ];
+    let closed: Vec<(&str, Option<Duration>)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = listeners
+            .iter()
+            .map(|(name, addr, request)| {
+                scope.spawn(move || {
+                    let took = trickle(
+                        addr,
+                        request,
+                        Duration::from_secs(5),
+                        Duration::from_secs(20),
+                    );
+                    (*name, took)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("thread"))
+            .collect()
+    });
+    for (name, took) in closed {
+        let took = took.unwrap_or_else(|| panic!("{name}: still open after 20 s"));
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(13),
+            "{name}: closed after {took:?}"
+        );
+    }
+    // Served as ever.
+    assert_eq!(
+        get(&format!("{}/metrics", exporter.metrics_url), &[]).status,
+        200
+    );
+}
+
+/// With few file descriptors, a flood of silent connections to the metrics port
+/// takes no more than its share: the collectors keep reading, the API answers,
+/// and once the flood is cut off, scrapes are served again.
+#[test]
+fn a_connection_flood_leaves_the_collectors_their_descriptors() {
+    let m = crate::metrics_endpoint::machine();
+    let config = fixture_config(&m.root, "");
+    let mut options = Options::new(&config);
+    options.nofile = Some(160);
+    let exporter = Exporter::start_with(options);
+    exporter.wait_settled();
+    let addr = host_port(&exporter.metrics_url);
+    // Past the listener's share and the kernel's queue, connects time out.
+    let socket: std::net::SocketAddr = addr.parse().expect("address");
+    let flood: Vec<std::net::TcpStream> = (0..150)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&socket, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    assert!(flood.len() >= 100, "{} connections", flood.len());
+    std::thread::sleep(Duration::from_secs(3));
+    let health = exporter.api_get("/health").json();
+    let linux = health["collectors"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "linux").cloned())
+        .expect("linux");
+    assert_eq!(linux["status"], "ok", "{health}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let age = now - linux["last_success"].as_f64().expect("last success");
+    assert!(age < 2.0, "the last collection was {age} s ago: {health}");
+    assert!(exporter.log_text().contains("connection limit reached"));
+    drop(flood);
+    let r = get(&format!("{}/metrics", exporter.metrics_url), &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("host_ram_total_mb"));
+}

@@ -74,6 +74,8 @@ pub struct Options<'a> {
     pub uid: Option<u32>,
     /// The binary to run instead of the one cargo built (a copy others can run).
     pub program: Option<PathBuf>,
+    /// Limit of open files (soft and hard) the exporter runs with.
+    pub nofile: Option<u64>,
 }
 
 impl<'a> Options<'a> {
@@ -85,6 +87,7 @@ impl<'a> Options<'a> {
             write_config: true,
             uid: None,
             program: None,
+            nofile: None,
         }
     }
 }
@@ -295,6 +298,24 @@ fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<
     if let Some(id) = options.uid {
         use std::os::unix::process::CommandExt;
         command.uid(id).gid(id);
+    }
+    if let Some(limit) = options.nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
     spawn_logged(command)
 }
