@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self};
 use axum::response::{Html, IntoResponse, Response};
@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 use super::db::{Db, Precondition, WriteOutcome};
 use crate::config::Secret;
-use crate::http::api::read_body_limited;
 use crate::http::auth::{Guarded, authorized_or_basic, require};
+use crate::http::body::{PathParam, QueryParams, bounded, read_body_limited};
 use crate::http::error::{ApiError, json_fallbacks};
 
 /// Largest config body accepted (thousands of metric ids fit easily).
@@ -62,6 +62,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "GET, HEAD"
         }
     })
+    .layer(middleware::from_fn(|request, next| {
+        bounded(MAX_BODY_BYTES, request, next)
+    }))
     .layer(middleware::from_fn_with_state(
         state.clone(),
         require::<ServerState>,
@@ -108,7 +111,7 @@ fn check_id(device_id: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "Invalid device id: {device_id:?} (letters, digits, '.', '_', '-'; at most 128)"
+            "Invalid device id: {device_id:?} (letters, digits, '.', '_', '-'; at most 128; not . or ..)"
         )))
     }
 }
@@ -169,7 +172,7 @@ fn from_device(headers: &HeaderMap) -> bool {
 
 async fn get_config(
     State(state): State<Arc<ServerState>>,
-    UrlPath(device_id): UrlPath<String>,
+    PathParam(device_id): PathParam<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
@@ -210,7 +213,7 @@ async fn get_config(
 
 async fn put_config(
     State(state): State<Arc<ServerState>>,
-    UrlPath(device_id): UrlPath<String>,
+    PathParam(device_id): PathParam<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -273,7 +276,7 @@ fn stale(device_id: &str, current: Option<u64>) -> ApiError {
 
 async fn delete_config(
     State(state): State<Arc<ServerState>>,
-    UrlPath(device_id): UrlPath<String>,
+    PathParam(device_id): PathParam<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
@@ -307,8 +310,8 @@ struct HistoryQuery {
 
 async fn history(
     State(state): State<Arc<ServerState>>,
-    UrlPath(device_id): UrlPath<String>,
-    Query(query): Query<HistoryQuery>,
+    PathParam(device_id): PathParam<String>,
+    QueryParams(query): QueryParams<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
     let limit = query.limit.unwrap_or(MAX_HISTORY).clamp(1, MAX_HISTORY);

@@ -13,16 +13,15 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, Listener};
 use super::auth::require;
+use super::body::{bounded, read_body_limited};
 use super::error::{ApiError, json_fallbacks};
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
@@ -31,8 +30,6 @@ use crate::state::AppState;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 100 * 1024;
-/// How long a client may take to send its body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
@@ -48,6 +45,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         "/metrics/enable" | "/reload" => "POST",
         _ => "GET, HEAD",
     })
+    .layer(middleware::from_fn(|request, next| {
+        bounded(MAX_BODY_BYTES, request, next)
+    }))
     .layer(middleware::from_fn_with_state(
         Access::new(state.clone(), Listener::Api),
         require::<Access>,
@@ -129,7 +129,7 @@ async fn metrics_enable(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = read_body(&headers, body).await?;
+    let body = read_body_limited(&headers, body, MAX_BODY_BYTES).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
     let Value::Object(object) = value else {
@@ -199,48 +199,6 @@ fn config_error(e: ConfigError) -> ApiError {
         err = err.detail("hint", hint.clone());
     }
     err
-}
-
-/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_TIMEOUT`].
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    read_body_limited(headers, body, MAX_BODY_BYTES).await
-}
-
-/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`]: 413 when
-/// larger (declared or sent), 408 when it does not arrive in time.
-pub async fn read_body_limited(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body too large (limit {limit} bytes)"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request body not received in time",
-            )
-        })?;
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "Could not read the request body: {e}"
-        ))),
-    }
 }
 
 fn seconds_json(d: Duration) -> Value {

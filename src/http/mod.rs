@@ -10,6 +10,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod error;
 pub mod metrics;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::hub::{Hub, RpcFailure};
 use crate::config::Secret;
 use crate::http::auth::tokens_match;
+use crate::http::body::{PathParam, bounded};
 use crate::http::error::{ApiError, json_fallbacks};
 use crate::http::serve::ConnectionSlot;
 use crate::sources::shelly::PlugReading;
@@ -63,6 +64,7 @@ async fn ws_upgrade(
         );
         return (StatusCode::UNAUTHORIZED, "secret required\n").into_response();
     };
+    let trusted = state.secret.is_some();
     let max = state.hub.config.max_frame;
     let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
     // Buffers sized for plug frames (a full status is a few kB), not the 128 KiB
@@ -75,21 +77,34 @@ async fn ws_upgrade(
         .on_upgrade(move |socket| async move {
             // The listener's connection slot lives as long as the plug's socket.
             let _slot = slot;
-            hub.serve_socket(socket, alias, shutdown).await
+            hub.serve_socket(socket, alias, trusted, shutdown).await
         })
 }
 
 /// Checks the secret and reads the alias of a connection URL. `None`: refused;
 /// `Some(None)`: accepted without an alias.
 pub fn connection_alias(uri: &Uri, secret: Option<&Secret>) -> Option<Option<String>> {
-    let mut segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-    let query: Vec<(&str, &str)> = uri
+    // Both the path and the query come percent-encoded; a secret or a name that
+    // does not decode is refused.
+    let mut segments: Vec<String> = uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect::<Option<_>>()?;
+    let query: Vec<(String, String)> = uri
         .query()
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .collect();
-    let param = |name: &str| query.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        .map(|(k, v)| Some((percent_decode(k)?, percent_decode(v)?)))
+        .collect::<Option<_>>()?;
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(secret) = secret {
         let by_query = param("token").is_some_and(|t| tokens_match(secret.expose(), t));
         let by_path = segments
@@ -103,8 +118,8 @@ pub fn connection_alias(uri: &Uri, secret: Option<&Secret>) -> Option<Option<Str
         }
     }
     // `/shelly` is the path Shelly's own tools use; it is not a name.
-    segments.retain(|s| *s != "shelly");
-    let alias = param("device").or(segments.last().copied());
+    segments.retain(|s| s != "shelly");
+    let alias = param("device").or(segments.last().map(String::as_str));
     match alias {
         None => Some(None),
         Some(a) if is_alias(a) => Some(Some(a.to_owned())),
@@ -112,8 +127,29 @@ pub fn connection_alias(uri: &Uri, secret: Option<&Secret>) -> Option<Option<Str
     }
 }
 
+/// `%XX` sequences to bytes, as text; `None` for a bad sequence or bytes that are
+/// not UTF-8. (`+` stays `+`: these are URL parts, not form fields.)
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn is_alias(a: &str) -> bool {
     (1..=64).contains(&a.len())
+        && a != "."
+        && a != ".."
         && a.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -134,7 +170,12 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
         .route("/devices", get(devices))
         .route("/status/{device_id}", get(status))
         .route("/telemetry", get(telemetry));
-    json_fallbacks(routes, |_| "GET, HEAD").with_state(hub)
+    json_fallbacks(routes, |_| "GET, HEAD")
+        // Nothing here takes a body.
+        .layer(axum::middleware::from_fn(|request, next| {
+            bounded(0, request, next)
+        }))
+        .with_state(hub)
 }
 
 fn failure(e: RpcFailure) -> ApiError {
@@ -157,7 +198,7 @@ async fn read(hub: &Hub, name: &str) -> Result<Json<PlugReading>, ApiError> {
 
 async fn metrics_one(
     State(hub): State<Arc<Hub>>,
-    Path(device_id): Path<String>,
+    PathParam(device_id): PathParam<String>,
 ) -> Result<Json<PlugReading>, ApiError> {
     read(&hub, &device_id).await
 }
@@ -219,7 +260,7 @@ async fn devices(State(hub): State<Arc<Hub>>) -> Json<Value> {
 /// The plug's status document as pushed and polled (for troubleshooting).
 async fn status(
     State(hub): State<Arc<Hub>>,
-    Path(device_id): Path<String>,
+    PathParam(device_id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let plug = hub
         .resolve(&device_id)
@@ -258,5 +299,17 @@ mod tests {
             Some(Some("orin-01".into()))
         );
         assert_eq!(alias("/orin-01/s3", Some("s3")), None);
+        // Percent-encoded secrets and names are decoded; bad encodings refused.
+        assert_eq!(alias("/?token=p%2Bq%3Dr", Some("p+q=r")), Some(None));
+        assert_eq!(
+            alias("/p%2Bq%3Dr/orin-01", Some("p+q=r")),
+            Some(Some("orin-01".into()))
+        );
+        assert_eq!(
+            alias("/?device=orin%2D01", None),
+            Some(Some("orin-01".into()))
+        );
+        assert_eq!(alias("/?token=%zz", Some("s3")), None);
+        assert_eq!(alias("/..", None), None);
     }
 }

@@ -286,8 +286,23 @@ impl Hub {
         Ok(reading)
     }
 
-    fn register(&self, plug: Arc<Plug>) {
+    /// Adds `plug`; false when its alias belongs to another plug that is connected
+    /// and the connection did not present the hub's secret (nobody takes over a
+    /// plug's name silently; with a secret, whoever has it may).
+    fn register(&self, plug: Arc<Plug>, trusted: bool) -> bool {
         let mut registry = lock(&self.registry);
+        if let Some(alias) = &plug.alias
+            && let Some(owner) = registry.alias_to_id.get(alias)
+            && *owner != plug.id
+            && registry.by_id.contains_key(owner)
+            && !trusted
+        {
+            tracing::warn!(
+                plug = %plug.id, alias, owner = %owner,
+                "plug connection refused: its name belongs to another connected plug (set a secret to let plugs take names over)"
+            );
+            return false;
+        }
         if let Some(old) = registry.by_id.insert(plug.id.clone(), plug.clone()) {
             self.stats.replaced.fetch_add(1, Ordering::Relaxed);
             tracing::info!(plug = %plug.id, "plug reconnected; the old connection is closed");
@@ -299,6 +314,7 @@ impl Hub {
         if let Some(alias) = &plug.alias {
             registry.alias_to_id.insert(alias.clone(), plug.id.clone());
         }
+        true
     }
 
     fn unregister(&self, plug: &Plug) {
@@ -319,10 +335,12 @@ impl Hub {
     }
 
     /// Runs one plug connection until it closes, is replaced, dies or `shutdown`.
+    /// `trusted`: the connection presented the hub's secret.
     pub async fn serve_socket(
         self: Arc<Self>,
         socket: WebSocket,
         alias: Option<String>,
+        trusted: bool,
         shutdown: CancellationToken,
     ) {
         let (mut sink, mut stream) = socket.split();
@@ -362,8 +380,12 @@ impl Hub {
         // The first frame is parsed into a JSON tree; it must not live as long as
         // the connection (the compact status holds what is needed).
         drop((method, params));
+        if !self.register(plug.clone(), trusted) {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let _ = plug.sink.lock().await.close().await;
+            return;
+        }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        self.register(plug.clone());
         tracing::info!(plug = %plug.id, alias = ?plug.alias, "plug connected");
 
         let ping_every = self.config.ping_every;

@@ -87,9 +87,12 @@ impl Settings {
     }
 }
 
-/// Device ids are host names: letters, digits, `.`, `_`, `-`; 1 to 128 characters.
+/// Device ids are host names: letters, digits, `.`, `_`, `-`; 1 to 128 characters;
+/// not `.` or `..` (which mean something else in a path).
 pub fn is_device_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
+        && id != "."
+        && id != ".."
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -142,6 +145,10 @@ mod tests {
                 .map_err(|e| e.to_string()),
             Err("CONFIG_TIMEOUT must be a number of seconds from 0.1 to 86400, got 0".to_owned())
         );
+        for id in [".", "..", "a/b", ""] {
+            assert!(!is_device_id(id), "{id:?}");
+        }
+        assert!(is_device_id("orin-01.lab_3"));
         let mut bad = args("http://cfg");
         bad.device_id = Some("a/b".into());
         assert!(matches!(

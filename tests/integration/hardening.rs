@@ -580,3 +580,96 @@ fn a_connection_flood_leaves_the_collectors_their_descriptors() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("host_ram_total_mb"));
 }
+
+/// Bodies bounded on every route, `.` and `..` refused as names, JSON errors for
+/// bad query strings and paths.
+#[test]
+fn bodies_ids_and_errors_at_the_edges() {
+    let m = crate::metrics_endpoint::machine();
+    let exporter = Exporter::start(&fixture_config(&m.root, ""));
+    // `POST /reload` reads no body, and answers a large one with 413 all the same.
+    let big = "x".repeat(200 * 1024);
+    let r = post(&format!("{}/reload", exporter.api_url), &big, &[]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too large"))
+    );
+    assert_eq!(exporter.api_post("/reload", "").status, 200);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ConfigServer::start(&dir.path().join("configs.db"), 0, None);
+    for id in [".", "..", "%2E%2E"] {
+        let r = send("PUT", &format!("{}/config/{id}", server.url), "{}", &[]);
+        assert_eq!(r.status, 400, "{id}: {}", r.body);
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Invalid device id")),
+            "{id}"
+        );
+    }
+    let r = send("PUT", &format!("{}/config/edge-01", server.url), "{}", &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = server.get("/config/edge-01/history?limit=lots");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
+    let r = server.get("/config/%FF/history");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
+
+    let hub = ShellyServer::start(None);
+    let r = hub.get("/metrics/%FF");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
+}
+
+/// Without a secret, a second plug cannot take a connected plug's name; with the
+/// secret (here given percent-encoded) it can.
+#[test]
+fn a_plug_name_is_not_taken_over_silently() {
+    let rt = runtime();
+    let open = ShellyServer::start(None);
+    let first = "shellyplusplugs-000000000001";
+    let _a = rt.block_on(SimPlug::connect(
+        &format!("{}/orin-01", open.ws_url),
+        first,
+        plug_status(10.0, 230.0, 0.05, 1.0),
+    ));
+    eventually("the first plug", Duration::from_secs(5), || {
+        (open.get("/metrics/orin-01").status == 200).then_some(())
+    });
+    let _b = rt.block_on(SimPlug::connect(
+        &format!("{}/orin-01", open.ws_url),
+        "shellyplusplugs-00000000bad0",
+        plug_status(999.0, 230.0, 4.0, 1.0),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let r = open.get("/metrics/orin-01");
+    assert_eq!(r.json()["device_id"], first, "{}", r.body);
+    assert_eq!(r.json()["metrics"]["power_total_watts"], 10.0);
+    assert!(open.get("/devices").json()["stats"]["rejected"].as_u64() >= Some(1));
+
+    let guarded = ShellyServer::start(Some("p+q=r"));
+    let url = |tail: &str| format!("{}/orin-01?token=p%2Bq%3Dr{tail}", guarded.ws_url);
+    let _c = rt.block_on(SimPlug::connect(
+        &url(""),
+        first,
+        plug_status(10.0, 230.0, 0.05, 1.0),
+    ));
+    eventually("the first plug", Duration::from_secs(5), || {
+        (guarded.get("/metrics/orin-01").status == 200).then_some(())
+    });
+    let second = "shellyplusplugs-000000000002";
+    let _d = rt.block_on(SimPlug::connect(
+        &url(""),
+        second,
+        plug_status(20.0, 230.0, 0.1, 1.0),
+    ));
+    eventually(
+        "the name taken over by the plug with the secret",
+        Duration::from_secs(5),
+        || (guarded.get("/metrics/orin-01").json()["device_id"] == second).then_some(()),
+    );
+}

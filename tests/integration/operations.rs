@@ -35,10 +35,17 @@ fn the_exporter_reports_on_itself() {
         assert_eq!(exporter.api_get("/health").status, 200);
     }
     assert_eq!(exporter.api_get("/nope").status, 404);
-    let body = eventually("requests counted", Duration::from_secs(10), || {
-        let body = get(&format!("{}/metrics", exporter.metrics_url), &auth).body;
-        body.contains("route=\"/health\"").then_some(body)
-    });
+    // CPU time is counted in 10 ms ticks: a young, mostly idle process may have
+    // none yet, so wait for the first one too.
+    let body = eventually(
+        "requests and CPU time counted",
+        Duration::from_secs(10),
+        || {
+            let body = get(&format!("{}/metrics", exporter.metrics_url), &auth).body;
+            let cpu = sample_value(&body, "process_cpu_seconds_total").unwrap_or(0.0);
+            (body.contains("route=\"/health\"") && cpu > 0.0).then_some(body)
+        },
+    );
     let value = |series: &str| sample_value(&body, series);
     assert!(
         value("edge_exporter_http_requests_total{listener=\"api\",route=\"/health\",code=\"200\"}")
