@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to the tegrastats parser, the id mapping and the `parse`
-//! command's JSON. Run with `cargo +nightly fuzz run tegrastats_line` (seeds:
-//! `fuzz/seeds/`, the corpus).
+//! command's JSON (seeds: `fuzz/seeds/tegrastats_line/`, the corpus). How to run
+//! every target: `fuzz/run.sh`.
 #![no_main]
 
 use edge_metrics_exporter::cmd::parse::write_object;

@@ -130,22 +130,7 @@ async fn metrics_enable(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let body = read_body_limited(&headers, body, MAX_BODY_BYTES).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
-    let Value::Object(object) = value else {
-        return Err(ApiError::bad_request(
-            "Request body must be a JSON object mapping metric names to true or false",
-        ));
-    };
-    let mut changes = BTreeMap::new();
-    for (name, value) in object {
-        let Value::Bool(on) = value else {
-            return Err(ApiError::bad_request(format!(
-                "Invalid value for {name}: expected true or false, got {value}"
-            )));
-        };
-        changes.insert(name, on);
-    }
+    let changes = metric_switches(&body).map_err(ApiError::bad_request)?;
     let store = state.store.clone();
     let request = changes.clone();
     let result = tokio::task::spawn_blocking(move || store.set_metrics(&request))
@@ -171,6 +156,28 @@ async fn metrics_enable(
         "updated": changes.len(),
         "metrics": changes,
     })))
+}
+
+/// The body of `POST /metrics/enable`: a JSON object of metric ids to `true` or
+/// `false`, checked whole; the error says what is wrong (the spec's wording).
+pub fn metric_switches(body: &[u8]) -> Result<BTreeMap<String, bool>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("Invalid JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err(
+            "Request body must be a JSON object mapping metric names to true or false".into(),
+        );
+    };
+    let mut changes = BTreeMap::new();
+    for (name, value) in object {
+        let Value::Bool(on) = value else {
+            return Err(format!(
+                "Invalid value for {name}: expected true or false, got {value}"
+            ));
+        };
+        changes.insert(name, on);
+    }
+    Ok(changes)
 }
 
 async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
