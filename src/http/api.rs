@@ -161,8 +161,7 @@ async fn metrics_enable(
 /// The body of `POST /metrics/enable`: a JSON object of metric ids to `true` or
 /// `false`, checked whole; the error says what is wrong (the spec's wording).
 pub fn metric_switches(body: &[u8]) -> Result<BTreeMap<String, bool>, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("Invalid JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("Invalid JSON: {e}"))?;
     let Value::Object(object) = value else {
         return Err(
             "Request body must be a JSON object mapping metric names to true or false".into(),
