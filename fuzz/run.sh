@@ -6,6 +6,8 @@
 #   fuzz/run.sh [SECONDS]            # each target (default 30)
 #   fuzz/run.sh --setup [SECONDS]    # first install cargo-fuzz
 #
+# FUZZ_SEED=N fixes libFuzzer's random seed (CI does, so that whether a change
+# lands does not depend on luck); unset, every run explores differently.
 # A crash stops the run with its input in fuzz/artifacts/<target>/ (reproduce with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <that file>`).
 set -euo pipefail
@@ -23,7 +25,8 @@ for target in "${targets[@]}"; do
     echo "==> $target for ${seconds}s"
     status=0
     cargo fuzz run "$target" "$corpus" "seeds/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
+        -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
+        >"$log" 2>&1 || status=$?
     grep -E "stat::number_of_executed_units|DONE|SUMMARY|panicked" "$log" || true
     if [ "$status" -ne 0 ]; then
         tail -40 "$log" >&2

@@ -601,4 +601,17 @@ mod tests {
         assert_eq!(r.metrics.power_total_watts, None);
         assert_eq!(r.components, ["pm1:0"]);
     }
+
+    #[test]
+    fn large_energy_totals_read_back_exactly() {
+        // Found by the shelly_frame fuzz target: without serde_json's exact
+        // float parsing, a 22-digit total read back one ulp off, so the hub's
+        // JSON and the plug's own figure disagreed.
+        let text = r#"{"emdata:1":{"total_act":1504600010689200033320.5,"total_act_ret":20.2}}"#;
+        let status: Map<String, Value> = serde_json::from_str(text).unwrap();
+        let r = reading(&status);
+        assert_eq!(r.metrics.energy_total_wh, Some(1.5046000106892e21));
+        let back: Reading = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
 }
