@@ -143,18 +143,13 @@ impl Staged {
     }
 
     /// Swaps the temp file and the target; false when the filesystem cannot.
+    /// (`renameat2` through rustix's own syscalls: musl's libc has no wrapper.)
     fn exchange(&self) -> io::Result<bool> {
-        use nix::errno::Errno;
-        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-        match renameat2(
-            AT_FDCWD,
-            &self.temp,
-            AT_FDCWD,
-            &self.target,
-            RenameFlags::RENAME_EXCHANGE,
-        ) {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        use rustix::io::Errno;
+        match renameat_with(CWD, &self.temp, CWD, &self.target, RenameFlags::EXCHANGE) {
             Ok(()) => Ok(true),
-            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => Ok(false),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => Ok(false),
             Err(e) => Err(io::Error::from(e)),
         }
     }
