@@ -43,6 +43,51 @@ pub enum Command {
     ConfigServer(ConfigServerArgs),
     /// Ask a running exporter how it is: exit 0 healthy, 1 degraded, 2 unreachable.
     Health(HealthArgs),
+    /// Run a command and print the energy each power source used meanwhile; exits
+    /// with the command's status.
+    Measure(MeasureArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MeasureArgs {
+    /// The running exporter's management API; when none answers, the sources of
+    /// `--config` are sampled here.
+    #[arg(
+        long,
+        env = "EDGE_EXPORTER_API_URL",
+        default_value = "http://127.0.0.1:9101"
+    )]
+    pub url: String,
+
+    /// Config file whose sources are sampled when no exporter answers (the
+    /// embedded default when it does not exist; never written).
+    #[arg(long, env = "LOCAL_CONFIG_PATH", default_value = "config.yaml")]
+    pub config: PathBuf,
+
+    /// Print the run as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The run's name (default: the command line).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// A label of the run, KEY=VALUE (repeatable); kept with the run, never a
+    /// metric label.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+
+    /// CA certificate (PEM) of an `https://` URL (default: the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// Accept any certificate of an `https://` URL.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -124,7 +124,12 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         tracker.clone(),
         shutdown.clone(),
     ));
+    let runs = Arc::new(crate::energy::runs::Runs::new(
+        scheduler.energy(),
+        Some(crate::energy::runs::Runs::file_beside(store.path())),
+    ));
     let state = Arc::new(AppState {
+        runs,
         store: store.clone(),
         snapshots: scheduler.latest(),
         scheduler,

@@ -65,6 +65,7 @@ pub mod config;
 #[cfg(feature = "config-server")]
 pub mod config_server;
 pub mod daemon;
+pub mod energy;
 pub mod exposition;
 pub mod health;
 pub mod health_log;

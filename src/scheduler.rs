@@ -166,6 +166,8 @@ struct Shared {
     store: Arc<Store>,
     /// The embedded plug hub, handed to collectors that read it.
     hub: Option<Arc<crate::shelly_server::Hub>>,
+    /// The power meters, kept across collector rebuilds.
+    energy: Arc<crate::energy::Registry>,
     device: ArcSwap<DeviceInfo>,
     slots: Mutex<BTreeMap<&'static str, Slot>>,
     latest: Arc<Latest>,
@@ -220,6 +222,7 @@ impl Scheduler {
             slots: Mutex::new(BTreeMap::new()),
             store,
             hub,
+            energy: crate::energy::Registry::new(),
             discovered: Mutex::new(HashSet::new()),
             discovery: Notify::new(),
             refused: std::sync::atomic::AtomicUsize::new(0),
@@ -235,7 +238,14 @@ impl Scheduler {
         tracker.spawn(discovery_task(scheduler.shared.clone()));
         scheduler.apply(&config);
         tracker.spawn(tick_task(scheduler.shared.clone()));
+        let energy = scheduler.shared.energy.clone();
+        scheduler.add_self_metrics(Arc::new(move |out| energy.samples(out)));
         scheduler
+    }
+
+    /// The power meters every collector feeds.
+    pub fn energy(&self) -> Arc<crate::energy::Registry> {
+        self.shared.energy.clone()
     }
 
     /// Brings the running collectors in line with `config`: stops those no longer
@@ -691,6 +701,7 @@ async fn collect_once(
                     tracker: shared.tracker.clone(),
                     cancel: cancel.clone(),
                     hub: shared.hub.clone(),
+                    energy: shared.energy.clone(),
                 };
                 match tokio::task::spawn_blocking(move || spec.build(&ctx)).await {
                     Ok(c) => c,

@@ -32,4 +32,6 @@ pub struct AppState {
     pub push: Arc<crate::remote_write::Stats>,
     /// The certificate both listeners serve (none: plain HTTP).
     pub tls: Arc<ServerTls>,
+    /// Measured runs on the scheduler's power meters.
+    pub runs: Arc<crate::energy::runs::Runs>,
 }

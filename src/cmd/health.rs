@@ -12,15 +12,7 @@ use crate::health::Health;
 /// `health`: asks the management API's `/health` and says how the exporter is.
 pub fn run(args: &HealthArgs) -> ExitCode {
     let url = format!("{}/health", args.url.trim_end_matches('/'));
-    let mut headers = Vec::new();
-    if let Ok(token) = std::env::var("EDGE_EXPORTER_API_TOKEN")
-        && !token.trim().is_empty()
-    {
-        headers.push((
-            hyper::header::AUTHORIZATION,
-            format!("Bearer {}", token.trim()),
-        ));
-    }
+    let headers = super::api_token_header();
     let limit = Duration::from_secs_f64(args.timeout.clamp(0.1, 300.0));
     let tls = if url.starts_with("https://") {
         let settings = crate::config::TlsClientConfig {

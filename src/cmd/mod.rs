@@ -4,8 +4,8 @@
 //! (for `health`: 0 healthy, 1 degraded, 2 unreachable).
 //!
 //! * `serve` (the default): the exporter (`crate::daemon`);
-//! * `check-config`, `parse`, `health`: one-shot commands (`check_config`, `parse`,
-//!   `health`);
+//! * `check-config`, `parse`, `health`, `measure`: one-shot commands
+//!   (`check_config`, `parse`, `health`, `measure`);
 //! * `shelly-server`, `config-server`: the other two servers.
 //!
 //! The servers run on [`until_signal`]: a runtime sized for a small board, stopped
@@ -13,6 +13,7 @@
 
 mod check_config;
 mod health;
+mod measure;
 pub mod parse;
 mod serve;
 
@@ -41,8 +42,21 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::ShellyServer(args)) => shelly_server(args),
         Some(Command::ConfigServer(args)) => config_server(args),
         Some(Command::Health(args)) => health::run(&args),
+        Some(Command::Measure(args)) => measure::run(&args),
         Some(Command::Serve(args)) => serve::run(args),
         None => serve::run(cli.serve),
+    }
+}
+
+/// `Authorization: Bearer <EDGE_EXPORTER_API_TOKEN>` when the variable is set:
+/// how the one-shot commands reach the management API.
+pub(crate) fn api_token_header() -> Vec<(hyper::header::HeaderName, String)> {
+    match std::env::var("EDGE_EXPORTER_API_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => vec![(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()),
+        )],
+        _ => Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! `docs/board-sensors.md` lists which do and what to add on those that do not.
 
 use super::{CollectError, Collector};
+use crate::energy::{Meters, PowerFamilies};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::sources::power_supply::{self, Supply};
@@ -15,6 +16,21 @@ static POWER: Family = Family::gauge(
     "Power into the board from its input supply (power_now, else voltage times current)",
     "watts",
 );
+/// The board's input: the board's own total.
+static INPUT_ENERGY: PowerFamilies = PowerFamilies {
+    watts: &POWER,
+    joules: Some(Family::counter(
+        "board_input_power_joules_total",
+        "Energy into the board from its input supply, integrated from board_input_power_watts",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "board_input_power_peak_watts",
+        "Power into the board, highest reading over the last collection interval",
+        "watts",
+    ),
+    total: true,
+};
 static VOLTAGE: Family = Family::gauge(
     "board_input_voltage_volts",
     "Voltage of the board's input supply",
@@ -30,13 +46,15 @@ static CURRENT: Family = Family::gauge(
 pub struct BoardCollector {
     paths: Paths,
     supply_prefix: &'static str,
+    meters: Meters,
 }
 
 impl BoardCollector {
-    pub fn new(paths: Paths, supply_prefix: &'static str) -> Self {
+    pub fn new(paths: Paths, supply_prefix: &'static str, meters: Meters) -> Self {
         BoardCollector {
             paths,
             supply_prefix,
+            meters,
         }
     }
 }
@@ -72,11 +90,12 @@ impl Collector for BoardCollector {
                 .zip(input.current_amps)
                 .map(|(v, a)| v * a.abs())
         });
-        let fields = [
-            (power, &POWER),
-            (input.voltage_volts, &VOLTAGE),
-            (input.current_amps, &CURRENT),
-        ];
+        if let Some(watts) = power {
+            let sample = Sample::new(&POWER, watts).const_label("supply", input.name.as_str());
+            self.meters
+                .push_reading(out, &INPUT_ENERGY, sample, std::time::Instant::now());
+        }
+        let fields = [(input.voltage_volts, &VOLTAGE), (input.current_amps, &CURRENT)];
         for (value, family) in fields {
             out.push_some(value, |v| {
                 Sample::new(family, v).const_label("supply", input.name.as_str())

@@ -6,15 +6,26 @@
 //! root path) with the driver in `sources::ina2xx`, which checks the chip's ids
 //! before trusting it. A sensor that does not answer is "no data"; a wrong chip, a
 //! bus without permission or a failed read is a failure. Flat ids are
-//! `board_power_<sensor>_watts`, `board_voltage_<sensor>_volts` and
-//! `board_current_<sensor>_amps`: apart from the Shelly collector's `power_*` ids.
+//! `board_power_<sensor>_watts` (with `…_joules_total` and `…_peak_watts`),
+//! `board_voltage_<sensor>_volts` and `board_current_<sensor>_amps`: apart from the
+//! Shelly collector's `power_*` ids.
+//!
+//! The sensors are read by a sampler thread every `power.sample_interval` (no
+//! faster than the chip converts), so a slow or failing bus never stalls another
+//! collector; the collector publishes what the sampler gathered.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use embedded_hal::i2c::{ErrorKind, I2c, NoAcknowledgeSource};
 
-use super::{CollectError, Collector};
+use super::jetson_rails::{push_sampler_counts, sampler_result};
+use super::{BuildContext, CollectError, Collector};
 use crate::config::Ina2xxSensor;
+use crate::energy::PowerFamilies;
+use crate::energy::sampler::{Probe, Reading, Sampled};
+pub use crate::energy::sampler::Problem;
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::sources::ina2xx::{self, Ina2xx, Measurement};
@@ -26,6 +37,21 @@ static POWER: Family = Family::gauge(
     "Power measured by an INA2xx sensor",
     "watts",
 );
+/// An INA2xx sensor measures a whole board (or what it is wired into): a total.
+static BOARD_POWER: PowerFamilies = PowerFamilies {
+    watts: &POWER,
+    joules: Some(Family::counter(
+        "board_power_joules_total",
+        "Energy measured by an INA2xx sensor, integrated from its readings",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "board_power_peak_watts",
+        "Power measured by an INA2xx sensor, highest reading over the last collection interval",
+        "watts",
+    ),
+    total: true,
+};
 static VOLTAGE: Family = Family::gauge(
     "board_voltage_volts",
     "Bus voltage measured by an INA2xx sensor",
@@ -41,14 +67,6 @@ static CURRENT: Family = Family::gauge(
 pub trait Opener: Send + 'static {
     type Bus: I2c + Send + 'static;
     fn open(&self, bus: u8) -> Result<Self::Bus, Problem>;
-}
-
-/// Why a sensor gave nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    /// Not there: no bus, nothing answering at the address.
-    Absent(String),
-    Failed(String),
 }
 
 /// `/dev/i2c-N` under the root path, through `linux-embedded-hal`.
@@ -102,17 +120,21 @@ impl<B> Access<B> {
 struct SensorState<B> {
     config: Ina2xxSensor,
     access: Access<B>,
+    /// `board_power_<name>_watts`, built once.
+    watts_id: Arc<str>,
+    label: Arc<str>,
 }
 
-pub struct Ina2xxCollector<O: Opener = DevOpener> {
+/// Reads every configured sensor once per call: what the sampler runs.
+pub struct Ina2xxProbe<O: Opener = DevOpener> {
     paths: Paths,
     opener: O,
     sensors: Vec<SensorState<O::Bus>>,
 }
 
-impl<O: Opener> std::fmt::Debug for Ina2xxCollector<O> {
+impl<O: Opener> std::fmt::Debug for Ina2xxProbe<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ina2xxCollector")
+        f.debug_struct("Ina2xxProbe")
             .field(
                 "sensors",
                 &self
@@ -125,24 +147,83 @@ impl<O: Opener> std::fmt::Debug for Ina2xxCollector<O> {
     }
 }
 
-impl Ina2xxCollector<DevOpener> {
+impl Ina2xxProbe<DevOpener> {
     pub fn new(paths: Paths, sensors: Vec<Ina2xxSensor>) -> Self {
-        Ina2xxCollector::with_opener(paths.clone(), DevOpener { paths }, sensors)
+        Ina2xxProbe::with_opener(paths.clone(), DevOpener { paths }, sensors)
     }
 }
 
-impl<O: Opener> Ina2xxCollector<O> {
+impl<O: Opener> Ina2xxProbe<O> {
     pub fn with_opener(paths: Paths, opener: O, sensors: Vec<Ina2xxSensor>) -> Self {
-        Ina2xxCollector {
+        Ina2xxProbe {
             paths,
             opener,
             sensors: sensors
                 .into_iter()
                 .map(|config| SensorState {
+                    watts_id: format!("board_power_{}_watts", config.name).into(),
+                    label: config.name.as_str().into(),
                     config,
                     access: Access::Closed,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// How often `sensors` are read: `sample_interval`, but no faster than the
+/// slowest chip has a new reading.
+pub fn sample_period(sensors: &[Ina2xxSensor], sample_interval: Duration) -> Duration {
+    sensors
+        .iter()
+        .map(|s| s.settings.update_period())
+        .fold(sample_interval, Duration::max)
+}
+
+impl<O: Opener> Probe for Ina2xxProbe<O> {
+    fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>) {
+        for state in &mut self.sensors {
+            match read_one(&self.paths, &self.opener, state) {
+                Ok(m) => out.push(Reading {
+                    watts_id: state.watts_id.clone(),
+                    labels: vec![("sensor", state.label.clone())],
+                    families: &BOARD_POWER,
+                    watts: Some(m.power_watts),
+                    volts: Some(m.bus_volts),
+                    amps: Some(m.current_amps),
+                }),
+                Err(p) => problems.push(p),
+            }
+        }
+    }
+}
+
+/// The sensors, sampled in the background.
+#[derive(Debug)]
+pub struct Ina2xxCollector {
+    sampled: Sampled,
+}
+
+impl Ina2xxCollector {
+    /// Starts sampling `probe` every `period`; `interval` is the publish interval.
+    pub fn start<O: Opener>(
+        probe: Ina2xxProbe<O>,
+        period: Duration,
+        interval: Duration,
+        ctx: &BuildContext,
+    ) -> Self
+    where
+        O::Bus: Send,
+    {
+        Ina2xxCollector {
+            sampled: Sampled::start(
+                probe,
+                period,
+                interval,
+                ctx.energy.clone(),
+                &ctx.tracker,
+                &ctx.cancel,
+            ),
         }
     }
 }
@@ -220,49 +301,31 @@ fn describe<E: embedded_hal::i2c::Error>(config: &Ina2xxSensor, e: ina2xx::Error
     }
 }
 
-impl<O: Opener> Collector for Ina2xxCollector<O> {
+impl Collector for Ina2xxCollector {
     fn name(&self) -> &'static str {
         NAME
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let mut absent = Vec::new();
-        let mut failed = Vec::new();
-        for state in &mut self.sensors {
-            match read_one(&self.paths, &self.opener, state) {
-                Ok(m) => push(out, &state.config.name, &m),
-                Err(Problem::Absent(m)) => absent.push(m),
-                Err(Problem::Failed(m)) => failed.push(m),
-            }
-        }
-        if failed.is_empty() {
-            return if absent.is_empty() {
-                Ok(())
-            } else {
-                Err(CollectError::NoData(absent.join("; ")))
+        let problems = self.sampled.push(out, |out, r| {
+            let Some((_, name)) = r.labels.first() else {
+                return;
             };
-        }
-        let errors = failed
+            out.push_some(r.volts, |v| {
+                Sample::with_id(format!("board_voltage_{name}_volts"), &VOLTAGE, v)
+                    .label("sensor", name.clone())
+            });
+            out.push_some(r.amps, |a| {
+                Sample::with_id(format!("board_current_{name}_amps"), &CURRENT, a)
+                    .label("sensor", name.clone())
+            });
+        });
+        push_sampler_counts(out, NAME, &self.sampled);
+        // Failures first, then what is absent, in the order the sensors are listed.
+        let (failed, absent): (Vec<Problem>, Vec<Problem>) = problems
             .into_iter()
-            .map(CollectError::Sensor)
-            .chain(absent.into_iter().map(CollectError::NoData))
-            .collect();
-        CollectError::all(errors).map_or(Ok(()), Err)
-    }
-}
-
-fn push(out: &mut SampleSink, name: &str, m: &Measurement) {
-    let fields = [
-        (format!("board_power_{name}_watts"), &POWER, m.power_watts),
-        (format!("board_voltage_{name}_volts"), &VOLTAGE, m.bus_volts),
-        (
-            format!("board_current_{name}_amps"),
-            &CURRENT,
-            m.current_amps,
-        ),
-    ];
-    for (id, family, value) in fields {
-        out.push(Sample::with_id(id, family, value).label("sensor", name));
+            .partition(|p| matches!(p, Problem::Failed(_)));
+        sampler_result(failed.into_iter().chain(absent).collect())
     }
 }
 
@@ -293,11 +356,24 @@ mod tests {
         Transaction::write_read(0x40, vec![reg], value.to_be_bytes().to_vec())
     }
 
-    fn values(out: &SampleSink) -> Vec<(String, f64)> {
-        out.samples()
+    /// One read of the probe: (watts id, watts, volts, amps) per sensor, and problems.
+    fn read_once<O: Opener>(
+        probe: &mut Ina2xxProbe<O>,
+    ) -> (Vec<(String, f64, f64, f64)>, Vec<Problem>) {
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        probe.read(&mut out, &mut problems);
+        let values = out
             .iter()
-            .map(|s| (s.id.to_string(), s.value))
-            .collect()
+            .map(|r| {
+                (
+                    r.watts_id.to_string(),
+                    r.watts.unwrap_or(f64::NAN),
+                    r.volts.unwrap_or(f64::NAN),
+                    r.amps.unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        (values, problems)
     }
 
     fn no_sysfs() -> Paths {
@@ -320,66 +396,57 @@ mod tests {
             read(0x02, 4000),
             read(0x03, 0),
         ]);
-        let mut c = Ina2xxCollector::with_opener(
+        let mut c = Ina2xxProbe::with_opener(
             no_sysfs(),
             MockOpener(Some(bus.clone())),
             vec![sensor("board")],
         );
-        let mut out = SampleSink::default();
-        c.collect(&mut out).expect("reads");
+        let (values, problems) = read_once(&mut c);
+        assert_eq!(problems, []);
         assert_eq!(
-            values(&out),
-            [
-                ("board_power_board_watts".to_owned(), 5.0),
-                ("board_voltage_board_volts".to_owned(), 5.0),
-                ("board_current_board_amps".to_owned(), 1.0),
-            ]
+            values,
+            [("board_power_board_watts".to_owned(), 5.0, 5.0, 1.0)]
         );
-        assert_eq!(out.samples()[0].labels[0].1.as_ref(), "board");
-        // The second collection reuses the configured chip: no second id check.
-        let mut out = SampleSink::default();
-        c.collect(&mut out).expect("reads");
-        assert_eq!(out.samples()[2].value, -0.01);
+        // The second read reuses the configured chip: no second id check.
+        let (values, _) = read_once(&mut c);
+        assert_eq!(values[0].3, -0.01);
         drop(c);
         bus.done();
     }
 
     #[test]
     fn absent_and_wrong_chips() {
-        let mut c =
-            Ina2xxCollector::with_opener(no_sysfs(), MockOpener(None), vec![sensor("board")]);
-        let mut out = SampleSink::default();
-        assert!(
-            matches!(c.collect(&mut out), Err(CollectError::NoData(m)) if m.contains("no bus 1"))
-        );
+        let mut c = Ina2xxProbe::with_opener(no_sysfs(), MockOpener(None), vec![sensor("board")]);
+        let (_, problems) = read_once(&mut c);
+        assert!(matches!(&problems[..], [Problem::Absent(m)] if m.contains("no bus 1")));
 
         let nack = ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address);
         let mut bus = Mock::new(&[read(0xFE, 0).with_error(nack)]);
-        let mut c = Ina2xxCollector::with_opener(
+        let mut c = Ina2xxProbe::with_opener(
             no_sysfs(),
             MockOpener(Some(bus.clone())),
             vec![sensor("board")],
         );
-        let err = c.collect(&mut out).expect_err("nothing at 0x40");
-        assert!(
-            matches!(&err, CollectError::NoData(m)
-                if m == "board (ina260 at 0x40 on bus 1): no chip answers at the address"),
-            "{err:?}"
+        let (_, problems) = read_once(&mut c);
+        assert_eq!(
+            problems,
+            [Problem::Absent(
+                "board (ina260 at 0x40 on bus 1): no chip answers at the address".into()
+            )]
         );
         drop(c);
         bus.done();
 
         // Something else at the address (an INA226): refused, and a failure.
         let mut bus = Mock::new(&[read(0xFE, 0x5449), read(0xFF, 0x2260)]);
-        let mut c = Ina2xxCollector::with_opener(
+        let mut c = Ina2xxProbe::with_opener(
             no_sysfs(),
             MockOpener(Some(bus.clone())),
             vec![sensor("board")],
         );
-        assert!(
-            matches!(c.collect(&mut out), Err(e) if !e.is_no_data() && e.detail().contains("die id 0x2260"))
-        );
-        assert!(out.samples().is_empty());
+        let (values, problems) = read_once(&mut c);
+        assert!(matches!(&problems[..], [Problem::Failed(m)] if m.contains("die id 0x2260")));
+        assert!(values.is_empty());
         drop(c);
         bus.done();
     }
@@ -401,16 +468,136 @@ mod tests {
             ..Paths::default()
         };
         // No bus at all: the raw path would fail; hwmon is read instead.
-        let mut c = Ina2xxCollector::with_opener(paths, MockOpener(None), vec![sensor("board")]);
-        let mut out = SampleSink::default();
-        c.collect(&mut out).expect("hwmon");
+        let mut c = Ina2xxProbe::with_opener(paths, MockOpener(None), vec![sensor("board")]);
+        let (values, problems) = read_once(&mut c);
+        assert_eq!(problems, []);
         assert_eq!(
-            values(&out),
-            [
-                ("board_power_board_watts".to_owned(), 3.0),
-                ("board_voltage_board_volts".to_owned(), 12.0),
-                ("board_current_board_amps".to_owned(), -0.25),
-            ]
+            values,
+            [("board_power_board_watts".to_owned(), 3.0, 12.0, -0.25)]
         );
+    }
+
+    /// An INA260 as a register file: what the sampler reads at its own rate.
+    #[derive(Clone)]
+    struct FakeIna260 {
+        regs: Arc<std::sync::Mutex<[u16; 256]>>,
+        pointer: u8,
+    }
+
+    impl FakeIna260 {
+        fn new() -> Self {
+            let mut regs = [0u16; 256];
+            regs[0xFE] = 0x5449;
+            regs[0xFF] = 0x2270;
+            FakeIna260 {
+                regs: Arc::new(std::sync::Mutex::new(regs)),
+                pointer: 0,
+            }
+        }
+
+        /// Sets the bus voltage and current (and the power register, V × I).
+        fn set(&self, volts: f64, amps: f64) {
+            let mut regs = self.regs.lock().expect("regs");
+            regs[0x02] = (volts / 0.00125).round() as u16;
+            regs[0x01] = (amps / 0.00125).round() as u16;
+            regs[0x03] = (volts * amps / 0.01).round() as u16;
+        }
+    }
+
+    impl embedded_hal::i2c::ErrorType for FakeIna260 {
+        type Error = ErrorKind;
+    }
+
+    impl I2c for FakeIna260 {
+        fn transaction(
+            &mut self,
+            _address: u8,
+            operations: &mut [embedded_hal::i2c::Operation<'_>],
+        ) -> Result<(), ErrorKind> {
+            use embedded_hal::i2c::Operation;
+            for op in operations {
+                match op {
+                    Operation::Write(bytes) => {
+                        self.pointer = bytes[0];
+                        if let [reg, hi, lo] = bytes[..] {
+                            self.regs.lock().expect("regs")[reg as usize] =
+                                u16::from_be_bytes([hi, lo]);
+                        }
+                    }
+                    Operation::Read(buf) => {
+                        let v = self.regs.lock().expect("regs")[self.pointer as usize];
+                        buf.copy_from_slice(&v.to_be_bytes());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    struct FakeOpener(FakeIna260);
+
+    impl Opener for FakeOpener {
+        type Bus = FakeIna260;
+        fn open(&self, _bus: u8) -> Result<FakeIna260, Problem> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn value(out: &SampleSink, id: &str) -> Option<f64> {
+        out.samples().iter().find(|s| &*s.id == id).map(|s| s.value)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sampled_at_its_own_rate_into_energy() {
+        let chip = FakeIna260::new();
+        chip.set(5.0, 2.0);
+        let ctx = BuildContext {
+            tracker: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            hub: None,
+            energy: crate::energy::Registry::new(),
+        };
+        let probe =
+            Ina2xxProbe::with_opener(no_sysfs(), FakeOpener(chip.clone()), vec![sensor("board")]);
+        let mut c = Ina2xxCollector::start(
+            probe,
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            &ctx,
+        );
+        let collect = |c: &mut Ina2xxCollector| {
+            let mut out = SampleSink::default();
+            c.collect(&mut out).expect("reads");
+            out
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let first = collect(&mut c);
+        let start = std::time::Instant::now();
+        assert_eq!(value(&first, "board_power_board_watts"), Some(10.0));
+        assert_eq!(value(&first, "board_voltage_board_volts"), Some(5.0));
+        let j1 = value(&first, "board_power_board_joules_total").expect("joules");
+        // 20 W for half a second, read 100 times a second.
+        chip.set(5.0, 4.0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = collect(&mut c);
+        let seconds = start.elapsed().as_secs_f64();
+        let j2 = value(&second, "board_power_board_joules_total").expect("joules");
+        assert!(
+            ((j2 - j1) - 20.0 * seconds).abs() < 0.05 * 20.0 * seconds,
+            "{j1} → {j2} over {seconds} s"
+        );
+        assert_eq!(value(&second, "board_power_board_peak_watts"), Some(20.0));
+        let shown = value(&second, "board_power_board_watts").expect("watts");
+        assert!((shown - 20.0).abs() < 1.0, "mean over the interval: {shown}");
+        let reads = second
+            .samples()
+            .iter()
+            .find(|s| &*s.id == "edge_exporter_power_samples_total")
+            .expect("reads")
+            .value;
+        assert!(reads >= 40.0, "{reads} reads in 0.8 s");
+        drop(c);
+        ctx.tracker.close();
+        ctx.tracker.wait().await;
     }
 }

@@ -9,9 +9,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::time::Instant;
+
 use super::{CollectError, Collector};
+use crate::energy::{Meters, PowerFamilies};
 use crate::paths::{self, Paths};
-use crate::sample::{Family, MHZ, MIB, SampleSink, sanitize};
+use crate::sample::{Family, MHZ, MIB, Sample, SampleSink, sanitize};
 use crate::sources::hwmon::{self, SensorKind};
 use crate::sources::{cpu, meminfo, power_supply, thermal};
 
@@ -82,7 +85,25 @@ static HWMON_VOLTAGE: Family =
     Family::gauge("host_hwmon_voltage_volts", "hwmon voltage sensor", "volts");
 static HWMON_CURRENT: Family =
     Family::gauge("host_hwmon_current_amps", "hwmon current sensor", "amps");
-static HWMON_POWER: Family = Family::gauge("host_hwmon_power_watts", "hwmon power sensor", "watts");
+static HWMON_POWER: Family = Family::gauge(
+    "host_hwmon_power_watts",
+    "hwmon power sensor (or an INA2xx/INA3221 channel's voltage times current)",
+    "watts",
+);
+static HWMON_POWER_ENERGY: PowerFamilies = PowerFamilies {
+    watts: &HWMON_POWER,
+    joules: Some(Family::counter(
+        "host_hwmon_power_joules_total",
+        "Energy of an hwmon power sensor, integrated from its readings",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "host_hwmon_power_peak_watts",
+        "hwmon power sensor, highest reading over the last collection interval",
+        "watts",
+    ),
+    total: false,
+};
 static HWMON_FAN: Family = Family::gauge("host_hwmon_fan_rpm", "hwmon fan speed", "rpm");
 static HWMON_ENERGY: Family = Family::counter(
     "host_hwmon_energy_joules_total",
@@ -109,6 +130,20 @@ static PSU_POWER: Family = Family::gauge(
     "Power supply power",
     "watts",
 );
+static PSU_POWER_ENERGY: PowerFamilies = PowerFamilies {
+    watts: &PSU_POWER,
+    joules: Some(Family::counter(
+        "host_power_supply_power_joules_total",
+        "Energy through a power supply, integrated from its power_now",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "host_power_supply_power_peak_watts",
+        "Power supply power, highest reading over the last collection interval",
+        "watts",
+    ),
+    total: false,
+};
 static PSU_CAPACITY: Family = Family::gauge(
     "host_power_supply_capacity_percent",
     "Battery charge",
@@ -120,19 +155,39 @@ static PSU_TEMP: Family = Family::gauge(
     "celsius",
 );
 
+/// hwmon chips without a power sensor whose voltage and current channels pair
+/// up into one: the chip's name, and the channel numbers (`inK` with `currK`).
+/// The INA3221 has three channels and no power register; the `ina2xx` driver's
+/// chips have `power1_input`, so they are paired only where it is missing.
+const POWER_PAIRS: &[(&str, &[u32])] = &[
+    ("ina3221", &[1, 2, 3]),
+    ("ina219", &[1]),
+    ("ina220", &[1]),
+    ("ina226", &[1]),
+    ("ina230", &[1]),
+    ("ina231", &[1]),
+    ("ina260", &[1]),
+];
+
 #[derive(Debug)]
 pub struct LinuxCollector {
     paths: Paths,
     /// The previous `/proc/stat` reading; usage is the difference to it.
     previous: Option<cpu::StatTable>,
+    meters: Meters,
+    /// Pair the INA3221's channels into power: off on a Jetson whose rails the
+    /// `jetson_rails` collector reads.
+    pair_ina3221: bool,
 }
 
 impl LinuxCollector {
     /// Usage needs two readings, so it appears from the second collection on.
-    pub fn new(paths: Paths) -> Self {
+    pub fn new(paths: Paths, meters: Meters, pair_ina3221: bool) -> Self {
         LinuxCollector {
             paths,
             previous: None,
+            meters,
+            pair_ina3221,
         }
     }
 
@@ -262,8 +317,9 @@ impl LinuxCollector {
         }
     }
 
-    fn collect_hwmon(&self, out: &mut SampleSink) {
+    fn collect_hwmon(&mut self, out: &mut SampleSink) {
         let chips = hwmon::read_chips(&self.paths);
+        let now = Instant::now();
         let names: Vec<Option<String>> = chips.iter().map(|c| sanitize(&c.name)).collect();
         let duplicated = duplicates(names.iter().flatten().cloned());
         for (chip, name) in chips.iter().zip(names) {
@@ -306,7 +362,10 @@ impl LinuxCollector {
                     SensorKind::Temp => ("temp", "celsius", &HWMON_TEMP),
                     SensorKind::Voltage => ("voltage", "volts", &HWMON_VOLTAGE),
                     SensorKind::Current => ("current", "amps", &HWMON_CURRENT),
-                    SensorKind::Power => ("power", "watts", &HWMON_POWER),
+                    SensorKind::Power => {
+                        self.push_power(out, &chip_name, &sensor_name, sensor.value, now);
+                        continue;
+                    }
                     SensorKind::Fan => ("fan", "rpm", &HWMON_FAN),
                     SensorKind::Energy => ("energy", "joules_total", &HWMON_ENERGY),
                 };
@@ -317,10 +376,55 @@ impl LinuxCollector {
                     &[("chip", &chip_name), ("sensor", &sensor_name)],
                 );
             }
+            // Voltage × current where the chip has channels but no power sensor.
+            let pairs = POWER_PAIRS
+                .iter()
+                .find(|(name, _)| chip.name == *name)
+                .map(|(_, channels)| *channels)
+                .filter(|_| self.pair_ina3221 || chip.name != "ina3221")
+                .filter(|_| !chip.sensors.iter().any(|s| s.kind == SensorKind::Power));
+            for &k in pairs.unwrap_or_default() {
+                let find = |kind| {
+                    chip.sensors
+                        .iter()
+                        .position(|s| s.kind == kind && s.index == k)
+                };
+                let (Some(v), Some(a)) = (find(SensorKind::Voltage), find(SensorKind::Current))
+                else {
+                    continue;
+                };
+                let watts = chip.sensors[v]
+                    .value
+                    .zip(chip.sensors[a].value)
+                    .map(|(v, a)| v * a.abs());
+                // The channel's label names it; unlabeled, the kernel's `powerK`.
+                let name = match &chip.sensors[v].label {
+                    Some(_) => fragments[v].clone(),
+                    None => format!("power{k}"),
+                };
+                self.push_power(out, &chip_name, &name, watts, now);
+            }
         }
     }
 
-    fn collect_power_supplies(&self, out: &mut SampleSink) {
+    /// An hwmon power reading, with its energy counter and peak.
+    fn push_power(
+        &mut self,
+        out: &mut SampleSink,
+        chip: &str,
+        sensor: &str,
+        watts: Option<f64>,
+        at: Instant,
+    ) {
+        let Some(watts) = watts else { return };
+        let sample = Sample::with_id(format!("host_power_{chip}_{sensor}_watts"), &HWMON_POWER, watts)
+            .label("chip", chip)
+            .label("sensor", sensor);
+        self.meters.push_reading(out, &HWMON_POWER_ENERGY, sample, at);
+    }
+
+    fn collect_power_supplies(&mut self, out: &mut SampleSink) {
+        let now = Instant::now();
         for supply in power_supply::read_supplies(&self.paths) {
             let Some(name) = sanitize(&supply.name) else {
                 continue;
@@ -334,7 +438,6 @@ impl LinuxCollector {
                 ),
                 (supply.voltage_volts, "voltage_volts", &PSU_VOLTAGE),
                 (supply.current_amps, "current_amps", &PSU_CURRENT),
-                (supply.power_watts, "power_watts", &PSU_POWER),
                 (supply.capacity_percent, "capacity_percent", &PSU_CAPACITY),
                 (supply.temp_celsius, "temp_celsius", &PSU_TEMP),
             ];
@@ -345,6 +448,15 @@ impl LinuxCollector {
                     family,
                     &labels,
                 );
+            }
+            if let Some(watts) = supply.power_watts {
+                let sample = Sample::with_id(
+                    format!("host_power_supply_{name}_power_watts"),
+                    &PSU_POWER,
+                    watts,
+                )
+                .label("supply", name.as_str());
+                self.meters.push_reading(out, &PSU_POWER_ENERGY, sample, now);
             }
         }
     }

@@ -13,6 +13,7 @@
 pub mod board;
 pub mod control;
 pub mod ina2xx;
+pub mod jetson_rails;
 pub mod linux;
 pub mod pmic;
 pub mod rapl;
@@ -134,9 +135,19 @@ impl From<shelly::ShellyError> for CollectError {
 pub enum CollectorSpec {
     Linux {
         paths: Paths,
+        interval: Duration,
+        /// Pair the INA3221's channels into power (not when `jetson_rails` reads them).
+        pair_ina3221: bool,
     },
     Tegrastats {
         source: Source,
+        interval: Duration,
+        /// `jetson_rails` reads the rails' power from sysfs.
+        power_from_sysfs: bool,
+    },
+    JetsonRails {
+        paths: Paths,
+        sample_interval: Duration,
         interval: Duration,
     },
     Control {
@@ -147,20 +158,27 @@ pub enum CollectorSpec {
         source: shelly::ShellySource,
         device_id: Option<String>,
         hostname: String,
+        interval: Duration,
     },
     Ina2xx {
         paths: Paths,
         sensors: Vec<Ina2xxSensor>,
+        /// `power.sample_interval`, bounded by the chips' conversion time.
+        sample_period: Duration,
+        interval: Duration,
     },
     Rapl {
         paths: Paths,
+        interval: Duration,
     },
     Pmic {
         command: String,
+        interval: Duration,
     },
     Board {
         paths: Paths,
         supply_prefix: &'static str,
+        interval: Duration,
     },
 }
 
@@ -173,6 +191,8 @@ pub struct BuildContext {
     pub cancel: CancellationToken,
     /// The plug hub running inside the exporter (`shelly.listen`), if any.
     pub hub: Option<std::sync::Arc<crate::shelly_server::Hub>>,
+    /// The daemon's power meters, which outlive any one collector.
+    pub energy: std::sync::Arc<crate::energy::Registry>,
 }
 
 impl CollectorSpec {
@@ -180,6 +200,7 @@ impl CollectorSpec {
         match self {
             CollectorSpec::Linux { .. } => linux::NAME,
             CollectorSpec::Tegrastats { .. } => tegrastats::NAME,
+            CollectorSpec::JetsonRails { .. } => jetson_rails::NAME,
             CollectorSpec::Control { .. } => control::NAME,
             CollectorSpec::Shelly { .. } => shelly::NAME,
             CollectorSpec::Ina2xx { .. } => ina2xx::NAME,
@@ -191,10 +212,35 @@ impl CollectorSpec {
 
     pub fn build(&self, ctx: &BuildContext) -> Box<dyn Collector> {
         match self {
-            CollectorSpec::Linux { paths } => Box::new(linux::LinuxCollector::new(paths.clone())),
-            CollectorSpec::Tegrastats { source, interval } => Box::new(
-                tegrastats::TegrastatsCollector::start(source.clone(), *interval, ctx),
-            ),
+            CollectorSpec::Linux {
+                paths,
+                interval,
+                pair_ina3221,
+            } => Box::new(linux::LinuxCollector::new(
+                paths.clone(),
+                crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
+                *pair_ina3221,
+            )),
+            CollectorSpec::Tegrastats {
+                source,
+                interval,
+                power_from_sysfs,
+            } => Box::new(tegrastats::TegrastatsCollector::start(
+                source.clone(),
+                *interval,
+                *power_from_sysfs,
+                ctx,
+            )),
+            CollectorSpec::JetsonRails {
+                paths,
+                sample_interval,
+                interval,
+            } => Box::new(jetson_rails::JetsonRailsCollector::start(
+                paths.clone(),
+                *sample_interval,
+                *interval,
+                ctx,
+            )),
             CollectorSpec::Control {
                 paths,
                 nvpmodel_command,
@@ -206,21 +252,42 @@ impl CollectorSpec {
                 source,
                 device_id,
                 hostname,
+                interval,
             } => Box::new(shelly::ShellyCollector::new(
                 source.clone(),
                 device_id.clone(),
                 hostname.clone(),
                 ctx.hub.clone(),
+                crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
             )),
-            CollectorSpec::Ina2xx { paths, sensors } => {
-                Box::new(ina2xx::Ina2xxCollector::new(paths.clone(), sensors.clone()))
-            }
-            CollectorSpec::Rapl { paths } => Box::new(rapl::RaplCollector::new(paths.clone())),
-            CollectorSpec::Pmic { command } => Box::new(pmic::PmicCollector::new(command.clone())),
+            CollectorSpec::Ina2xx {
+                paths,
+                sensors,
+                sample_period,
+                interval,
+            } => Box::new(ina2xx::Ina2xxCollector::start(
+                ina2xx::Ina2xxProbe::new(paths.clone(), sensors.clone()),
+                *sample_period,
+                *interval,
+                ctx,
+            )),
+            CollectorSpec::Rapl { paths, interval } => Box::new(rapl::RaplCollector::new(
+                paths.clone(),
+                crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
+            )),
+            CollectorSpec::Pmic { command, interval } => Box::new(pmic::PmicCollector::new(
+                command.clone(),
+                crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
+            )),
             CollectorSpec::Board {
                 paths,
                 supply_prefix,
-            } => Box::new(board::BoardCollector::new(paths.clone(), supply_prefix)),
+                interval,
+            } => Box::new(board::BoardCollector::new(
+                paths.clone(),
+                supply_prefix,
+                crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
+            )),
         }
     }
 }
@@ -253,8 +320,15 @@ pub fn resolve_device(config: &Config) -> ResolvedDevice {
 /// The collectors `config` asks for, in a stable order: `linux` always, and the
 /// board's own collectors for its device type.
 pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
+    // A Jetson's rails in sysfs are read at their own rate by `jetson_rails`
+    // (not in `--demo`, which replays another board).
+    let sysfs_rails = device.device_type.is_jetson()
+        && config.demo.is_none()
+        && !crate::sources::jetson_rails::discover(&config.paths).is_empty();
     let mut specs = vec![CollectorSpec::Linux {
         paths: config.paths.clone(),
+        interval: config.interval,
+        pair_ina3221: !sysfs_rails,
     }];
     if device.device_type.is_jetson() {
         let source = match (&config.demo, &config.tegrastats.replay) {
@@ -272,7 +346,15 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
         specs.push(CollectorSpec::Tegrastats {
             source,
             interval: config.interval,
+            power_from_sysfs: sysfs_rails,
         });
+        if sysfs_rails {
+            specs.push(CollectorSpec::JetsonRails {
+                paths: config.paths.clone(),
+                sample_interval: config.power.sample_interval,
+                interval: config.interval,
+            });
+        }
         specs.push(CollectorSpec::Control {
             paths: config.paths.clone(),
             nvpmodel_command: config.tegrastats.nvpmodel_command.clone(),
@@ -287,13 +369,16 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
     if !sensors.is_empty() {
         specs.push(CollectorSpec::Ina2xx {
             paths: config.paths.clone(),
+            sample_period: ina2xx::sample_period(&sensors, config.power.sample_interval),
             sensors,
+            interval: config.interval,
         });
     }
     let pi5 = is_pi && device.board.is_some_and(|b| b.pmic);
     if config.pmic.enabled.unwrap_or(pi5) {
         specs.push(CollectorSpec::Pmic {
             command: config.pmic.command.clone(),
+            interval: config.interval,
         });
     }
     if config
@@ -302,6 +387,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
     {
         specs.push(CollectorSpec::Rapl {
             paths: config.paths.clone(),
+            interval: config.interval,
         });
     }
     // The board's input supply, where it has one present.
@@ -311,6 +397,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
             specs.push(CollectorSpec::Board {
                 paths: config.paths.clone(),
                 supply_prefix: prefix,
+                interval: config.interval,
             });
         }
     }
@@ -332,6 +419,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
                 .hostname
                 .clone()
                 .unwrap_or_else(|| config.paths.hostname()),
+            interval: config.interval,
         });
     }
     specs

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{CollectError, Collector};
+use crate::energy::{Meters, PowerFamilies};
 use crate::sample::{Family, Sample, SampleSink, sanitize};
 use crate::sources::command::{self, CommandError};
 use crate::sources::pmic;
@@ -34,14 +35,32 @@ static ESTIMATE: Family = Family::gauge(
     "watts",
 );
 
+/// The estimate's energy: not a device total (it is a sum of rails, and leaves
+/// out USB and conversion losses).
+static ESTIMATE_ENERGY: PowerFamilies = PowerFamilies {
+    watts: &ESTIMATE,
+    joules: Some(Family::counter(
+        "board_pmic_power_estimate_joules_total",
+        "ESTIMATE of a Raspberry Pi 5's energy, integrated from board_pmic_power_estimate_watts",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "board_pmic_power_estimate_peak_watts",
+        "ESTIMATE of a Raspberry Pi 5's power, highest over the last collection interval",
+        "watts",
+    ),
+    total: false,
+};
+
 #[derive(Debug)]
 pub struct PmicCollector {
     command: String,
+    meters: Meters,
 }
 
 impl PmicCollector {
-    pub fn new(command: String) -> Self {
-        PmicCollector { command }
+    pub fn new(command: String, meters: Meters) -> Self {
+        PmicCollector { command, meters }
     }
 }
 
@@ -66,6 +85,11 @@ impl Collector for PmicCollector {
             )));
         }
         push_rails(out, &rails);
+        if let Some(watts) = pmic::estimate_watts(&rails) {
+            let at = std::time::Instant::now();
+            self.meters
+                .push_reading(out, &ESTIMATE_ENERGY, Sample::new(&ESTIMATE, watts), at);
+        }
         Ok(())
     }
 }
@@ -87,12 +111,12 @@ fn push_rails(out: &mut SampleSink, rails: &[pmic::Rail]) {
             });
         }
     }
-    out.push_some(pmic::estimate_watts(rails), |v| Sample::new(&ESTIMATE, v));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::energy::Registry;
 
     #[test]
     fn rails_and_the_estimate() {
@@ -109,10 +133,10 @@ mod tests {
             "no current on EXT5V"
         );
         assert_eq!(get("board_pmic_3v7_wl_sw_current_amps"), Some(0.0585558));
-        let estimate = get("board_pmic_power_estimate_watts").expect("estimate");
+        let estimate = pmic::estimate_watts(&pmic::parse(text)).expect("estimate");
         assert!((estimate - 5.921_612).abs() < 1e-5);
-        // 12 rails with V, A and W, two with V only, and the estimate.
-        assert_eq!(out.samples().len(), 12 * 3 + 2 + 1);
+        // 12 rails with V, A and W, two with V only.
+        assert_eq!(out.samples().len(), 12 * 3 + 2);
     }
 
     #[test]
@@ -130,22 +154,30 @@ mod tests {
         .expect("write");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mut c = PmicCollector::new(fake.display().to_string());
+        let meters = || Meters::new(Registry::new(), Duration::from_secs(1), Duration::from_secs(1));
+        let mut c = PmicCollector::new(fake.display().to_string(), meters());
         let mut out = SampleSink::default();
         c.collect(&mut out).expect("reads");
-        assert_eq!(out.samples().len(), 39);
+        // The rails, and the estimate with its energy and peak.
+        assert_eq!(out.samples().len(), 38 + 3);
+        let get = |id: &str| out.samples().iter().find(|s| &*s.id == id).map(|s| s.value);
+        assert_eq!(get("board_pmic_power_estimate_joules_total"), Some(0.0));
+        assert_eq!(
+            get("board_pmic_power_estimate_peak_watts"),
+            get("board_pmic_power_estimate_watts")
+        );
 
-        let mut missing = PmicCollector::new("/nonexistent/vcgencmd".into());
+        let mut missing = PmicCollector::new("/nonexistent/vcgencmd".into(), meters());
         assert!(matches!(
             missing.collect(&mut out),
             Err(CollectError::NoData(_))
         ));
         // A Pi 4's firmware answers, but without readings.
-        let mut pi4 = PmicCollector::new("echo".into());
+        let mut pi4 = PmicCollector::new("echo".into(), meters());
         assert!(
             matches!(pi4.collect(&mut out), Err(CollectError::NoData(m)) if m.contains("pmic_read_adc"))
         );
-        let mut broken = PmicCollector::new("false".into());
+        let mut broken = PmicCollector::new("false".into(), meters());
         assert!(matches!(
             broken.collect(&mut out),
             Err(CollectError::Command(_))

@@ -12,6 +12,7 @@ use std::io::ErrorKind;
 use std::time::Instant;
 
 use super::{CollectError, Collector};
+use crate::energy::{Meters, PowerFamilies};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::sources::rapl::{self, Unwrapped};
@@ -36,11 +37,22 @@ static POWER: Family = Family::gauge(
     "watts",
 )
 .at_least(0.0);
+/// RAPL has a hardware counter (`ENERGY`): the layer adds the peak.
+static POWER_ENERGY: PowerFamilies = PowerFamilies {
+    watts: &POWER,
+    joules: None,
+    peak: Family::gauge(
+        "rapl_power_peak_watts",
+        "Highest power of a RAPL zone between two readings, over the last collection interval",
+        "watts",
+    )
+    .at_least(0.0),
+    total: false,
+};
 
 #[derive(Debug)]
 struct ZoneState {
     counter: Unwrapped,
-    at: Instant,
 }
 
 #[derive(Debug)]
@@ -50,14 +62,16 @@ pub struct RaplCollector {
     zones: HashMap<String, ZoneState>,
     /// Permission denied has been logged with the fix.
     told_permission: bool,
+    meters: Meters,
 }
 
 impl RaplCollector {
-    pub fn new(paths: Paths) -> Self {
+    pub fn new(paths: Paths, meters: Meters) -> Self {
         RaplCollector {
             paths,
             zones: HashMap::new(),
             told_permission: false,
+            meters,
         }
     }
 }
@@ -101,24 +115,19 @@ impl Collector for RaplCollector {
             };
             let now = Instant::now();
             present.insert(zone.dir_name.clone());
-            let power = match self.zones.get_mut(&zone.dir_name) {
+            match self.zones.get_mut(&zone.dir_name) {
                 Some(state) => {
-                    let delta = state.counter.advance(raw, zone.max_energy_uj);
-                    let seconds = now.duration_since(state.at).as_secs_f64();
-                    state.at = now;
-                    (seconds > 0.0).then(|| delta as f64 / 1e6 / seconds)
+                    state.counter.advance(raw, zone.max_energy_uj);
                 }
                 None => {
                     self.zones.insert(
                         zone.dir_name.clone(),
                         ZoneState {
                             counter: Unwrapped::new(raw),
-                            at: now,
                         },
                     );
-                    None
                 }
-            };
+            }
             let total = self.zones[&zone.dir_name].counter.total_uj();
             let mut fragment = zone.id_fragment();
             if !seen_ids.insert(fragment.clone()) {
@@ -134,13 +143,16 @@ impl Collector for RaplCollector {
                 &ENERGY,
                 total as f64 / 1e6,
             )));
-            out.push_some(power, |w| {
-                labels(Sample::with_id(
-                    format!("power_{fragment}_watts"),
-                    &POWER,
-                    w,
-                ))
-            });
+            // Power is the counter's increase over time: from the second reading on.
+            let template = labels(Sample::with_id(format!("power_{fragment}_watts"), &POWER, 0.0));
+            self.meters.push_counter(
+                out,
+                &POWER_ENERGY,
+                template,
+                now,
+                total as f64 / 1e6,
+                None,
+            );
         }
         // Zones that went away start over if they come back.
         self.zones.retain(|name, _| present.contains(name));
@@ -170,6 +182,11 @@ mod tests {
         }
     }
 
+    fn meters() -> Meters {
+        let second = std::time::Duration::from_secs(1);
+        Meters::new(crate::energy::Registry::new(), second, second)
+    }
+
     fn ids(out: &SampleSink) -> Vec<(String, f64)> {
         let mut v: Vec<(String, f64)> = out
             .samples()
@@ -194,7 +211,7 @@ mod tests {
             sysfs: sys.to_owned(),
             ..Paths::default()
         };
-        let mut c = RaplCollector::new(paths);
+        let mut c = RaplCollector::new(paths, meters());
         let mut out = SampleSink::default();
         c.collect(&mut out).expect("first");
         assert_eq!(
@@ -233,6 +250,7 @@ mod tests {
         let package = power("power_package_watts").expect("package power");
         assert!(package > 0.0 && package < 100.0, "{package}");
         assert_eq!(power("power_dram_watts"), Some(0.0));
+        assert_eq!(power("power_package_peak_watts"), Some(package));
         assert_eq!(power("power_package_1_watts"), Some(0.0));
         assert_eq!(power("energy_package_joules_total"), Some(3.0));
     }
@@ -240,10 +258,13 @@ mod tests {
     #[test]
     fn no_zones_is_no_data() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut c = RaplCollector::new(Paths {
-            sysfs: tmp.path().to_owned(),
-            ..Paths::default()
-        });
+        let mut c = RaplCollector::new(
+            Paths {
+                sysfs: tmp.path().to_owned(),
+                ..Paths::default()
+            },
+            meters(),
+        );
         let mut out = SampleSink::default();
         assert!(
             matches!(c.collect(&mut out), Err(CollectError::NoData(m)) if m.contains("no RAPL zones"))

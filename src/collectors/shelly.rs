@@ -14,11 +14,15 @@
 //! plug is used. Samples carry a `plug` label with the plug's id. Energy is a
 //! counter in joules; when a plug's total drops (reboot, counter reset) the
 //! scheduler's counter guard continues from where it was, so it never goes
-//! backwards.
+//! backwards. From that counter the energy layer gives the mean power over the
+//! interval (`power_mean_watts`) and the highest reading in it (`power_peak_watts`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{CollectError, Collector};
+use crate::energy::Meters;
+use crate::lock::lock;
 use crate::config::PollTarget;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::shelly_server::{Hub, Pick, RpcFailure};
@@ -46,6 +50,17 @@ pub enum ShellyError {
 static POWER: Family = Family::gauge(
     "power_total_watts",
     "AC power drawn at the wall socket (Shelly plug)",
+    "watts",
+);
+static MEAN: Family = Family::gauge(
+    "power_mean_watts",
+    "Mean power at the wall socket over the last collection interval, from the plug's energy counter",
+    "watts",
+)
+.at_least(0.0);
+static PEAK: Family = Family::gauge(
+    "power_peak_watts",
+    "Highest power reading at the wall socket over the last collection interval",
     "watts",
 );
 static VOLTAGE: Family = Family::gauge(
@@ -105,6 +120,7 @@ pub struct ShellyCollector {
     device_id: Option<String>,
     hostname: String,
     hub: Option<Arc<Hub>>,
+    meters: Meters,
 }
 
 impl ShellyCollector {
@@ -113,12 +129,14 @@ impl ShellyCollector {
         device_id: Option<String>,
         hostname: String,
         hub: Option<Arc<Hub>>,
+        meters: Meters,
     ) -> Self {
         ShellyCollector {
             source,
             device_id,
             hostname,
             hub,
+            meters,
         }
     }
 
@@ -155,7 +173,7 @@ impl ShellyCollector {
         Ok((plug.id.clone(), reading))
     }
 
-    fn push(&self, out: &mut SampleSink, plug: &str, r: &Reading) {
+    fn push(&mut self, out: &mut SampleSink, plug: &str, r: &Reading, at: Instant) {
         let mk = |family: &'static Family, v: f64| {
             Sample::new(family, v).const_label("plug", plug.to_owned())
         };
@@ -175,6 +193,20 @@ impl ShellyCollector {
         let returned_j = m.energy_returned_wh.map(|wh| wh * 3600.0);
         out.push_some(energy_j, |v| mk(&ENERGY, v));
         out.push_some(returned_j, |v| mk(&RETURNED, v));
+        // The plug's counter (a wall plug: the device's total) gives the mean over
+        // the interval; the readings in it, the peak.
+        if let Some(joules) = energy_j.filter(|j| *j >= 0.0) {
+            let const_labels = [("plug", Arc::<str>::from(plug))];
+            let handle = self.meters.counter(POWER.name, &const_labels, true);
+            let (mean, peak) = {
+                let mut m = lock(&handle);
+                m.meter.record_counter(at, joules, m_power(r));
+                let window = m.meter.publish(Instant::now());
+                (m.meter.shown_watts(&window, self.meters.interval()), window.peak)
+            };
+            out.push_some(mean, |v| mk(&MEAN, v));
+            out.push_some(peak, |v| mk(&PEAK, v));
+        }
         // The documented flags, and `other` for the rest: what a device (or
         // something posing as one) reports cannot make new ids.
         for e in &r.errors {
@@ -188,6 +220,11 @@ impl ShellyCollector {
     }
 }
 
+/// The plug's own power reading, beside its counter.
+fn m_power(r: &Reading) -> Option<f64> {
+    r.metrics.power_total_watts
+}
+
 impl Collector for ShellyCollector {
     fn name(&self) -> &'static str {
         NAME
@@ -199,7 +236,7 @@ impl Collector for ShellyCollector {
         let mut errors = Vec::new();
         for result in results {
             match result {
-                Ok((plug, reading)) => self.push(out, &plug, &reading),
+                Ok((plug, reading)) => self.push(out, &plug, &reading, Instant::now()),
                 Err(e) => errors.push(CollectError::from(e)),
             }
         }

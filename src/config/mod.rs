@@ -229,6 +229,28 @@ pub struct PmicConfig {
     pub command: String,
 }
 
+/// The power sampling (config section `power:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerConfig {
+    /// Time between readings of the sources that are sampled fast (Jetson rails
+    /// in sysfs, INA2xx sensors).
+    pub sample_interval: Duration,
+}
+
+impl PowerConfig {
+    pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+    pub const MAX_SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        PowerConfig {
+            sample_interval: Self::DEFAULT_SAMPLE_INTERVAL,
+        }
+    }
+}
+
 /// `serve --demo`: a shipped recording replayed as a Jetson of its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demo {
@@ -337,6 +359,7 @@ pub struct Config {
     /// `rapl.enabled`; `None`: on for `lattepanda`.
     pub rapl: Option<bool>,
     pub pmic: PmicConfig,
+    pub power: PowerConfig,
     pub remote_write: Option<RemoteWriteConfig>,
     pub telemetry_log: Option<PathBuf>,
     pub telemetry_interval: Option<Duration>,

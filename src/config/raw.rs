@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub ina2xx: Option<Vec<RawIna2xx>>,
     pub rapl: Option<RawRapl>,
     pub pmic: Option<RawPmic>,
+    /// How often power sources that can be read fast are sampled.
+    pub power: Option<RawPower>,
     pub remote_write: Option<RawRemoteWrite>,
     /// File the health log appends a JSON line to (off when unset).
     pub telemetry_log: Option<PathBuf>,
@@ -158,6 +160,14 @@ pub struct RawIna2xx {
 #[serde(deny_unknown_fields)]
 pub struct RawRapl {
     pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPower {
+    /// Seconds between readings of the Jetson rails in sysfs and the INA2xx
+    /// sensors (default 0.1, from 0.01), independent of `interval`.
+    pub sample_interval: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

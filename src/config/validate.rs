@@ -9,13 +9,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::raw::{
-    RawBasicAuth, RawConfig, RawIna2xx, RawPaths, RawPmic, RawPoll, RawRemoteWrite, RawShelly,
+    RawBasicAuth, RawConfig, RawIna2xx, RawPaths, RawPmic, RawPoll, RawPower, RawRemoteWrite, RawShelly,
     RawTegrastats,
 };
 use super::{
     BasicCredentials, Config, ConfigError, DEFAULT_MAX_METRICS, DEFAULT_PORT, DEFAULT_RELOAD_PORT,
     DEFAULT_SHELLY_URL, DeviceType, Ina2xxSensor, MAX_INTERVAL, MIN_INTERVAL, Overrides,
-    PmicConfig, PollTarget, RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig, ShellyConfig,
+    PmicConfig, PollTarget, PowerConfig, RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig, ShellyConfig,
     Source, TegrastatsConfig, TlsClientConfig,
 };
 use crate::paths::Paths;
@@ -43,6 +43,7 @@ pub(super) fn config(
         .map(|list| ina2xx_sensors(list, source))
         .transpose()?;
     let pmic = pmic(raw.pmic, source)?;
+    let power = power(raw.power, source)?;
     let remote_write = raw
         .remote_write
         .map(|r| remote_write(r, source))
@@ -87,6 +88,7 @@ pub(super) fn config(
         ina2xx,
         rapl: raw.rapl.and_then(|r| r.enabled),
         pmic,
+        power,
         remote_write,
         telemetry_log: raw.telemetry_log,
         telemetry_interval,
@@ -306,6 +308,25 @@ fn pmic(raw: Option<RawPmic>, source: &Source<'_>) -> Result<PmicConfig, ConfigE
         enabled: raw.enabled,
         command: command(raw.command, "vcgencmd".into(), &["pmic", "command"], source)?,
     })
+}
+
+fn power(raw: Option<RawPower>, source: &Source<'_>) -> Result<PowerConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let (min, max) = (
+        PowerConfig::MIN_SAMPLE_INTERVAL.as_secs_f64(),
+        PowerConfig::MAX_SAMPLE_INTERVAL.as_secs_f64(),
+    );
+    let sample_interval = match raw.sample_interval {
+        None => PowerConfig::DEFAULT_SAMPLE_INTERVAL,
+        Some(s) if s.is_finite() && (min..=max).contains(&s) => Duration::from_secs_f64(s),
+        Some(s) => {
+            return Err(source.error(
+                &["power", "sample_interval"],
+                format!("must be {min} to {max} seconds, got {s}"),
+            ));
+        }
+    };
+    Ok(PowerConfig { sample_interval })
 }
 
 fn telemetry_interval(

@@ -1,6 +1,6 @@
 //! The management API on `reload_port` (spec "Management API"):
 //! `GET /health`, `GET /config`, `GET /metrics/list`, `POST /metrics/enable`,
-//! `POST /reload`.
+//! `POST /reload`, and the measured runs of `http::runs`.
 //!
 //! Field names and value types are the spec's; extra fields are added where they
 //! help. Every error is `{"error": "..."}`. Requests that change something
@@ -40,10 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/config", get(config))
         .route("/metrics/list", get(metrics_list))
         .route("/metrics/enable", post(metrics_enable))
-        .route("/reload", post(reload));
+        .route("/reload", post(reload))
+        .merge(super::runs::routes());
     json_fallbacks(routes, |path| match path {
         "/metrics/enable" | "/reload" => "POST",
-        _ => "GET, HEAD",
+        _ => super::runs::allow(path).unwrap_or("GET, HEAD"),
     })
     .layer(middleware::from_fn(|request, next| {
         bounded(MAX_BODY_BYTES, request, next)

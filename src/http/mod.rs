@@ -15,5 +15,6 @@ pub mod client;
 pub mod error;
 pub mod metrics;
 pub mod probes;
+pub mod runs;
 pub mod serve;
 pub mod tls;

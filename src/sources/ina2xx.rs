@@ -125,6 +125,21 @@ pub struct Ina2xx<I2C> {
     current_lsb: f64,
 }
 
+impl Settings {
+    /// How often the chip has a new reading: in continuous mode it converts the
+    /// shunt and the bus voltage in turn, each `averaging` times (INA219: 532 µs
+    /// per 12-bit sample). Reading faster returns the same values again.
+    pub fn update_period(&self) -> std::time::Duration {
+        let per_sample_us = match self.chip {
+            Chip::Ina260 | Chip::Ina226 { .. } => self.conversion_time_us.max(140),
+            Chip::Ina219 { .. } => 532,
+        };
+        std::time::Duration::from_micros(
+            2 * u64::from(per_sample_us) * u64::from(self.averaging.max(1)),
+        )
+    }
+}
+
 /// The config register value for `settings`.
 pub fn config_word(settings: &Settings) -> Result<u16, SettingError> {
     let index = |table: &'static [u16], v: u16, what: &'static str| {

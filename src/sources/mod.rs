@@ -10,6 +10,7 @@ pub mod control;
 pub mod cpu;
 pub mod hwmon;
 pub mod ina2xx;
+pub mod jetson_rails;
 pub mod meminfo;
 pub mod pmic;
 pub mod power_supply;

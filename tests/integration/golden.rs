@@ -6,8 +6,10 @@
 //! `UPDATE_GOLDEN=1 cargo test golden` writes them anew from the running binary.
 //!
 //! Left out, because their values are timings and counts that differ from run to
-//! run: the exporter's own series (`edge_exporter_*`, `process_*`). Everything a
-//! machine's collectors produce is in.
+//! run: the exporter's own series (`edge_exporter_*`, `process_*`). The energy
+//! layer's counters (`…power…_joules_total`) grow with time: their lines are in,
+//! with the value written as `<integrated>`. Everything else a machine's collectors
+//! produce is in as it is.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -89,18 +91,26 @@ fn machines(tools: &Path) -> Vec<Machine> {
 }
 
 /// The body without the exporter's own families (their HELP, TYPE and UNIT
-/// lines too).
+/// lines too), and with the integrated energy counters' values masked.
 fn device_part(body: &str) -> String {
     let own = |name: &str| name.starts_with("edge_exporter_") || name.starts_with("process_");
+    let integrated = |name: &str| name.contains("power") && name.ends_with("_joules_total");
     body.lines()
-        .filter(|line| {
-            let name = match line.strip_prefix("# ") {
-                Some(meta) => meta.split(' ').nth(1).unwrap_or(""),
-                None => line.split(['{', ' ']).next().unwrap_or(""),
+        .filter_map(|line| {
+            let (name, sample) = match line.strip_prefix("# ") {
+                Some(meta) => (meta.split(' ').nth(1).unwrap_or(""), false),
+                None => (line.split(['{', ' ']).next().unwrap_or(""), true),
             };
-            !own(name)
+            if own(name) {
+                return None;
+            }
+            match line.rsplit_once(' ') {
+                Some((series, _)) if sample && integrated(name) => {
+                    Some(format!("{series} <integrated>\n"))
+                }
+                _ => Some(format!("{line}\n")),
+            }
         })
-        .map(|line| format!("{line}\n"))
         .collect()
 }
 

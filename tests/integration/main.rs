@@ -9,6 +9,7 @@ mod board_sensors;
 mod config_page;
 mod config_sync;
 mod deploy;
+mod energy;
 mod golden;
 mod hardening;
 mod install;

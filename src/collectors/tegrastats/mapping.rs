@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use crate::energy::PowerFamilies;
 use crate::sample::{Family, Label, MHZ, MIB};
 use crate::sources::tegrastats::parse::{EngineState, Field, LineStats, parse_line};
 
@@ -163,6 +164,50 @@ static POWER_INPUT: Family = Family::gauge(
     "watts",
 )
 .at_least(0.0);
+
+/// The rails' energy layer: a counter and a peak beside each rail's watts.
+pub static RAIL_POWER: PowerFamilies = PowerFamilies {
+    watts: &POWER,
+    joules: Some(Family::counter(
+        "jetson_power_joules_total",
+        "Energy of a power rail, integrated from its readings (gaps over 3 sample periods left out)",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "jetson_power_peak_watts",
+        "Power rail, highest reading over the last collection interval",
+        "watts",
+    )
+    .at_least(0.0),
+    total: false,
+};
+/// The same for the module's input rail: the module's own total.
+pub static INPUT_POWER: PowerFamilies = PowerFamilies {
+    watts: &POWER_INPUT,
+    joules: Some(Family::counter(
+        "jetson_power_input_joules_total",
+        "Energy into the module, from its input rail (VDD_IN, POM_5V_IN or VIN)",
+        "joules",
+    )),
+    peak: Family::gauge(
+        "jetson_power_input_peak_watts",
+        "Power into the module, highest reading over the last collection interval",
+        "watts",
+    )
+    .at_least(0.0),
+    total: true,
+};
+
+/// The energy families of a rail family, for the series that get a meter.
+pub fn metered(family: &'static Family) -> Option<&'static PowerFamilies> {
+    if std::ptr::eq(family, &POWER) {
+        Some(&RAIL_POWER)
+    } else if std::ptr::eq(family, &POWER_INPUT) {
+        Some(&INPUT_POWER)
+    } else {
+        None
+    }
+}
 
 /// Rails that measure the power into the whole module, where a board has one.
 /// `VIN_SYS_5V0` (AGX Orin, Thor) is a 5 V system rail, not the module input, and

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::DropGuard;
 
 use super::{BuildContext, CollectError, Collector};
+use crate::energy::{self, MeterHandle, Meters};
 use crate::lock::lock;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::sources::tegrastats::stream::{self, LineSink, Source, StreamStatus};
@@ -74,8 +75,12 @@ impl std::fmt::Debug for TegrastatsCollector {
 /// What the stream task shares with the collector.
 #[derive(Debug)]
 struct Shared {
-    /// The latest line with samples: each value and its series.
-    latest: Vec<(Arc<Series>, f64)>,
+    /// The latest line with samples: each value and its series, and the meter of
+    /// a power series (whose readings feed the energy layer).
+    latest: Vec<(Arc<Series>, f64, Option<MeterHandle>)>,
+    meters: Meters,
+    /// The rails are read from sysfs (`jetson_rails`): power values are left out.
+    power_from_sysfs: bool,
     mapper: LineMapper,
     observed: Option<SystemTime>,
     status: StreamStatus,
@@ -110,10 +115,19 @@ impl LineSink for Sink {
             return;
         }
         shared.latest.clear();
+        let now = Instant::now();
         for m in &shared.scratch {
-            shared
-                .latest
-                .push((shared.mapper.series(m).clone(), m.value));
+            let series = shared.mapper.series(m).clone();
+            let meter = match mapping::metered(series.family) {
+                Some(_) if shared.power_from_sysfs => continue,
+                Some(families) => {
+                    let handle = shared.meters.power(&series.id, &[], families.total);
+                    lock(&handle).meter.record(now, m.value);
+                    Some(handle)
+                }
+                None => None,
+            };
+            shared.latest.push((series, m.value, meter));
         }
         shared.observed = Some(SystemTime::now());
     }
@@ -135,9 +149,18 @@ impl LineSink for Sink {
 
 impl TegrastatsCollector {
     /// Starts the stream on the context's tracker; it stops with the collector.
-    pub fn start(source: Source, interval: Duration, ctx: &BuildContext) -> Self {
+    /// With `power_from_sysfs` the rails' power is left to `jetson_rails`.
+    pub fn start(
+        source: Source,
+        interval: Duration,
+        power_from_sysfs: bool,
+        ctx: &BuildContext,
+    ) -> Self {
         let shared = Arc::new(Mutex::new(Shared {
             latest: Vec::new(),
+            // A line per interval: that is the rails' sample period.
+            meters: Meters::new(ctx.energy.clone(), interval, interval),
+            power_from_sysfs,
             mapper: LineMapper::new(),
             observed: None,
             status: StreamStatus::Starting,
@@ -172,11 +195,18 @@ impl Collector for TegrastatsCollector {
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
         let shared = lock(&self.shared);
         if let Some(observed) = shared.observed {
-            for (series, value) in &shared.latest {
+            for (series, value, meter) in &shared.latest {
                 let mut sample =
                     Sample::with_id(series.id.clone(), series.family, *value).observed(observed);
                 sample.labels.clone_from(&series.labels);
-                out.push(sample);
+                match (meter, mapping::metered(series.family)) {
+                    (Some(meter), Some(families)) => {
+                        energy::publish(out, families, meter, sample, self.interval);
+                    }
+                    _ => {
+                        out.push(sample);
+                    }
+                }
             }
         }
         let up = matches!(shared.status, StreamStatus::Running);

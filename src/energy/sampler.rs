@@ -1,0 +1,195 @@
+//! Reads a power source many times a second, off the async runtime, into meters.
+//!
+//! A [`Probe`] reads every channel of one source once (the rails of a Jetson's
+//! INA3221, the INA2xx sensors of a board); a sampler thread calls it every sample
+//! period, records each channel's power in its meter and keeps its latest voltage
+//! and current. The collector of that source then only publishes what the sampler
+//! gathered (see [`Sampled::push`]), so a slow bus delays neither a scrape nor any
+//! other collector. Errors are counted and kept for `/health`; a read that takes
+//! longer than the period makes the next one start at once, with no backlog.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{MeterHandle, Meters, PowerFamilies, Registry, publish};
+use crate::lock::lock;
+use crate::sample::{Label, Sample, SampleSink};
+
+/// One channel's reading.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The flat id of its watts series (`jetson_power_vdd_in_watts`).
+    pub watts_id: Arc<str>,
+    /// Labels of the labeled style (`rail="vdd_in"`).
+    pub labels: Vec<Label>,
+    /// Which power family it belongs to (a nested rail, a module input, a board).
+    pub families: &'static PowerFamilies,
+    pub watts: Option<f64>,
+    pub volts: Option<f64>,
+    pub amps: Option<f64>,
+}
+
+/// Why a channel (or the whole source) gave nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Not there: no bus, nothing answering, no such file.
+    Absent(String),
+    /// There, but failing.
+    Failed(String),
+}
+
+/// A source read by a sampler.
+pub trait Probe: Send + 'static {
+    /// Reads every channel once into `out`, telling what could not be read in
+    /// `problems` (both are empty on entry).
+    fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>);
+}
+
+/// One channel as the collector publishes it.
+#[derive(Debug)]
+struct Channel {
+    reading: Reading,
+    meter: MeterHandle,
+}
+
+/// What a sampler shares with its collector.
+#[derive(Debug, Default)]
+pub struct SamplerState {
+    channels: Vec<Channel>,
+    /// Problems of the latest read.
+    problems: Vec<Problem>,
+    /// Reads, and reads with a failure (an absent channel is not one).
+    pub reads: u64,
+    pub errors: u64,
+    /// Reads that started late because the one before took longer than the period.
+    pub overruns: u64,
+}
+
+/// Handle on a running sampler, held by its collector. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct Sampled {
+    state: Arc<Mutex<SamplerState>>,
+    period: Duration,
+    interval: Duration,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Sampled {
+    /// Starts sampling `probe` every `period` on `tracker`, into `registry`'s meters;
+    /// `interval` is the publish interval.
+    pub fn start(
+        probe: impl Probe,
+        period: Duration,
+        interval: Duration,
+        registry: Arc<Registry>,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(SamplerState::default()));
+        let cancel = cancel.child_token();
+        let meters = Meters::new(registry, period, interval);
+        let shared = state.clone();
+        let stop = cancel.clone();
+        tracker.spawn_blocking(move || run(probe, period, meters, shared, stop));
+        Sampled {
+            state,
+            period,
+            interval,
+            _stop: cancel.drop_guard(),
+        }
+    }
+
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Publishes every channel: watts (the mean over the interval), joules, peak,
+    /// and `volts`/`amps` of its latest reading through `extra`. Returns the
+    /// latest read's problems.
+    pub fn push(
+        &self,
+        out: &mut SampleSink,
+        mut extra: impl FnMut(&mut SampleSink, &Reading),
+    ) -> Vec<Problem> {
+        let state = lock(&self.state);
+        for channel in &state.channels {
+            let r = &channel.reading;
+            let mut template = Sample::with_id(r.watts_id.clone(), r.families.watts, 0.0);
+            template.labels.clone_from(&r.labels);
+            publish(out, r.families, &channel.meter, template, self.interval);
+            extra(out, r);
+        }
+        state.problems.clone()
+    }
+
+    /// Reads and failed reads so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let s = lock(&self.state);
+        (s.reads, s.errors, s.overruns)
+    }
+}
+
+fn run(
+    mut probe: impl Probe,
+    period: Duration,
+    mut meters: Meters,
+    state: Arc<Mutex<SamplerState>>,
+    cancel: CancellationToken,
+) {
+    let mut readings = Vec::new();
+    let mut problems = Vec::new();
+    let mut next = Instant::now();
+    while !cancel.is_cancelled() {
+        readings.clear();
+        problems.clear();
+        let at = Instant::now();
+        probe.read(&mut readings, &mut problems);
+        {
+            let mut s = lock(&state);
+            s.reads += 1;
+            if problems.iter().any(|p| matches!(p, Problem::Failed(_))) {
+                s.errors += 1;
+            }
+            for r in readings.drain(..) {
+                let i = match s
+                    .channels
+                    .iter()
+                    .position(|c| c.reading.watts_id == r.watts_id)
+                {
+                    Some(i) => i,
+                    None => {
+                        let meter = meters.power(&r.watts_id, &[], r.families.total);
+                        s.channels.push(Channel {
+                            reading: r.clone(),
+                            meter,
+                        });
+                        s.channels.len() - 1
+                    }
+                };
+                let channel = &mut s.channels[i];
+                if let Some(w) = r.watts {
+                    lock(&channel.meter).meter.record(at, w);
+                }
+                channel.reading = r;
+            }
+            s.problems = std::mem::take(&mut problems);
+        }
+        next += period;
+        let now = Instant::now();
+        if next < now {
+            lock(&state).overruns += 1;
+            next = now;
+        }
+        // Sleeps in short steps so a stop is seen within 50 ms.
+        while !cancel.is_cancelled() {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+        }
+    }
+}
