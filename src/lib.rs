@@ -9,7 +9,9 @@
 //!
 //! ```text
 //! sources ──► collectors ──► scheduler ──► snapshot ──► http::metrics (/metrics)
-//!                                                   └─► remote_write (push)
+//!    │            ▲    │                            └─► remote_write (push)
+//!    │            │    ▼
+//!    └─► sampler ─► energy (meters, runs) ◄── http::runs, `measure`
 //! config (raw → validate) ◄──► config::store ◄──► sync ◄──► config_server
 //!            ▲                                   reload ◄── http::api, SIGHUP
 //! ```
@@ -22,6 +24,9 @@
 //!   place that decides which collectors run.
 //! * `sample`: the data model (samples, families) and the sink collectors push
 //!   into, which keeps values finite and series unique.
+//! * `energy`: the power-meter layer every power reading goes through: a joule
+//!   counter, the mean and the peak per series, kept across collector rebuilds;
+//!   the samplers that read fast sources off the runtime; measured runs.
 //! * `scheduler`: the collection ticks, collector health, timeouts and expiry;
 //!   publishes one snapshot per tick.
 //! * `snapshot`: the published state every output reads.

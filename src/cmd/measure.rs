@@ -52,7 +52,10 @@ pub fn run(args: &MeasureArgs) -> ExitCode {
             Ok(id) => {
                 let status = run_command(program, program_args).await;
                 let report = api.stop(&id).await;
-                (status, report.map_err(|e| format!("stopping run {id} on {}: {e}", api.base)))
+                (
+                    status,
+                    report.map_err(|e| format!("stopping run {id} on {}: {e}", api.base)),
+                )
             }
             Err(why) => {
                 tracing::info!(reason = %why, "no exporter answers; sampling the sources here");
@@ -149,7 +152,12 @@ impl Api {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let url = format!("{}{path}", self.base);
         let mut headers = self.headers.clone();
         headers.push((hyper::header::CONTENT_TYPE, "application/json".into()));

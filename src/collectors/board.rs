@@ -95,7 +95,10 @@ impl Collector for BoardCollector {
             self.meters
                 .push_reading(out, &INPUT_ENERGY, sample, std::time::Instant::now());
         }
-        let fields = [(input.voltage_volts, &VOLTAGE), (input.current_amps, &CURRENT)];
+        let fields = [
+            (input.voltage_volts, &VOLTAGE),
+            (input.current_amps, &CURRENT),
+        ];
         for (value, family) in fields {
             out.push_some(value, |v| {
                 Sample::new(family, v).const_label("supply", input.name.as_str())

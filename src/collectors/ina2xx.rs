@@ -24,8 +24,8 @@ use super::jetson_rails::{push_sampler_counts, sampler_result};
 use super::{BuildContext, CollectError, Collector};
 use crate::config::Ina2xxSensor;
 use crate::energy::PowerFamilies;
-use crate::energy::sampler::{Probe, Reading, Sampled};
 pub use crate::energy::sampler::Problem;
+use crate::energy::sampler::{Probe, Reading, Sampled};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::sources::ina2xx::{self, Ina2xx, Measurement};
@@ -356,10 +356,11 @@ mod tests {
         Transaction::write_read(0x40, vec![reg], value.to_be_bytes().to_vec())
     }
 
-    /// One read of the probe: (watts id, watts, volts, amps) per sensor, and problems.
-    fn read_once<O: Opener>(
-        probe: &mut Ina2xxProbe<O>,
-    ) -> (Vec<(String, f64, f64, f64)>, Vec<Problem>) {
+    /// (watts id, watts, volts, amps) of one sensor's reading.
+    type Values = (String, f64, f64, f64);
+
+    /// One read of the probe: the values of each sensor read, and the problems.
+    fn read_once<O: Opener>(probe: &mut Ina2xxProbe<O>) -> (Vec<Values>, Vec<Problem>) {
         let (mut out, mut problems) = (Vec::new(), Vec::new());
         probe.read(&mut out, &mut problems);
         let values = out
@@ -588,7 +589,10 @@ mod tests {
         );
         assert_eq!(value(&second, "board_power_board_peak_watts"), Some(20.0));
         let shown = value(&second, "board_power_board_watts").expect("watts");
-        assert!((shown - 20.0).abs() < 1.0, "mean over the interval: {shown}");
+        assert!(
+            (shown - 20.0).abs() < 1.0,
+            "mean over the interval: {shown}"
+        );
         let reads = second
             .samples()
             .iter()

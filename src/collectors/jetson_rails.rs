@@ -104,7 +104,10 @@ impl RailsProbe {
 impl Probe for RailsProbe {
     fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>) {
         if self.channels.is_empty() {
-            if self.last_discovery.is_none_or(|t| t.elapsed() >= REDISCOVER) {
+            if self
+                .last_discovery
+                .is_none_or(|t| t.elapsed() >= REDISCOVER)
+            {
                 self.discover();
             }
             if self.channels.is_empty() {

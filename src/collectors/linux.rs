@@ -417,10 +417,15 @@ impl LinuxCollector {
         at: Instant,
     ) {
         let Some(watts) = watts else { return };
-        let sample = Sample::with_id(format!("host_power_{chip}_{sensor}_watts"), &HWMON_POWER, watts)
-            .label("chip", chip)
-            .label("sensor", sensor);
-        self.meters.push_reading(out, &HWMON_POWER_ENERGY, sample, at);
+        let sample = Sample::with_id(
+            format!("host_power_{chip}_{sensor}_watts"),
+            &HWMON_POWER,
+            watts,
+        )
+        .label("chip", chip)
+        .label("sensor", sensor);
+        self.meters
+            .push_reading(out, &HWMON_POWER_ENERGY, sample, at);
     }
 
     fn collect_power_supplies(&mut self, out: &mut SampleSink) {
@@ -456,7 +461,8 @@ impl LinuxCollector {
                     watts,
                 )
                 .label("supply", name.as_str());
-                self.meters.push_reading(out, &PSU_POWER_ENERGY, sample, now);
+                self.meters
+                    .push_reading(out, &PSU_POWER_ENERGY, sample, now);
             }
         }
     }

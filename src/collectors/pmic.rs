@@ -154,7 +154,13 @@ mod tests {
         .expect("write");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let meters = || Meters::new(Registry::new(), Duration::from_secs(1), Duration::from_secs(1));
+        let meters = || {
+            Meters::new(
+                Registry::new(),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+        };
         let mut c = PmicCollector::new(fake.display().to_string(), meters());
         let mut out = SampleSink::default();
         c.collect(&mut out).expect("reads");

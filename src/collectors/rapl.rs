@@ -144,15 +144,13 @@ impl Collector for RaplCollector {
                 total as f64 / 1e6,
             )));
             // Power is the counter's increase over time: from the second reading on.
-            let template = labels(Sample::with_id(format!("power_{fragment}_watts"), &POWER, 0.0));
-            self.meters.push_counter(
-                out,
-                &POWER_ENERGY,
-                template,
-                now,
-                total as f64 / 1e6,
-                None,
-            );
+            let template = labels(Sample::with_id(
+                format!("power_{fragment}_watts"),
+                &POWER,
+                0.0,
+            ));
+            self.meters
+                .push_counter(out, &POWER_ENERGY, template, now, total as f64 / 1e6, None);
         }
         // Zones that went away start over if they come back.
         self.zones.retain(|name, _| present.contains(name));

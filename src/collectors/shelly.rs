@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CollectError, Collector};
+use crate::config::PollTarget;
 use crate::energy::Meters;
 use crate::lock::lock;
-use crate::config::PollTarget;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::shelly_server::{Hub, Pick, RpcFailure};
 use crate::sources::shelly::hub_client::{self, HubError};
@@ -202,7 +202,10 @@ impl ShellyCollector {
                 let mut m = lock(&handle);
                 m.meter.record_counter(at, joules, m_power(r));
                 let window = m.meter.publish(Instant::now());
-                (m.meter.shown_watts(&window, self.meters.interval()), window.peak)
+                (
+                    m.meter.shown_watts(&window, self.meters.interval()),
+                    window.peak,
+                )
             };
             out.push_some(mean, |v| mk(&MEAN, v));
             out.push_some(peak, |v| mk(&PEAK, v));

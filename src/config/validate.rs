@@ -9,14 +9,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::raw::{
-    RawBasicAuth, RawConfig, RawIna2xx, RawPaths, RawPmic, RawPoll, RawPower, RawRemoteWrite, RawShelly,
-    RawTegrastats,
+    RawBasicAuth, RawConfig, RawIna2xx, RawPaths, RawPmic, RawPoll, RawPower, RawRemoteWrite,
+    RawShelly, RawTegrastats,
 };
 use super::{
     BasicCredentials, Config, ConfigError, DEFAULT_MAX_METRICS, DEFAULT_PORT, DEFAULT_RELOAD_PORT,
     DEFAULT_SHELLY_URL, DeviceType, Ina2xxSensor, MAX_INTERVAL, MIN_INTERVAL, Overrides,
-    PmicConfig, PollTarget, PowerConfig, RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig, ShellyConfig,
-    Source, TegrastatsConfig, TlsClientConfig,
+    PmicConfig, PollTarget, PowerConfig, RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig,
+    ShellyConfig, Source, TegrastatsConfig, TlsClientConfig,
 };
 use crate::paths::Paths;
 use crate::sample::{is_valid_metric_name, sanitize};

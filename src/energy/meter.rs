@@ -184,8 +184,10 @@ impl Meter {
                 for open in &mut self.windows {
                     let from = open.window.opened.max(prev.at);
                     if from < at {
-                        open.window
-                            .add(delta * (at - from).as_secs_f64() / span, (at - from).as_secs_f64());
+                        open.window.add(
+                            delta * (at - from).as_secs_f64() / span,
+                            (at - from).as_secs_f64(),
+                        );
                     }
                 }
                 self.joules += delta;
@@ -234,7 +236,8 @@ impl Meter {
                 open.window.gaps += 1;
                 open.window.gap_seconds += (end - from).as_secs_f64();
             } else {
-                open.window.add(energy_from(from), (end - from).as_secs_f64());
+                open.window
+                    .add(energy_from(from), (end - from).as_secs_f64());
             }
         }
     }
@@ -309,7 +312,10 @@ impl Meter {
         };
         let from = window.opened.max(at);
         if now > from && now - at <= self.period * GAP_PERIODS {
-            window.add(watts.max(0.0) * (now - from).as_secs_f64(), (now - from).as_secs_f64());
+            window.add(
+                watts.max(0.0) * (now - from).as_secs_f64(),
+                (now - from).as_secs_f64(),
+            );
         }
     }
 
@@ -351,7 +357,9 @@ mod tests {
     #[test]
     fn ramp_is_exact_with_trapezoids() {
         // P = 2t W over 0..=5 s: 25 J exactly, even sampled coarsely.
-        let (m, _) = run(Duration::from_millis(500), Duration::from_secs(5), |t| 2.0 * t);
+        let (m, _) = run(Duration::from_millis(500), Duration::from_secs(5), |t| {
+            2.0 * t
+        });
         assert!(close(m.joules(), 25.0, 1e-9), "{}", m.joules());
     }
 
@@ -362,8 +370,16 @@ mod tests {
         let square = |t: f64| if ((t + 0.013) % 1.0) < 0.5 { 15.0 } else { 5.0 };
         let (slow, _) = run(Duration::from_millis(100), Duration::from_secs(10), square);
         let (fast, _) = run(Duration::from_millis(10), Duration::from_secs(10), square);
-        assert!(close(slow.joules(), 100.0, 0.05), "10 Hz: {}", slow.joules());
-        assert!(close(fast.joules(), 100.0, 0.005), "100 Hz: {}", fast.joules());
+        assert!(
+            close(slow.joules(), 100.0, 0.05),
+            "10 Hz: {}",
+            slow.joules()
+        );
+        assert!(
+            close(fast.joules(), 100.0, 0.005),
+            "100 Hz: {}",
+            fast.joules()
+        );
     }
 
     #[test]
@@ -414,7 +430,11 @@ mod tests {
         assert!(close(m.joules(), 120.0, 1e-9), "{}", m.joules());
         let w = m.publish(t0 + Duration::from_secs(12));
         assert_eq!(w.peak, Some(20.0));
-        assert!(close(m.shown_watts(&w, Duration::from_secs(1)).unwrap_or(0.0), 120.0 / 11.0, 1e-6));
+        assert!(close(
+            m.shown_watts(&w, Duration::from_secs(1)).unwrap_or(0.0),
+            120.0 / 11.0,
+            1e-6
+        ));
     }
 
     #[test]
@@ -441,7 +461,11 @@ mod tests {
         assert_eq!(next.samples, 1);
         assert_eq!(next.peak, Some(12.0));
         // 10 W → 12 W over the 100 ms segment after the publish.
-        assert!(close(m.shown_watts(&next, second).unwrap_or(0.0), 11.0, 1e-9));
+        assert!(close(
+            m.shown_watts(&next, second).unwrap_or(0.0),
+            11.0,
+            1e-9
+        ));
     }
 
     #[test]

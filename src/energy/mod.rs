@@ -156,7 +156,10 @@ impl Registry {
         found
     }
 
-    fn each_run_window(&self, mut f: impl FnMut(&mut Meter) -> Option<Window>) -> Vec<SourceWindow> {
+    fn each_run_window(
+        &self,
+        mut f: impl FnMut(&mut Meter) -> Option<Window>,
+    ) -> Vec<SourceWindow> {
         let handles: Vec<MeterHandle> = lock(&self.inner).meters.values().cloned().collect();
         let mut found: Vec<SourceWindow> = handles
             .iter()
@@ -182,9 +185,7 @@ impl Registry {
             let m = lock(&handle);
             let (gaps, seconds) = m.meter.gaps();
             out.push(Sample::own(&GAPS, gaps as f64).const_label("source", m.source.clone()));
-            out.push(
-                Sample::own(&GAP_SECONDS, seconds).const_label("source", m.source.clone()),
-            );
+            out.push(Sample::own(&GAP_SECONDS, seconds).const_label("source", m.source.clone()));
         }
     }
 }

@@ -225,7 +225,12 @@ impl Runs {
         let state = lock(&self.state);
         if let Some(open) = find_open(&state, id) {
             let now = Instant::now();
-            return Ok(report(open, now, None, self.registry.peek_run(open.id, now)));
+            return Ok(report(
+                open,
+                now,
+                None,
+                self.registry.peek_run(open.id, now),
+            ));
         }
         state
             .recent
@@ -241,7 +246,12 @@ impl Runs {
         self.stop_at(id, exit_code, Instant::now())
     }
 
-    fn stop_at(&self, id: &str, exit_code: Option<i32>, now: Instant) -> Result<RunReport, RunError> {
+    fn stop_at(
+        &self,
+        id: &str,
+        exit_code: Option<i32>,
+        now: Instant,
+    ) -> Result<RunReport, RunError> {
         let mut state = lock(&self.state);
         let Some(i) = state.open.iter().position(|r| r.id.to_string() == id) else {
             return Err(if state.recent.iter().any(|r| r.id == id) {
@@ -440,10 +450,7 @@ mod tests {
         assert_eq!(source.mean_watts, Some(10.0));
         assert_eq!(source.peak_watts, Some(10.0));
         assert_eq!(runs.stop(&id, None), Err(RunError::Stopped(id.clone())));
-        assert_eq!(
-            runs.get("123"),
-            Err(RunError::NotFound("123".to_owned()))
-        );
+        assert_eq!(runs.get("123"), Err(RunError::NotFound("123".to_owned())));
         // Another daemon on the same file lists it, and its ids keep growing.
         let again = Runs::new(Registry::new(), Some(file));
         assert_eq!(again.list(), vec![report]);
@@ -480,7 +487,10 @@ mod tests {
         let len = std::fs::metadata(&file).expect("file").len();
         assert!(len <= MAX_FILE_BYTES, "{len}");
         let text = std::fs::read_to_string(&file).expect("read");
-        assert!(text.lines().all(|l| serde_json::from_str::<RunReport>(l).is_ok()));
+        assert!(
+            text.lines()
+                .all(|l| serde_json::from_str::<RunReport>(l).is_ok())
+        );
         assert_eq!(Runs::new(Registry::new(), Some(file)).list().len(), RECENT);
     }
 }

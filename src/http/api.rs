@@ -84,6 +84,15 @@ async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
     shelly.insert("enabled".into(), json!(live.shelly.enabled));
     shelly.insert("server_url".into(), json!(live.shelly.server_url));
     out.insert("shelly".into(), Value::Object(shelly));
+    let mut power = match out.remove("power") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    power.insert(
+        "sample_interval".into(),
+        seconds_json(live.power.sample_interval),
+    );
+    out.insert("power".into(), Value::Object(power));
     out.insert("metrics".into(), json!(live.metrics));
     // Secrets are never shown: tokens, the plug hub secret, plug and remote write
     // passwords.

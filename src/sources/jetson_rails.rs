@@ -159,8 +159,14 @@ mod tests {
     #[test]
     fn hwmon_layout_jetpack5() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hw = dir.path().join("sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3");
-        for (k, name, mv, ma) in [(1, "VDD_IN", 5000, 2000), (2, "VDD_CPU_GPU_CV", 4990, 300), (3, "NC", 0, 0)] {
+        let hw = dir
+            .path()
+            .join("sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3");
+        for (k, name, mv, ma) in [
+            (1, "VDD_IN", 5000, 2000),
+            (2, "VDD_CPU_GPU_CV", 4990, 300),
+            (3, "NC", 0, 0),
+        ] {
             write(&hw.join(format!("in{k}_label")), &format!("{name}\n"));
             write(&hw.join(format!("in{k}_input")), &format!("{mv}\n"));
             write(&hw.join(format!("curr{k}_input")), &format!("{ma}\n"));
@@ -183,8 +189,14 @@ mod tests {
     #[test]
     fn iio_layout_jetpack4() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let iio = dir.path().join("sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0");
-        for (k, name, mw) in [(0, "POM_5V_IN", 2003), (1, "POM_5V_GPU", 40), (2, "POM_5V_CPU", 404)] {
+        let iio = dir
+            .path()
+            .join("sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0");
+        for (k, name, mw) in [
+            (0, "POM_5V_IN", 2003),
+            (1, "POM_5V_GPU", 40),
+            (2, "POM_5V_CPU", 404),
+        ] {
             write(&iio.join(format!("rail_name_{k}")), &format!("{name}\n"));
             write(&iio.join(format!("in_power{k}_input")), &format!("{mw}\n"));
             write(&iio.join(format!("in_voltage{k}_input")), "5048\n");

@@ -129,6 +129,8 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
         "Input power (the device's own sensor)",
         "Internal / external power",
         "Power per rail and sensor",
+        "Device energy per day",
+        "Mean and peak power",
         "Temperatures",
         "Hottest sensor",
         "CPU usage",

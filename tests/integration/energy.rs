@@ -14,8 +14,8 @@ const NVPMODEL: &str =
     "#!/bin/sh\n[ \"$1\" = \"-q\" ] || exit 3\necho 'NV Power Mode: MAXN_SUPER'\necho 2\n";
 /// An Orin Nano 8 GB line (beszel's test data, in `../shared/tegrastats`): its
 /// rails say 12.479 W, which must not show while sysfs has them.
-const ORIN_NANO_LINE: &str = "RAM 6185/7620MB (lfb 8x2MB) SWAP 851/3810MB (cached 1MB) CPU [15%@729,11%@729,14%@729,13%@729,11%@729,8%@729] EMC_FREQ 43%@2133 GR3D_FREQ 63%@[621] NVDEC off NVJPG off NVJPG1 off VIC off OFA off APE 200 cpu@53.968C soc2@52.437C soc0@50.75C gpu@53.343C tj@53.968C soc1@51.656C VDD_IN 12479mW/12479mW VDD_CPU_GPU_CV 4667mW/4667mW VDD_SOC 2817mW/2817mW";
-const NANO_LINE: &str = "RAM 1923/3964MB (lfb 2x2MB) SWAP 191/1982MB (cached 6MB) IRAM 0/252kB(lfb 252kB) CPU [5%@1224,4%@1224,3%@1224,6%@1224] EMC_FREQ 0%@1600 GR3D_FREQ 0%@76 APE 25 PLL@37C CPU@40C PMIC@50C GPU@40C AO@45C thermal@40C POM_5V_IN 1750/1628 POM_5V_GPU 0/0 POM_5V_CPU 366/406";
+pub const ORIN_NANO_LINE: &str = "RAM 6185/7620MB (lfb 8x2MB) SWAP 851/3810MB (cached 1MB) CPU [15%@729,11%@729,14%@729,13%@729,11%@729,8%@729] EMC_FREQ 43%@2133 GR3D_FREQ 63%@[621] NVDEC off NVJPG off NVJPG1 off VIC off OFA off APE 200 cpu@53.968C soc2@52.437C soc0@50.75C gpu@53.343C tj@53.968C soc1@51.656C VDD_IN 12479mW/12479mW VDD_CPU_GPU_CV 4667mW/4667mW VDD_SOC 2817mW/2817mW";
+pub const NANO_LINE: &str = "RAM 1923/3964MB (lfb 2x2MB) SWAP 191/1982MB (cached 6MB) IRAM 0/252kB(lfb 252kB) CPU [5%@1224,4%@1224,3%@1224,6%@1224] EMC_FREQ 0%@1600 GR3D_FREQ 0%@76 APE 25 PLL@37C CPU@40C PMIC@50C GPU@40C AO@45C thermal@40C POM_5V_IN 1750/1628 POM_5V_GPU 0/0 POM_5V_CPU 366/406";
 
 const ORIN: &str = "device_type=\"jetson_orin\",hostname=\"fixture-host\"";
 
@@ -119,11 +119,17 @@ fn jetson_rails_from_hwmon_count_energy_at_their_own_rate() {
         Some(10.0)
     );
     assert_eq!(
-        sample_value(&body, &format!("jetson_rail_vdd_in_voltage_volts{{{ORIN}}}")),
+        sample_value(
+            &body,
+            &format!("jetson_rail_vdd_in_voltage_volts{{{ORIN}}}")
+        ),
         Some(5.0)
     );
     assert_eq!(
-        sample_value(&body, &format!("jetson_rail_vdd_soc_current_amps{{{ORIN}}}")),
+        sample_value(
+            &body,
+            &format!("jetson_rail_vdd_soc_current_amps{{{ORIN}}}")
+        ),
         Some(0.3)
     );
     // Everything else still comes from tegrastats, its own averages included.
@@ -177,10 +183,16 @@ fn jetson_rails_from_hwmon_count_energy_at_their_own_rate() {
         ));
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(peaks.contains(&(30.0, 30.0)), "the pulse never peaked: {peaks:?}");
+    assert!(
+        peaks.contains(&(30.0, 30.0)),
+        "the pulse never peaked: {peaks:?}"
+    );
     let (j2, t2) = next_value(&exporter, &joules);
     let extra = (j2 - j1) - 10.0 * (t2 - t1).as_secs_f64();
-    assert!((2.8..=5.2).contains(&extra), "the pulse added {extra} J, not about 4");
+    assert!(
+        (2.8..=5.2).contains(&extra),
+        "the pulse added {extra} J, not about 4"
+    );
     assert!(
         peaks.last().is_some_and(|p| p.0 == 10.0),
         "the peak falls back: {peaks:?}"
@@ -205,15 +217,21 @@ fn jetpack4_iio_rails_and_labeled_families() {
         Some(2.0)
     );
     assert_eq!(
-        value(&format!("jetson_power_input_watts{{rail=\"pom_5v_in\",{nano}}}")),
+        value(&format!(
+            "jetson_power_input_watts{{rail=\"pom_5v_in\",{nano}}}"
+        )),
         Some(2.0)
     );
     assert_eq!(
-        value(&format!("jetson_rail_voltage_volts{{rail=\"pom_5v_in\",{nano}}}")),
+        value(&format!(
+            "jetson_rail_voltage_volts{{rail=\"pom_5v_in\",{nano}}}"
+        )),
         Some(5.048)
     );
     assert_eq!(
-        value(&format!("jetson_rail_current_amps{{rail=\"pom_5v_cpu\",{nano}}}")),
+        value(&format!(
+            "jetson_rail_current_amps{{rail=\"pom_5v_cpu\",{nano}}}"
+        )),
         Some(0.08)
     );
     assert!(body.contains("# TYPE jetson_power_joules_total counter"));
@@ -302,7 +320,15 @@ fn measure_a_command_through_the_exporter_and_alone() {
     let cwd = j.root.parent().expect("tmp");
 
     let (code, out, err) = measure(
-        &["measure", "--url", &exporter.api_url, "--json", "--", "sleep", "2"],
+        &[
+            "measure",
+            "--url",
+            &exporter.api_url,
+            "--json",
+            "--",
+            "sleep",
+            "2",
+        ],
         cwd,
     );
     assert_eq!(code, Some(0), "{err}");
@@ -312,7 +338,10 @@ fn measure_a_command_through_the_exporter_and_alone() {
     let duration = report["duration_s"].as_f64().expect("duration");
     assert!((2.0..2.5).contains(&duration), "{report}");
     let joules = input_joules(&report);
-    assert!(within(joules, 20.0, 0.05), "10 W for 2 s: {joules} J\n{report}");
+    assert!(
+        within(joules, 20.0, 0.05),
+        "10 W for 2 s: {joules} J\n{report}"
+    );
     let input = report["sources"]
         .as_array()
         .expect("sources")
@@ -338,7 +367,15 @@ fn measure_a_command_through_the_exporter_and_alone() {
 
     // The command's exit status is measure's.
     let (code, out, _) = measure(
-        &["measure", "--url", &exporter.api_url, "--", "sh", "-c", "exit 3"],
+        &[
+            "measure",
+            "--url",
+            &exporter.api_url,
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
         cwd,
     );
     assert_eq!(code, Some(3));
@@ -374,17 +411,16 @@ fn measure_a_command_through_the_exporter_and_alone() {
         j.config,
         "measure never writes the config"
     );
-    let (code, _, err) = measure(&["measure", "--url", &closed, "--", "/nonexistent/cmd"], cwd);
+    let (code, _, err) = measure(
+        &["measure", "--url", &closed, "--", "/nonexistent/cmd"],
+        cwd,
+    );
     assert_eq!(code, Some(127), "{err}");
 }
 
 #[test]
 fn runs_in_the_management_api() {
-    let j = jetson(
-        "jetson-orin-nano",
-        ORIN_NANO_LINE,
-        "api_token: run-token\n",
-    );
+    let j = jetson("jetson-orin-nano", ORIN_NANO_LINE, "api_token: run-token\n");
     let mut exporter = Exporter::start(&j.config);
     exporter.metrics_until("rails", |b| b.contains("jetson_power_vdd_in_joules_total"));
     let auth = [("Authorization", "Bearer run-token")];
@@ -392,7 +428,11 @@ fn runs_in_the_management_api() {
         send(method, &format!("{}{path}", exporter.api_url), body, &auth)
     };
     // Token rules as the rest of the API.
-    let r = post(&format!("{}/runs", exporter.api_url), "{\"name\":\"x\"}", &[]);
+    let r = post(
+        &format!("{}/runs", exporter.api_url),
+        "{\"name\":\"x\"}",
+        &[],
+    );
     assert_eq!(r.status, 401);
     // Bad input says why, and opens nothing.
     for (body, why) in [
@@ -404,9 +444,16 @@ fn runs_in_the_management_api() {
     ] {
         let r = api("POST", "/runs", body);
         assert_eq!(r.status, 400, "{body}: {}", r.body);
-        assert!(r.json()["error"].as_str().expect("error").contains(why), "{}", r.body);
+        assert!(
+            r.json()["error"].as_str().expect("error").contains(why),
+            "{}",
+            r.body
+        );
     }
-    assert_eq!(api("GET", "/runs", "").json()["runs"], serde_json::json!([]));
+    assert_eq!(
+        api("GET", "/runs", "").json()["runs"],
+        serde_json::json!([])
+    );
 
     let r = api(
         "POST",
@@ -427,7 +474,10 @@ fn runs_in_the_management_api() {
     assert_eq!(report["labels"]["batch"], "8");
     assert_eq!(report["exit_code"], serde_json::Value::Null);
     let duration = report["duration_s"].as_f64().expect("duration");
-    assert!(within(input_joules(&report), 10.0 * duration, 0.05), "{report}");
+    assert!(
+        within(input_joules(&report), 10.0 * duration, 0.05),
+        "{report}"
+    );
     assert_eq!(api("POST", &format!("/runs/{id}/stop"), "").status, 409);
     assert_eq!(api("GET", "/runs/12345", "").status, 404);
     assert_eq!(api("POST", "/runs/12345/stop", "").status, 404);
@@ -456,12 +506,7 @@ fn runs_in_the_management_api() {
     let text = std::fs::read_to_string(&file).expect("runs.jsonl");
     assert_eq!(text.lines().count(), 65);
     exporter.respawn(Options::new(&j.config));
-    let again = send(
-        "GET",
-        &format!("{}/runs/{id}", exporter.api_url),
-        "",
-        &auth,
-    );
+    let again = send("GET", &format!("{}/runs/{id}", exporter.api_url), "", &auth);
     assert_eq!(again.status, 200);
     assert_eq!(again.json(), report);
     // A run is never a metric label.
@@ -487,7 +532,10 @@ fn prometheus_increase_of_the_energy_counter() {
         if n >= 20.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "Prometheus scraped only {n} times");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scraped only {n} times"
+        );
         thread::sleep(Duration::from_secs(1));
     }
     let increase = prom.wait_value(&format!("increase({series}[15s])"));

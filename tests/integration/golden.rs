@@ -65,6 +65,19 @@ fn machines(tools: &Path) -> Vec<Machine> {
     .to_owned();
     let recording = tools.join("orin-one-line.log");
     std::fs::write(&recording, format!("{line}\n")).expect("write");
+    // The two Jetsons whose rails are in sysfs, each with one line of its own kind.
+    let orin_nano = tools.join("orin-nano-one-line.log");
+    std::fs::write(&orin_nano, format!("{}\n", crate::energy::ORIN_NANO_LINE)).expect("write");
+    let nano = tools.join("nano-one-line.log");
+    std::fs::write(&nano, format!("{}\n", crate::energy::NANO_LINE)).expect("write");
+    let jetson = |fixture, recording: &Path| Machine {
+        fixture,
+        extra: format!(
+            "tegrastats:\n  replay: {}\n  nvpmodel_command: {}\n",
+            recording.display(),
+            nvpmodel.display()
+        ),
+    };
     let plain = |fixture| Machine {
         fixture,
         extra: String::new(),
@@ -79,14 +92,9 @@ fn machines(tools: &Path) -> Vec<Machine> {
         plain("orange-pi-5"),
         plain("orange-pi-a20"),
         plain("lattepanda-3-delta"),
-        Machine {
-            fixture: "jetson-agx-orin",
-            extra: format!(
-                "tegrastats:\n  replay: {}\n  nvpmodel_command: {}\n",
-                recording.display(),
-                nvpmodel.display()
-            ),
-        },
+        jetson("jetson-agx-orin", &recording),
+        jetson("jetson-orin-nano", &orin_nano),
+        jetson("jetson-nano-jp4", &nano),
     ]
 }
 
