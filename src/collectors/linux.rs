@@ -396,7 +396,8 @@ impl LinuxCollector {
                 let watts = chip.sensors[v]
                     .value
                     .zip(chip.sensors[a].value)
-                    .map(|(v, a)| v * a.abs());
+                    // mV × mA is a whole number of µW: rounded there, not FP noise.
+                    .map(|(v, a)| (v * a.abs() * 1e6).round() / 1e6);
                 // The channel's label names it; unlabeled, the kernel's `powerK`.
                 let name = match &chip.sensors[v].label {
                     Some(_) => fragments[v].clone(),

@@ -12,11 +12,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::api::MAX_BODY_BYTES;
 use super::body::{PathParam, read_body_limited};
 use super::error::ApiError;
 use crate::energy::runs::{RunError, RunReport, RunRequest};
 use crate::state::AppState;
+
+/// Largest run request: a name and at most 16 short labels fit well inside.
+const MAX_RUN_BODY: usize = 16 * 1024;
 
 /// The routes, to merge into the API's router.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -56,7 +58,7 @@ async fn start(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body_limited(&headers, body, MAX_BODY_BYTES).await?;
+    let body = read_body_limited(&headers, body, MAX_RUN_BODY).await?;
     let request: RunRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "Invalid run: {e} (expected {{\"name\": \"...\", \"labels\": {{...}}}})"

@@ -117,11 +117,15 @@ impl Rail {
         let milli = |p: &Path| paths::read_i64_fast(p).map(|v| v as f64 / 1e3);
         let reading = match &self.layout {
             Layout::Hwmon { volts_mv, amps_ma } => {
-                let (volts, amps) = (milli(volts_mv), milli(amps_ma));
+                let (mv, ma) = (
+                    paths::read_i64_fast(volts_mv),
+                    paths::read_i64_fast(amps_ma),
+                );
+                // mV × mA is µW exactly; one division gives the nearest double.
                 RailReading {
-                    watts: volts.zip(amps).map(|(v, a)| v * a),
-                    volts,
-                    amps,
+                    watts: mv.zip(ma).map(|(v, a)| (v * a) as f64 / 1e6),
+                    volts: mv.map(|v| v as f64 / 1e3),
+                    amps: ma.map(|a| a as f64 / 1e3),
                 }
             }
             Layout::Iio {

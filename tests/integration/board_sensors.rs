@@ -463,6 +463,10 @@ fn our_hwmon(lines: &[Line], chip_names: &BTreeSet<String>) -> (Vec<Reading>, BT
     let mut readings = Vec::new();
     let mut shared = BTreeSet::new();
     for l in lines {
+        // The energy layer's counter and peak beside a power sensor are ours alone.
+        if l.name == "host_hwmon_power_joules_total" || l.name == "host_hwmon_power_peak_watts" {
+            continue;
+        }
         let Some(kind) = l
             .name
             .strip_prefix("host_hwmon_")

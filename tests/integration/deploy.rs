@@ -49,7 +49,7 @@ fn alert_rules_pass_promtool_checks_and_unit_tests() {
     };
     let dir = deploy("prometheus");
     let out = run_ok(&promtool, &["check", "rules", "rules.yml"], &dir);
-    assert!(out.contains("SUCCESS: 15 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 18 rules found"), "{out}");
     let out = run_ok(&promtool, &["test", "rules", "rules_test.yml"], &dir);
     assert!(out.contains("SUCCESS"), "{out}");
     let out = run_ok(&promtool, &["check", "config", "prometheus.yml"], &dir);

@@ -241,7 +241,8 @@ fn own_series_are_left_out_and_the_rest_kept() {
 
 /// Every golden file is valid for the real readers: promtool for the text files
 /// (the flat style's only finding is the spec's `_mb`/`_kb` ids), the strict
-/// OpenMetrics parser of Debian's python3-prometheus-client for the others.
+/// OpenMetrics parser of Debian's python3-prometheus-client for the others (the
+/// masked energy counters given a number again).
 #[test]
 fn golden_files_pass_promtool_and_the_strict_parser() {
     let Some(promtool) = peer("promtool") else {
@@ -268,7 +269,11 @@ print(sum(len(f.samples) for f in text_string_to_metric_families(sys.stdin.read(
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_owned();
-        let body = std::fs::read(&path).expect("read");
+        // The masked energy counters read as a number, as they are served.
+        let body = std::fs::read_to_string(&path)
+            .expect("read")
+            .replace(" <integrated>\n", " 1.5\n")
+            .into_bytes();
         if name.ends_with(".prom") {
             let (status, stdout, stderr) = run_with_stdin(&promtool, &["check", "metrics"], &body);
             let report = format!("{stdout}{stderr}");
