@@ -57,21 +57,21 @@ tegrastats:
 power:
   sample_interval: 0.01
 YAML
-  CONFIG_SERVER_URL=off "$bin" --config "$work/$1.yaml" 2>"$work/$1.err" &
+  CONFIG_SERVER_URL=off "$bin" --config "$work/$1.yaml" >/dev/null 2>"$work/$1.err" &
   pids+=($!)
-  echo $!
+  last=$!
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-with=$(run rails yes 19302)
-without=$(run none no 19312)
+run rails yes 19302; with=$last
+run none no 19312; without=$last
 sleep 3
 t0=$(date +%s.%N); a0=$(ticks "$with"); b0=$(ticks "$without")
 sleep "$secs"
 t1=$(date +%s.%N); a1=$(ticks "$with"); b1=$(ticks "$without")
 samples=$(curl -s http://127.0.0.1:19302/metrics | awk '/^edge_exporter_power_samples_total/ {print $2}')
-rails=$(curl -s http://127.0.0.1:19302/metrics | grep -c '^jetson_power_rail_.*_joules_total' || true)
+rails=$(curl -s http://127.0.0.1:19302/metrics | grep -c '^jetson_power_rail_[0-9]_[0-9]_joules_total' || true)
 awk -v a="$((a1 - a0))" -v b="$((b1 - b0))" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
     -v ra="$(awk '/VmRSS/ {print $2}' /proc/$with/status)" -v rb="$(awk '/VmRSS/ {print $2}' /proc/$without/status)" \
     -v n="$samples" -v rails="$rails" 'BEGIN {

@@ -120,13 +120,19 @@ impl Probe for RailsProbe {
             }
         }
         let mut missing = 0;
+        let mut chip: Option<&Arc<crate::paths::AttrDir>> = None;
         for c in &self.channels {
+            // Once per chip per round: were files of its directory replaced?
+            if !chip.is_some_and(|d| Arc::ptr_eq(d, &c.rail.chip)) {
+                c.rail.chip.refresh();
+                chip = Some(&c.rail.chip);
+            }
             let Some(r) = c.rail.read() else {
                 missing += 1;
                 problems.push(Problem::Failed(format!(
                     "rail {} in {} could not be read",
                     c.rail.name,
-                    c.rail.chip.display()
+                    c.rail.chip.path().display()
                 )));
                 continue;
             };

@@ -13,31 +13,38 @@
 //! Rails named `NC` (not connected) are skipped, as tegrastats skips them. Which
 //! rail is the module's input, and the metric ids, are the collector's business.
 
-use std::path::{Path, PathBuf};
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::paths::{self, Paths};
+use crate::paths::{self, AttrDir, Paths};
 
-/// How a rail's files are laid out.
+/// How a rail's files are laid out (names of files in the chip's directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     /// hwmon: voltage and current files, power computed.
-    Hwmon { volts_mv: PathBuf, amps_ma: PathBuf },
+    Hwmon { volts_mv: CString, amps_ma: CString },
     /// IIO: power, voltage and current files.
     Iio {
-        power_mw: PathBuf,
-        volts_mv: PathBuf,
-        amps_ma: PathBuf,
+        power_mw: CString,
+        volts_mv: CString,
+        amps_ma: CString,
     },
 }
 
 /// One rail found in sysfs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rail {
     /// The rail's name as the board labels it (`VDD_IN`, `POM_5V_GPU`).
     pub name: String,
-    /// The chip's directory, for messages.
-    pub chip: PathBuf,
+    /// The chip's directory, kept open: its files are read by name.
+    pub chip: Arc<AttrDir>,
     pub layout: Layout,
+}
+
+fn c(name: String) -> CString {
+    // Attribute names are ASCII without NUL.
+    CString::new(name).unwrap_or_default()
 }
 
 /// One reading of a rail, in base units.
@@ -74,6 +81,9 @@ fn usable(name: Option<String>) -> Option<String> {
 }
 
 fn hwmon_rails(dir: &Path, out: &mut Vec<Rail>) {
+    let Some(chip) = AttrDir::open(dir).map(Arc::new) else {
+        return;
+    };
     for k in 1..=3 {
         let Some(name) = usable(paths::read_attr(&dir.join(format!("in{k}_label")))) else {
             continue;
@@ -84,27 +94,30 @@ fn hwmon_rails(dir: &Path, out: &mut Vec<Rail>) {
         }
         out.push(Rail {
             name,
-            chip: dir.to_owned(),
+            chip: chip.clone(),
             layout: Layout::Hwmon {
-                volts_mv: dir.join(format!("in{k}_input")),
-                amps_ma: dir.join(format!("curr{k}_input")),
+                volts_mv: c(format!("in{k}_input")),
+                amps_ma: c(format!("curr{k}_input")),
             },
         });
     }
 }
 
 fn iio_rails(dir: &Path, out: &mut Vec<Rail>) {
+    let Some(chip) = AttrDir::open(dir).map(Arc::new) else {
+        return;
+    };
     for k in 0..=2 {
         let Some(name) = usable(paths::read_attr(&dir.join(format!("rail_name_{k}")))) else {
             continue;
         };
         out.push(Rail {
             name,
-            chip: dir.to_owned(),
+            chip: chip.clone(),
             layout: Layout::Iio {
-                power_mw: dir.join(format!("in_power{k}_input")),
-                volts_mv: dir.join(format!("in_voltage{k}_input")),
-                amps_ma: dir.join(format!("in_current{k}_input")),
+                power_mw: c(format!("in_power{k}_input")),
+                volts_mv: c(format!("in_voltage{k}_input")),
+                amps_ma: c(format!("in_current{k}_input")),
             },
         });
     }
@@ -114,13 +127,10 @@ impl Rail {
     /// Reads the rail once: one small read per file. `None` when nothing could be
     /// read (the files are gone).
     pub fn read(&self) -> Option<RailReading> {
-        let milli = |p: &Path| paths::read_i64_fast(p).map(|v| v as f64 / 1e3);
+        let milli = |name: &CString| self.chip.read_i64(name).map(|v| v as f64 / 1e3);
         let reading = match &self.layout {
             Layout::Hwmon { volts_mv, amps_ma } => {
-                let (mv, ma) = (
-                    paths::read_i64_fast(volts_mv),
-                    paths::read_i64_fast(amps_ma),
-                );
+                let (mv, ma) = (self.chip.read_i64(volts_mv), self.chip.read_i64(amps_ma));
                 // mV × mA is µW exactly; one division gives the nearest double.
                 RailReading {
                     watts: mv.zip(ma).map(|(v, a)| (v * a) as f64 / 1e6),
