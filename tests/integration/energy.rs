@@ -200,6 +200,64 @@ fn jetson_rails_from_hwmon_count_energy_at_their_own_rate() {
 }
 
 #[test]
+fn energy_ids_are_discovered_and_switched_like_any_other() {
+    let j = jetson("jetson-orin-nano", ORIN_NANO_LINE, "");
+    let exporter = Exporter::start(&j.config);
+    let joules = format!("jetson_power_vdd_in_joules_total{{{ORIN}}}");
+    let peak = format!("jetson_power_vdd_in_peak_watts{{{ORIN}}}");
+    let watts = format!("jetson_power_vdd_in_watts{{{ORIN}}}");
+    exporter.metrics_until("rails from sysfs", |b| b.contains(&joules));
+    // Discovery writes the new ids into the config file, switched on.
+    let ids = [
+        "jetson_power_vdd_in_joules_total",
+        "jetson_power_vdd_in_peak_watts",
+        "jetson_power_input_joules_total",
+        "jetson_rail_vdd_in_voltage_volts",
+        "jetson_rail_vdd_soc_current_amps",
+    ];
+    eventually(
+        "the energy ids in the config",
+        Duration::from_secs(10),
+        || {
+            let text = exporter.config_text();
+            ids.iter()
+                .all(|id| text.contains(&format!("  {id}: true")))
+                .then_some(())
+        },
+    );
+    // The API's switches turn a counter and a peak off, and back on.
+    let body = exporter.metrics_until("some energy counted", |b| {
+        sample_value(b, &joules).is_some_and(|v| v > 0.0)
+    });
+    let before = sample_value(&body, &joules).expect("counter");
+    let r = exporter.api_post(
+        "/metrics/enable",
+        r#"{"jetson_power_vdd_in_joules_total": false, "jetson_power_vdd_in_peak_watts": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = exporter.metrics_until("the switched-off ids gone", |b| {
+        !b.contains(&joules) && !b.contains(&peak)
+    });
+    assert!(body.contains(&watts), "{body}");
+    assert!(
+        exporter
+            .config_text()
+            .contains("  jetson_power_vdd_in_joules_total: false")
+    );
+    thread::sleep(Duration::from_secs(1));
+    let r = exporter.api_post(
+        "/metrics/enable",
+        r#"{"jetson_power_vdd_in_joules_total": true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = exporter.metrics_until("the counter back", |b| b.contains(&joules));
+    // Switching off only hid it: the meter kept counting (10 W for the time it
+    // was hidden), so the counter never went down.
+    let after = sample_value(&body, &joules).expect("counter");
+    assert!(after >= before + 8.0, "{before} J before, {after} J after");
+}
+
+#[test]
 fn jetpack4_iio_rails_and_labeled_families() {
     let j = jetson(
         "jetson-nano-jp4",
