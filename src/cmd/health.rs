@@ -35,16 +35,8 @@ pub fn run(args: &HealthArgs) -> ExitCode {
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(crate::http::client::request_tls(
-                hyper::Method::GET,
-                &url,
-                &headers,
-                bytes::Bytes::new(),
-                limit,
-                1 << 20,
-                tls.as_ref(),
-            ))
-            .map_err(|e| e.to_string())
+            rt.block_on(crate::http::client::Client::new(tls).get(&url, &headers, limit, 1 << 20))
+                .map_err(|e| e.to_string())
         });
     let response = match answer {
         Ok(r) if r.status == 200 => r,

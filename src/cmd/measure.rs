@@ -128,7 +128,7 @@ async fn run_command(program: &str, args: &[String]) -> std::io::Result<i32> {
 struct Api {
     base: String,
     headers: Vec<(hyper::header::HeaderName, String)>,
-    tls: Option<crate::http::tls::TlsClient>,
+    client: crate::http::client::Client,
 }
 
 impl Api {
@@ -148,7 +148,7 @@ impl Api {
         Api {
             base,
             headers: super::api_token_header(),
-            tls,
+            client: crate::http::client::Client::new(tls),
         }
     }
 
@@ -161,17 +161,11 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let mut headers = self.headers.clone();
         headers.push((hyper::header::CONTENT_TYPE, "application/json".into()));
-        let r = crate::http::client::request_tls(
-            method,
-            &url,
-            &headers,
-            body.into(),
-            API_TIMEOUT,
-            4 << 20,
-            self.tls.as_ref(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let r = self
+            .client
+            .request(method, &url, &headers, body.into(), API_TIMEOUT, 4 << 20)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok((r.status, r.body.to_vec()))
     }
 

@@ -37,6 +37,8 @@ pub use store::Store;
 pub const TEMPLATE: &str = include_str!("../../config.yaml.template");
 
 pub const DEFAULT_PORT: u16 = 9102;
+/// The `job` of pushed series when `remote_write.job` is not set.
+pub const DEFAULT_JOB: &str = "edge-metrics-exporter";
 /// Default of `max_metrics`: far above any real board (a Jetson AGX Orin has about
 /// 150 ids, a 48-core server about 300), far below what a garbage line could make.
 pub const DEFAULT_MAX_METRICS: usize = 5000;
@@ -182,6 +184,13 @@ pub struct RemoteWriteConfig {
     pub auth: RemoteAuth,
     /// Sorted by name.
     pub labels: Vec<(String, String)>,
+    /// `job` of every pushed series that has none.
+    pub job: String,
+    /// `instance` of every pushed series that has none; `None`: the device's
+    /// `<hostname>:<port>`.
+    pub instance: Option<String>,
+    /// The exporter's `port`, for the default `instance`.
+    pub port: u16,
     pub tls: TlsClientConfig,
     /// `None`: beside the config file.
     pub buffer_path: Option<PathBuf>,

@@ -90,6 +90,10 @@ pub struct RawRemoteWrite {
     pub basic_auth: Option<RawBasicAuth>,
     /// Labels added to every series that does not have them (e.g. `site`).
     pub labels: Option<BTreeMap<String, String>>,
+    /// The `job` label of every pushed series (default `edge-metrics-exporter`).
+    pub job: Option<String>,
+    /// The `instance` label of every pushed series (default `<hostname>:<port>`).
+    pub instance: Option<String>,
     pub tls: Option<RawTls>,
     pub buffer: Option<RawBuffer>,
 }

@@ -13,10 +13,10 @@ use super::raw::{
     RawShelly, RawTegrastats,
 };
 use super::{
-    BasicCredentials, Config, ConfigError, DEFAULT_MAX_METRICS, DEFAULT_PORT, DEFAULT_RELOAD_PORT,
-    DEFAULT_SHELLY_URL, DeviceType, Ina2xxSensor, MAX_INTERVAL, MIN_INTERVAL, Overrides,
-    PmicConfig, PollTarget, PowerConfig, RemoteAuth, RemoteWriteConfig, Secret, ServerTlsConfig,
-    ShellyConfig, Source, TegrastatsConfig, TlsClientConfig,
+    BasicCredentials, Config, ConfigError, DEFAULT_JOB, DEFAULT_MAX_METRICS, DEFAULT_PORT,
+    DEFAULT_RELOAD_PORT, DEFAULT_SHELLY_URL, DeviceType, Ina2xxSensor, MAX_INTERVAL, MIN_INTERVAL,
+    Overrides, PmicConfig, PollTarget, PowerConfig, RemoteAuth, RemoteWriteConfig, Secret,
+    ServerTlsConfig, ShellyConfig, Source, TegrastatsConfig, TlsClientConfig,
 };
 use crate::paths::Paths;
 use crate::sample::{is_valid_metric_name, sanitize};
@@ -44,16 +44,17 @@ pub(super) fn config(
         .transpose()?;
     let pmic = pmic(raw.pmic, source)?;
     let power = power(raw.power, source)?;
+    let port = raw.port.unwrap_or(DEFAULT_PORT);
     let remote_write = raw
         .remote_write
-        .map(|r| remote_write(r, source))
+        .map(|r| remote_write(r, port, source))
         .transpose()?;
     let telemetry_interval = telemetry_interval(raw.telemetry_interval, source)?;
     logging(raw.log_level.as_deref(), raw.log_format.as_deref(), source)?;
     Ok(Config {
         device_type,
         interval,
-        port: raw.port.unwrap_or(DEFAULT_PORT),
+        port,
         reload_port: raw.reload_port.unwrap_or(DEFAULT_RELOAD_PORT),
         metrics,
         new_metrics_enabled: raw.new_metrics_enabled.unwrap_or(false),
@@ -394,6 +395,7 @@ fn basic_credentials(
 
 fn remote_write(
     raw: RawRemoteWrite,
+    port: u16,
     source: &Source<'_>,
 ) -> Result<RemoteWriteConfig, ConfigError> {
     let err = |key: &str, message: String| source.error(&["remote_write", key], message);
@@ -457,6 +459,17 @@ fn remote_write(
         }
     }
     labels.sort();
+    let identity = |key: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
+        match value.map(|v| v.trim().to_owned()) {
+            Some(v) if v.is_empty() || v.len() > 256 || v.contains(char::is_control) => Err(err(
+                key,
+                format!("must be 1 to 256 printable characters, got {v:?}"),
+            )),
+            other => Ok(other),
+        }
+    };
+    let job = identity("job", raw.job)?.unwrap_or_else(|| DEFAULT_JOB.to_owned());
+    let instance = identity("instance", raw.instance)?;
     let raw_tls = raw.tls.unwrap_or_default();
     if raw_tls.cert_file.is_some() != raw_tls.key_file.is_some() {
         return Err(err("tls", "cert_file and key_file go together".into()));
@@ -476,6 +489,9 @@ fn remote_write(
         timeout: seconds("timeout", raw.timeout, 10.0, 0.1)?,
         auth,
         labels,
+        job,
+        instance,
+        port,
         tls: TlsClientConfig {
             ca_file: raw_tls.ca_file,
             cert_file: raw_tls.cert_file,
@@ -826,6 +842,20 @@ mod tests {
         assert!(matches!(&rw.auth, RemoteAuth::Basic { username, .. } if username == "tenant-1"));
         assert_eq!(rw.buffer_max_bytes, 8 * 1024 * 1024);
         assert_eq!(
+            (rw.job.as_str(), rw.instance.as_deref(), rw.port),
+            ("edge-metrics-exporter", None, 9102)
+        );
+        let named = parse(
+            "port: 9200\nremote_write:\n  url: http://x\n  job: edge\n  instance: pi-07.lab:9200\n",
+        )
+        .expect("valid")
+        .remote_write
+        .expect("section");
+        assert_eq!(
+            (named.job.as_str(), named.instance.as_deref(), named.port),
+            ("edge", Some("pi-07.lab:9200"), 9200)
+        );
+        assert_eq!(
             format!("{:?}", rw.auth).matches("pw").count(),
             0,
             "secrets stay hidden"
@@ -845,6 +875,11 @@ mod tests {
                 "remote_write:\n  url: http://x\n  batch_size: 0\n",
                 "remote_write.batch_size",
                 "from 1",
+            ),
+            (
+                "remote_write:\n  url: http://x\n  job: \"\"\n",
+                "remote_write.job",
+                "1 to 256",
             ),
             (
                 "remote_write:\n  url: http://x\n  labels:\n    hostname: y\n",

@@ -246,7 +246,7 @@ impl Pusher {
         let sender = tokio::spawn(send_loop(
             Sender {
                 cfg: cfg.clone(),
-                tls,
+                client: crate::http::client::Client::new(tls),
                 buffer: buffer.clone(),
                 stats: stats.clone(),
             },
@@ -321,11 +321,20 @@ pub fn encode(
             *count = 0;
         }
     };
+    let instance = cfg
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", device.hostname, cfg.port));
+    // What a scraping Prometheus would add: the job and the target. Every series,
+    // the exporter's own included, so two devices never share one.
+    let identity = [("job", cfg.job.as_str()), ("instance", instance.as_str())];
     for sample in snapshot.samples() {
         let name = exposition::name(sample, style);
         let mut labels: Vec<(&str, &str)> = exposition::labels(sample, style, device).collect();
-        for (k, v) in &cfg.labels {
-            if !labels.iter().any(|(n, _)| n == k) {
+        let added = cfg.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        for (k, v) in added.chain(identity) {
+            // A label the series has is never overwritten.
+            if !labels.iter().any(|(n, _)| *n == k) {
                 labels.push((k, v));
             }
         }
@@ -351,7 +360,8 @@ pub fn encode(
 
 struct Sender {
     cfg: RemoteWriteConfig,
-    tls: Option<crate::http::tls::TlsClient>,
+    /// Keeps the connection to the receiver open between pushes.
+    client: crate::http::client::Client,
     buffer: Arc<Mutex<Buffer>>,
     stats: Arc<Stats>,
 }
@@ -491,16 +501,17 @@ impl Sender {
                 ));
             }
         }
-        let response = crate::http::client::request_tls(
-            Method::POST,
-            &self.cfg.url,
-            &headers,
-            Bytes::from(compressed),
-            self.cfg.timeout,
-            64 * 1024,
-            self.tls.as_ref(),
-        )
-        .await;
+        let response = self
+            .client
+            .request(
+                Method::POST,
+                &self.cfg.url,
+                &headers,
+                Bytes::from(compressed),
+                self.cfg.timeout,
+                64 * 1024,
+            )
+            .await;
         let response = match response {
             Ok(r) => r,
             Err(e) => return Outcome::Retry(None, e.to_string()),
@@ -546,6 +557,9 @@ mod tests {
                 ("hostname".into(), "ignored".into()),
                 ("site".into(), "lab-3".into()),
             ],
+            job: crate::config::DEFAULT_JOB.into(),
+            instance: None,
+            port: 9102,
             tls: Default::default(),
             buffer_path: None,
             buffer_max_bytes: 1 << 20,
@@ -590,6 +604,8 @@ mod tests {
                 ("__name__", "host_temp_celsius"),
                 ("device_type", "jetson_orin"),
                 ("hostname", "orin-01"),
+                ("instance", "orin-01:9102"),
+                ("job", "edge-metrics-exporter"),
                 ("site", "lab-3"),
                 ("zone", "cpu"),
             ]
@@ -600,6 +616,66 @@ mod tests {
         );
         // The same collection again: nothing new to push.
         assert!(encode(&cfg(1), &snapshot, 0, &mut last).is_empty());
+    }
+
+    static UPTIME: Family = Family::gauge("edge_exporter_uptime_seconds", "Uptime", "seconds");
+
+    #[test]
+    fn every_series_carries_job_and_instance_and_keeps_its_own() {
+        use prost::Message;
+        let samples = vec![
+            // The exporter's own: no device labels, but job and instance.
+            Sample::own(&UPTIME, 5.0),
+            // A series with its own job keeps it.
+            Sample::with_id("host_temp_cpu_celsius", &TEMP, 48.5).label("job", "mine"),
+        ];
+        let device = DeviceLabels {
+            device_type: "linux".into(),
+            hostname: "pi-07".into(),
+        };
+        let snapshot = Snapshot::new(samples, MetricStyle::Labeled, device);
+        let mut cfg = cfg(100);
+        cfg.labels.clear();
+        cfg.instance = Some("pi-07.lab:9102".into());
+        let records = encode(&cfg, &snapshot, 1, &mut HashMap::new());
+        let body = snap::raw::Decoder::new()
+            .decompress_vec(&records[0].1)
+            .expect("snappy");
+        let req = proto::decode::WriteRequest::decode(body.as_slice()).expect("decode");
+        let series: Vec<Vec<(String, String)>> = req
+            .timeseries
+            .iter()
+            .map(|t| {
+                t.labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect()
+            })
+            .collect();
+        let own = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(
+            series.contains(&own(&[
+                ("__name__", "edge_exporter_uptime_seconds"),
+                ("instance", "pi-07.lab:9102"),
+                ("job", "edge-metrics-exporter"),
+            ])),
+            "{series:?}"
+        );
+        assert!(
+            series.contains(&own(&[
+                ("__name__", "host_temp_celsius"),
+                ("device_type", "linux"),
+                ("hostname", "pi-07"),
+                ("instance", "pi-07.lab:9102"),
+                ("job", "mine"),
+            ])),
+            "{series:?}"
+        );
     }
 
     #[test]

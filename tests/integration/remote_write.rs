@@ -545,18 +545,11 @@ fn pushes_over_tls_and_refuses_an_unknown_certificate() {
         .enable_all()
         .build()
         .expect("runtime");
+    let client = edge_metrics_exporter::http::client::Client::new(Some(tls));
     let fetch = |path: &str| -> Option<String> {
         let url = format!("{}{path}", receiver.base);
         runtime
-            .block_on(edge_metrics_exporter::http::client::request_tls(
-                hyper::Method::GET,
-                &url,
-                &[],
-                bytes::Bytes::new(),
-                Duration::from_secs(5),
-                1 << 20,
-                Some(&tls),
-            ))
+            .block_on(client.get(&url, &[], Duration::from_secs(5), 1 << 20))
             .ok()
             .filter(|r| r.status == 200)
             .map(|r| String::from_utf8_lossy(&r.body).into_owned())

@@ -27,14 +27,11 @@ fn https_get(
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(client::request_tls(
-            hyper::Method::GET,
+        .block_on(client::Client::new(Some(tls)).get(
             url,
             &headers,
-            bytes::Bytes::new(),
             Duration::from_secs(5),
             4 << 20,
-            Some(&tls),
         ))
         .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
         .map_err(|e| e.to_string())
