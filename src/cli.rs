@@ -132,10 +132,78 @@ pub struct ConfigServerArgs {
     #[arg(long, env = "CONFIG_SERVER_DB", default_value = "configs.db")]
     pub db: PathBuf,
 
-    /// Bearer token every request must carry (browsers: the password of the login
-    /// prompt). Prefer the environment variable, so it is not in `ps`.
+    /// The admin token: every route, every device (browsers: the password of the
+    /// login prompt). Devices may carry their own tokens instead (`token create`).
+    /// Prefer the environment variable, so it is not in `ps`.
     #[arg(long, env = "CONFIG_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Serve HTTPS with this certificate chain (PEM); re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "CONFIG_SERVER_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The certificate's private key (PEM); re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "CONFIG_SERVER_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Require client certificates signed by these CAs (PEM); needs the two above.
+    #[arg(
+        long,
+        env = "CONFIG_SERVER_CLIENT_CA_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Let a device the server has never seen register once without a token and
+    /// receive its own (in the `X-Device-Token` header of the 201). Off by default:
+    /// anyone who reaches the port can then claim any unused device id.
+    #[arg(long, env = "CONFIG_SERVER_ALLOW_ENROLL")]
+    pub allow_enroll: bool,
+
+    #[command(subcommand)]
+    pub command: Option<ConfigServerCommand>,
+}
+
+/// Work on the config server's database instead of serving it.
+#[derive(Debug, Subcommand, Clone)]
+pub enum ConfigServerCommand {
+    /// Per-device tokens: a device token reads and writes only its own config.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum TokenCommand {
+    /// Make a new token for DEVICE_ID (replacing its old one) and print it: one
+    /// line, nothing else. Only its hash is stored.
+    Create {
+        device_id: String,
+        /// The SQLite database file.
+        #[arg(long, env = "CONFIG_SERVER_DB", default_value = "configs.db")]
+        db: PathBuf,
+    },
+    /// The devices that have a token, and when it was made (never the tokens).
+    List {
+        #[arg(long, env = "CONFIG_SERVER_DB", default_value = "configs.db")]
+        db: PathBuf,
+    },
+    /// Revoke DEVICE_ID's token: it is refused from the next request on.
+    Revoke {
+        device_id: String,
+        #[arg(long, env = "CONFIG_SERVER_DB", default_value = "configs.db")]
+        db: PathBuf,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -237,13 +305,23 @@ pub struct SyncArgs {
     #[arg(long = "device-id", env = "DEVICE_ID")]
     pub device_id: Option<String>,
 
-    /// Token for the config server. Prefer the environment variable.
+    /// Token for the config server (the admin token, or this device's own from
+    /// `config-server token create`). Prefer the environment variable.
     #[arg(
         long = "config-server-token",
         env = "CONFIG_SERVER_TOKEN",
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// CA certificates (PEM) the config server's certificate must chain to, for an
+    /// `https://` URL. Default: the system's roots.
+    #[arg(
+        long = "config-server-ca-file",
+        env = "CONFIG_SERVER_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

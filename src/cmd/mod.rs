@@ -125,10 +125,23 @@ where
 fn config_server(args: ConfigServerArgs) -> ExitCode {
     use crate::config::Secret;
     use crate::config_server::{self, ServerOptions};
+    if let Some(crate::cli::ConfigServerCommand::Token(command)) = args.command {
+        return config_server::tokens::run(command);
+    }
+    let tls = match (args.tls_cert_file, args.tls_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(crate::config::ServerTlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: args.client_ca_file,
+        }),
+        _ => None,
+    };
     let options = ServerOptions {
         addr: std::net::SocketAddr::new(args.address, args.port),
         db: args.db,
         token: args.token.and_then(Secret::new),
+        tls,
+        allow_enroll: args.allow_enroll,
     };
     run_until_signal(|shutdown| config_server::run(options, shutdown))
 }

@@ -10,9 +10,16 @@
 //! | `GET /` | the operator's page |
 //! | `GET /metrics` | the server's own metrics (Prometheus text) |
 //!
-//! Errors are `{"error": "..."}`. With a token every route needs
-//! `Authorization: Bearer <token>` (or Basic with the token as password, for
-//! browsers).
+//! Errors are `{"error": "..."}`. Who may do what:
+//! * the admin token (`--token`): every route, as `Authorization: Bearer <token>` or
+//!   as the password of Basic authentication (browsers);
+//! * a device token (`config-server token create ID`): `GET`/`PUT` of
+//!   `/config/ID` and `GET /config/ID/history` only; 403 anywhere else;
+//! * no credentials: everything while the server has neither an admin token nor
+//!   any device token (a lab setup); otherwise 401, except that with
+//!   `--allow-enroll` a device id the server has never seen may `GET` its (absent)
+//!   config and register once with `PUT` + `If-None-Match: *`, receiving its own
+//!   token in the `X-Device-Token` header of the 201.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +35,7 @@ use serde_json::{Value, json};
 
 use super::db::{Db, Precondition, WriteOutcome};
 use crate::config::Secret;
-use crate::http::auth::{Guarded, authorized_or_basic, require};
+use crate::http::auth::{authorized_or_basic, bearer_token};
 use crate::http::body::{PathParam, QueryParams, bounded, read_body_limited};
 use crate::http::error::{ApiError, json_fallbacks};
 
@@ -39,10 +46,26 @@ pub const MAX_HISTORY: usize = 10_000;
 
 const PAGE: &str = include_str!("page.html");
 
+pub use crate::sync::DEVICE_TOKEN_HEADER;
+
 #[derive(Debug)]
 pub struct ServerState {
     pub db: Db,
+    /// The admin token.
     pub token: Option<Secret>,
+    /// Unknown devices may register once without a token (`--allow-enroll`).
+    pub allow_enroll: bool,
+}
+
+/// Who made a request, as the guard found; handlers read it from the extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token, or a server with no credentials at all.
+    Admin,
+    /// A device token, for this device.
+    Device(String),
+    /// No token: a device registering itself (`--allow-enroll`).
+    Enrolling(String),
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
@@ -65,18 +88,95 @@ pub fn router(state: Arc<ServerState>) -> Router {
     .layer(middleware::from_fn(|request, next| {
         bounded(MAX_BODY_BYTES, request, next)
     }))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        require::<ServerState>,
-    ))
+    .layer(middleware::from_fn_with_state(state.clone(), guard))
     .with_state(state)
 }
 
-/// With a token every route needs it: as a bearer token (API clients) or as the
-/// password of Basic authentication (a browser's login prompt, any user name).
-impl Guarded for ServerState {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        authorized_or_basic(self.token.as_ref(), headers)
+/// The device a `/config/{id}` or `/config/{id}/history` path names.
+fn device_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/config/")?;
+    let id = rest.strip_suffix("/history").unwrap_or(rest);
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// Finds who the request is from and lets it on, or answers 401 / 403.
+async fn guard(
+    State(state): State<Arc<ServerState>>,
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let checked = {
+        let state = state.clone();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let headers = request.headers().clone();
+        // Token checks read SQLite: off the async threads.
+        tokio::task::spawn_blocking(move || state.caller(&method, &path, &headers)).await
+    };
+    match checked {
+        Ok(Ok(caller)) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Ok(Err(Refusal::Unauthorized)) => state.refuse(),
+        Ok(Err(Refusal::Forbidden(why))) => {
+            ApiError::new(StatusCode::FORBIDDEN, why).into_response()
+        }
+        Ok(Err(Refusal::Internal(why))) => ApiError::internal(why).into_response(),
+        Err(e) => ApiError::internal(format!("the credential check failed: {e}")).into_response(),
+    }
+}
+
+/// Why the guard turned a request away.
+#[derive(Debug)]
+enum Refusal {
+    Unauthorized,
+    Forbidden(String),
+    Internal(String),
+}
+
+impl ServerState {
+    fn caller(
+        &self,
+        method: &axum::http::Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Refusal> {
+        use axum::http::Method;
+        let internal = |e: super::db::DbError| Refusal::Internal(e.to_string());
+        let device_tokens = self.db.has_tokens().map_err(internal)?;
+        if self.token.is_none() && !device_tokens {
+            return Ok(Caller::Admin);
+        }
+        if self.token.is_some() && authorized_or_basic(self.token.as_ref(), headers) {
+            return Ok(Caller::Admin);
+        }
+        let target = device_of(path);
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token);
+        if let Some(given) = given {
+            return match self.db.token_device(given).map_err(internal)? {
+                Some(device) if target == Some(device.as_str()) && method != Method::DELETE => {
+                    Ok(Caller::Device(device))
+                }
+                Some(device) => Err(Refusal::Forbidden(format!(
+                    "this token is {device}'s: it may only read and write /config/{device}"
+                ))),
+                None => Err(Refusal::Unauthorized),
+            };
+        }
+        if self.allow_enroll
+            && let Some(id) = target
+            && !path.ends_with("/history")
+            && matches!(*method, Method::GET | Method::HEAD | Method::PUT)
+            && self.db.get(id).is_none()
+            && !self.db.has_token(id).map_err(internal)?
+        {
+            return Ok(Caller::Enrolling(id.to_owned()));
+        }
+        Err(Refusal::Unauthorized)
     }
 
     fn refuse(&self) -> Response {
@@ -214,11 +314,19 @@ async fn get_config(
 async fn put_config(
     State(state): State<Arc<ServerState>>,
     PathParam(device_id): PathParam<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
     let expect = precondition(&headers)?;
+    let enrolling = matches!(caller, Caller::Enrolling(_));
+    if enrolling && expect != Precondition::Absent {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a device without a token may only register (PUT with If-None-Match: *)",
+        ));
+    }
     let body = read_body_limited(&headers, body, MAX_BODY_BYTES).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
@@ -239,11 +347,26 @@ async fn put_config(
     let state2 = state.clone();
     let id = device_id.clone();
     let device_type = config.device_type.as_str();
-    let outcome =
-        tokio::task::spawn_blocking(move || state2.db.put(&id, &value, device_type, expect))
-            .await
-            .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (outcome, token) = tokio::task::spawn_blocking(move || {
+        // Enrolment: the token first (one per device, ever, until revoked), then
+        // the config; a lost race takes the token back.
+        let token = if enrolling {
+            match state2.db.create_token(&id, true)? {
+                Some(t) => Some(t),
+                None => return Ok((WriteOutcome::PreconditionFailed(None), None)),
+            }
+        } else {
+            None
+        };
+        let outcome = state2.db.put(&id, &value, device_type, expect);
+        if token.is_some() && !matches!(outcome, Ok(WriteOutcome::Created(_))) {
+            state2.db.revoke_token(&id)?;
+        }
+        outcome.map(|o| (o, token))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let (status, revision) = match outcome {
         WriteOutcome::Created(r) => (StatusCode::CREATED, r),
         WriteOutcome::Updated(r) => (StatusCode::OK, r),
@@ -259,6 +382,17 @@ async fn put_config(
     )
         .into_response();
     response.headers_mut().insert(header::ETAG, etag(revision));
+    if let Some(token) = token {
+        tracing::info!(
+            device_id,
+            "device enrolled: its token was sent with the 201"
+        );
+        let value = HeaderValue::from_str(&token).map_err(|e| ApiError::internal(e.to_string()))?;
+        response.headers_mut().insert(DEVICE_TOKEN_HEADER, value);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     Ok(response)
 }
 

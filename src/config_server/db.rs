@@ -19,8 +19,29 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::clock::unix_now as now;
 use crate::lock::lock;
 
+/// A new device token: 32 random bytes from the kernel, as 64 hex digits.
+fn new_token() -> Result<String, DbError> {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
+                .map_err(|e| DbError::Random(e.into()))?;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What is stored of a token: its SHA-256 (tokens are random, so no salt or
+/// slow hash is needed).
+fn token_hash(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    #[error("no random numbers from the kernel: {0}")]
+    Random(std::io::Error),
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored config of {0} is not JSON: {1}")]
@@ -72,6 +93,9 @@ pub enum WriteOutcome {
 #[derive(Debug)]
 pub struct Db {
     writer: Mutex<Connection>,
+    /// Token checks read through their own connection (WAL lets them run beside a
+    /// commit), so a request's credential check never waits for another's fsync.
+    reader: Mutex<Connection>,
     current: RwLock<HashMap<String, Arc<Entry>>>,
     /// Unix seconds of each device's last request, and whether it is unsaved.
     contacts: Mutex<HashMap<String, (f64, bool)>>,
@@ -100,8 +124,15 @@ impl Db {
                  config TEXT,
                  updated_at REAL NOT NULL,
                  PRIMARY KEY (device_id, revision)
+             );
+             CREATE TABLE IF NOT EXISTS tokens (
+                 device_id TEXT PRIMARY KEY,
+                 hash BLOB NOT NULL UNIQUE,
+                 created_at REAL NOT NULL
              );",
         )?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut current = HashMap::new();
         let mut contacts = HashMap::new();
         {
@@ -136,9 +167,75 @@ impl Db {
         }
         Ok(Db {
             writer: Mutex::new(conn),
+            reader: Mutex::new(reader),
             current: RwLock::new(current),
             contacts: Mutex::new(contacts),
         })
+    }
+
+    /// Makes a new token for `device_id`, replacing its old one, and stores only
+    /// its SHA-256. `only_new`: fails with `None` when the device has a token
+    /// already (enrolment).
+    pub fn create_token(&self, device_id: &str, only_new: bool) -> Result<Option<String>, DbError> {
+        let token = new_token()?;
+        let conn = lock(&self.writer);
+        let sql = if only_new {
+            "INSERT OR IGNORE INTO tokens (device_id, hash, created_at) VALUES (?1, ?2, ?3)"
+        } else {
+            "INSERT OR REPLACE INTO tokens (device_id, hash, created_at) VALUES (?1, ?2, ?3)"
+        };
+        let changed = conn.execute(
+            sql,
+            params![device_id, token_hash(&token).as_slice(), now()],
+        )?;
+        Ok((changed > 0).then_some(token))
+    }
+
+    /// Removes `device_id`'s token; whether it had one.
+    pub fn revoke_token(&self, device_id: &str) -> Result<bool, DbError> {
+        let conn = lock(&self.writer);
+        Ok(conn.execute(
+            "DELETE FROM tokens WHERE device_id = ?1",
+            params![device_id],
+        )? > 0)
+    }
+
+    /// Devices with a token and when it was made (unix seconds), by device id.
+    pub fn tokens(&self) -> Result<Vec<(String, f64)>, DbError> {
+        let conn = lock(&self.reader);
+        let mut stmt =
+            conn.prepare_cached("SELECT device_id, created_at FROM tokens ORDER BY device_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether any device has a token.
+    pub fn has_tokens(&self) -> Result<bool, DbError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens)")?;
+        Ok(stmt.query_row([], |r| r.get(0))?)
+    }
+
+    /// The device whose token `token` is, if any. The stored hash is compared
+    /// with the given token's in constant time.
+    pub fn token_device(&self, token: &str) -> Result<Option<String>, DbError> {
+        use subtle::ConstantTimeEq;
+        let given = token_hash(token);
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT device_id, hash FROM tokens WHERE hash = ?1")?;
+        let found: Option<(String, Vec<u8>)> = stmt
+            .query_row(params![given.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(found
+            .and_then(|(device, hash)| bool::from(hash.ct_eq(given.as_slice())).then_some(device)))
+    }
+
+    /// Whether `device_id` has a token.
+    pub fn has_token(&self, device_id: &str) -> Result<bool, DbError> {
+        let conn = lock(&self.reader);
+        let mut stmt =
+            conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE device_id = ?1)")?;
+        Ok(stmt.query_row(params![device_id], |r| r.get(0))?)
     }
 
     pub fn get(&self, device_id: &str) -> Option<Arc<Entry>> {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod db;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +23,11 @@ pub const CONTACT_FLUSH_EVERY: Duration = Duration::from_secs(5);
 pub struct ServerOptions {
     pub addr: SocketAddr,
     pub db: PathBuf,
+    /// The admin token.
     pub token: Option<Secret>,
+    /// HTTPS with this certificate, key and optional client CA (re-read on SIGHUP).
+    pub tls: Option<crate::config::ServerTlsConfig>,
+    pub allow_enroll: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,8 @@ pub enum ServerError {
     },
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 /// Opens the database, listens, and serves until `shutdown`.
@@ -54,19 +61,47 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
             addr: options.addr,
             source,
         })?;
+    let tls = Arc::new(crate::http::tls::ServerTls::default());
+    if let Some(cfg) = &options.tls {
+        tls.set(Some(crate::http::tls::server(cfg)?));
+    }
     let local = listener.local_addr().unwrap_or(options.addr);
     tracing::info!(
-        "config server listening on {local} (database {}, {} devices)",
+        "config server listening on {local} ({}, database {}, {} devices)",
+        if options.tls.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        },
         options.db.display(),
         db.list().len()
     );
-    if options.token.is_none() {
-        tracing::info!("no token set: anyone who reaches the port can read and change configs");
+    let device_tokens = db.tokens().map(|t| t.len()).unwrap_or(0);
+    match (&options.token, device_tokens) {
+        (None, 0) => {
+            tracing::info!("no token set: anyone who reaches the port can read and change configs")
+        }
+        (None, n) => tracing::warn!(
+            devices = n,
+            "device tokens exist but no admin token (--token): /devices, the page and other devices' configs are refused to everyone"
+        ),
+        _ => {}
+    }
+    if options.allow_enroll {
+        tracing::warn!(
+            "--allow-enroll: any device id never seen before can register once and get a token"
+        );
     }
     let state = Arc::new(api::ServerState {
         db,
         token: options.token,
+        allow_enroll: options.allow_enroll,
     });
+    let reloader = tokio::spawn(reload_tls_on_hangup(
+        options.tls.clone(),
+        tls.clone(),
+        shutdown.clone(),
+    ));
     let flusher = {
         let state = state.clone();
         let shutdown = shutdown.clone();
@@ -85,17 +120,51 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
         format!("serving configs on {local}"),
         shutdown.clone(),
     ));
-    crate::http::serve::serve(
+    crate::http::serve::serve_tls(
         listener,
         router,
         shutdown,
+        tls,
         crate::http::serve::Limits::new(crate::http::serve::CONFIG_SERVER_CONNECTIONS),
     )
     .await;
     let _ = notifier.await;
+    let _ = reloader.await;
     let _ = flusher.await;
     flush(&state).await;
     Ok(())
+}
+
+/// SIGHUP re-reads the certificate and key (a renewed certificate); a broken
+/// pair is logged and the previous one keeps serving.
+async fn reload_tls_on_hangup(
+    cfg: Option<crate::config::ServerTlsConfig>,
+    tls: Arc<crate::http::tls::ServerTls>,
+    shutdown: CancellationToken,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP handler not installed; restart to load a new certificate");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        let Some(cfg) = &cfg else {
+            tracing::info!("SIGHUP received; no TLS certificate to re-read");
+            continue;
+        };
+        match crate::http::tls::server(cfg) {
+            Ok(config) => {
+                tls.set(Some(config));
+                tracing::info!("SIGHUP received: TLS certificate re-read");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the TLS certificate cannot be loaded; the previous one stays")
+            }
+        }
+    }
 }
 
 async fn flush(state: &Arc<api::ServerState>) {

@@ -136,7 +136,7 @@ fn basic_pair(value: &str) -> Option<(String, String)> {
         .map(|(user, password)| (user.to_owned(), password.to_owned()))
 }
 
-fn bearer_token(value: &str) -> Option<&str> {
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

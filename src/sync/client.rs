@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Settings;
 use super::doc::Doc;
-use crate::http::client::{self, ClientError};
+use crate::http::client::ClientError;
 
 /// Largest config the device accepts from the server.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -63,20 +63,33 @@ pub(super) async fn request(
     mut headers: Vec<(HeaderName, String)>,
     body: Bytes,
 ) -> Result<Answer, ExchangeError> {
-    if let Some(token) = &settings.token {
+    let token = settings.token.get();
+    if let Some(token) = &token {
         headers.push((header::AUTHORIZATION, format!("Bearer {}", token.expose())));
     }
     let url = settings.config_url();
     let is_get = method == Method::GET;
-    let response = client::request(
-        method,
-        &url,
-        &headers,
-        body,
-        settings.timeout,
-        MAX_CONFIG_BYTES,
-    )
-    .await?;
+    let response = settings
+        .client
+        .request(
+            method,
+            &url,
+            &headers,
+            body,
+            settings.timeout,
+            MAX_CONFIG_BYTES,
+        )
+        .await?;
+    // A server with `--allow-enroll` hands a new device its token on registration.
+    if token.is_none()
+        && response.status == 201
+        && let Some(given) = response
+            .headers
+            .get(crate::sync::DEVICE_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+    {
+        settings.token.enrolled(given);
+    }
     let revision = response
         .headers
         .get(header::ETAG)

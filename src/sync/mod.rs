@@ -55,7 +55,10 @@ use queue::{ConflictRecord, Pending, State};
 
 pub use client::{ExchangeError, MAX_CONFIG_BYTES};
 pub use queue::{Queue, state_path};
-pub use settings::{Settings, SettingsError, is_device_id};
+pub use settings::{Settings, SettingsError, TokenSlot, is_device_id, token_path};
+
+/// The header a config server's 201 carries an enrolled device's new token in.
+pub const DEVICE_TOKEN_HEADER: &str = "x-device-token";
 /// The longest wait between two attempts to reach a server that is down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Conflicts kept for `/health`.
@@ -117,6 +120,7 @@ pub struct ConfigSync {
 impl ConfigSync {
     /// Attaches the queue to the store, so every metric change from now on is queued.
     pub fn new(settings: Settings, store: Arc<Store>) -> Arc<ConfigSync> {
+        settings.load_enrolled_token(store.path());
         let queue = Arc::new(Queue::load(
             state_path(store.path()),
             &settings.url,

@@ -3,10 +3,13 @@
 //! `--config-server-token` flags (and their environment variables), checked once at
 //! start.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cli::SyncArgs;
 use crate::config::Secret;
+use crate::lock::lock;
 use crate::paths::Paths;
 
 /// The spec's default server; a device that finds nothing there runs on its file.
@@ -15,24 +18,33 @@ pub const DEFAULT_URL: &str = "http://localhost:8080";
 /// How the exporter reaches the config server (flags and environment).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
     pub url: String,
     pub device_id: String,
     /// Limit on each request (`CONFIG_TIMEOUT`).
     pub timeout: Duration,
     /// How often the device asks for changes made on the server.
     pub poll_interval: Duration,
-    pub token: Option<Secret>,
+    /// The token sent: from the flags, else the one this device got by enrolling
+    /// (kept in [`token_path`] beside the config).
+    pub token: TokenSlot,
     /// The URL was set (flag or environment) rather than the spec's default; a
     /// default server that is not there is worth an info line, not a warning.
     pub explicit: bool,
+    /// Keeps the connection to the server open between requests; trusts
+    /// `CONFIG_SERVER_CA_FILE` (or the system's roots) for `https://`.
+    pub client: crate::http::client::Client,
 }
 
 /// A flag that cannot be used; the message names it and what it accepts.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SettingsError {
-    #[error("CONFIG_SERVER_URL must be an http:// URL (or empty to turn syncing off), got {0:?}")]
+    #[error(
+        "CONFIG_SERVER_URL must be an http:// or https:// URL (or empty to turn syncing off), got {0:?}"
+    )]
     Url(String),
+    #[error("CONFIG_SERVER_CA_FILE: {0}")]
+    Tls(String),
     #[error("{what} must be a number of seconds from {min} to 86400, got {value}")]
     Seconds {
         what: &'static str,
@@ -53,9 +65,23 @@ impl Settings {
         if url.is_empty() || url.eq_ignore_ascii_case("off") || url.eq_ignore_ascii_case("none") {
             return Ok(None);
         }
-        if !url.starts_with("http://") {
+        let https = url.starts_with("https://");
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
             return Err(SettingsError::Url(url.to_owned()));
         }
+        let tls = match (&args.ca_file, https) {
+            (Some(ca), true) => Some(
+                crate::http::tls::client(&crate::config::TlsClientConfig {
+                    ca_file: Some(ca.clone()),
+                    ..Default::default()
+                })
+                .map_err(|e| SettingsError::Tls(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let seconds = |what: &'static str, value: f64, min: f64| {
             if value.is_finite() && value >= min && value <= 86_400.0 {
                 Ok(Duration::from_secs_f64(value))
@@ -77,13 +103,88 @@ impl Settings {
             device_id,
             timeout: seconds("CONFIG_TIMEOUT", args.timeout, 0.1)?,
             poll_interval: seconds("CONFIG_POLL_INTERVAL", args.poll_interval, 0.1)?,
-            token: args.token.clone().and_then(Secret::new),
+            token: TokenSlot::new(args.token.clone().and_then(Secret::new)),
             explicit: url != DEFAULT_URL,
+            client: crate::http::client::Client::new(tls),
         }))
+    }
+
+    /// Uses the token this device got by enrolling, when no token was given and
+    /// the file beside the config has one.
+    pub fn load_enrolled_token(&self, config: &Path) {
+        if self.token.get().is_some() {
+            return;
+        }
+        let path = token_path(config);
+        if let Some(token) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| Secret::new(t.trim().to_owned()))
+        {
+            tracing::info!(path = %path.display(), "using the token this device got by enrolling");
+            self.token.set(token, Some(path));
+        } else {
+            self.token.remember_file(path);
+        }
     }
 
     pub(super) fn config_url(&self) -> String {
         format!("{}/config/{}", self.url, self.device_id)
+    }
+}
+
+/// Where a device keeps the token it got by enrolling: `<config>.token`.
+pub fn token_path(config: &Path) -> PathBuf {
+    let mut name = config.file_name().unwrap_or_default().to_os_string();
+    name.push(".token");
+    config.with_file_name(name)
+}
+
+/// The config-server token of a device; shared by the clones of [`Settings`], as
+/// an enrolment sets it while the exporter runs.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSlot(Arc<Mutex<(Option<Secret>, Option<PathBuf>)>>);
+
+impl TokenSlot {
+    pub fn new(token: Option<Secret>) -> TokenSlot {
+        TokenSlot(Arc::new(Mutex::new((token, None))))
+    }
+
+    pub fn get(&self) -> Option<Secret> {
+        lock(&self.0).0.clone()
+    }
+
+    fn set(&self, token: Secret, file: Option<PathBuf>) {
+        *lock(&self.0) = (Some(token), file);
+    }
+
+    fn remember_file(&self, file: PathBuf) {
+        lock(&self.0).1 = Some(file);
+    }
+
+    /// Keeps the token the server handed out on enrolment: saved (mode 0600)
+    /// before it is used, so a restart sends it too.
+    pub fn enrolled(&self, token: &str) {
+        let Some(secret) = Secret::new(token.trim().to_owned()) else {
+            return;
+        };
+        let mut slot = lock(&self.0);
+        if slot.0.is_some() {
+            return;
+        }
+        if let Some(path) = &slot.1 {
+            match crate::atomic_file::write_atomically(
+                path,
+                format!("{}\n", secret.expose()).as_bytes(),
+            ) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "enrolled at the config server; token saved")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "enrolled, but the token cannot be saved: this device will be refused after a restart")
+                }
+            }
+        }
+        slot.0 = Some(secret);
     }
 }
 
@@ -109,6 +210,7 @@ mod tests {
             poll_interval: 30.0,
             device_id: Some("orin-01".into()),
             token: Some("  ".into()),
+            ca_file: None,
         }
     }
 
@@ -127,16 +229,26 @@ mod tests {
             (s.url.as_str(), s.device_id.as_str()),
             ("http://cfg:8080", "orin-01")
         );
-        assert!(s.explicit && s.token.is_none());
+        assert!(s.explicit && s.token.get().is_none());
         assert_eq!(s.config_url(), "http://cfg:8080/config/orin-01");
         let default = Settings::from_flags(&args(DEFAULT_URL))
             .expect("valid")
             .expect("on");
         assert!(!default.explicit);
         assert_eq!(
-            Settings::from_flags(&args("https://cfg")).map(|_| ()),
-            Err(SettingsError::Url("https://cfg".into()))
+            Settings::from_flags(&args("ftp://cfg")).map(|_| ()),
+            Err(SettingsError::Url("ftp://cfg".into()))
         );
+        let tls = Settings::from_flags(&args("https://cfg:8443"))
+            .expect("valid")
+            .expect("on");
+        assert_eq!(tls.config_url(), "https://cfg:8443/config/orin-01");
+        let mut missing_ca = args("https://cfg");
+        missing_ca.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            Settings::from_flags(&missing_ca),
+            Err(SettingsError::Tls(e)) if e.contains("/nonexistent/ca.pem")
+        ));
         let mut slow = args("http://cfg");
         slow.timeout = 0.0;
         assert_eq!(
