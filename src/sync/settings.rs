@@ -172,10 +172,7 @@ impl TokenSlot {
             return;
         }
         if let Some(path) = &slot.1 {
-            match crate::atomic_file::write_atomically(
-                path,
-                format!("{}\n", secret.expose()).as_bytes(),
-            ) {
+            match save_token(path, &secret) {
                 Ok(()) => {
                     tracing::info!(path = %path.display(), "enrolled at the config server; token saved")
                 }
@@ -186,6 +183,20 @@ impl TokenSlot {
         }
         slot.0 = Some(secret);
     }
+}
+
+/// Writes the token to `path` atomically, readable by this user only: the file
+/// is made with mode 0600 first, and the atomic write keeps a file's mode.
+fn save_token(path: &Path, token: &Secret) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    crate::atomic_file::write_atomically(path, format!("{}\n", token.expose()).as_bytes())
 }
 
 /// Device ids are host names: letters, digits, `.`, `_`, `-`; 1 to 128 characters;

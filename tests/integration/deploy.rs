@@ -49,7 +49,7 @@ fn alert_rules_pass_promtool_checks_and_unit_tests() {
     };
     let dir = deploy("prometheus");
     let out = run_ok(&promtool, &["check", "rules", "rules.yml"], &dir);
-    assert!(out.contains("SUCCESS: 18 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 19 rules found"), "{out}");
     let out = run_ok(&promtool, &["test", "rules", "rules_test.yml"], &dir);
     assert!(out.contains("SUCCESS"), "{out}");
     let out = run_ok(&promtool, &["check", "config", "prometheus.yml"], &dir);
@@ -61,6 +61,12 @@ fn alert_rules_pass_promtool_checks_and_unit_tests() {
 
 /// Every `expr` of the dashboard, with its variables bound to this test's targets.
 fn dashboard_queries() -> Vec<(String, String)> {
+    dashboard_queries_bound("job=\"edge\",test=\"dashboard\"")
+}
+
+/// Every `expr` of the dashboard (panel title, query), with the job and instance
+/// variables replaced by `selector`.
+pub fn dashboard_queries_bound(selector: &str) -> Vec<(String, String)> {
     let text =
         std::fs::read_to_string(deploy("grafana/edge-metrics-exporter.json")).expect("dashboard");
     let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
@@ -81,10 +87,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
                 "{title}: every selector follows the variables: {expr}"
             );
             let bound = expr
-                .replace(
-                    "job=\"$job\",instance=~\"$instance\"",
-                    "job=\"edge\",test=\"dashboard\"",
-                )
+                .replace("job=\"$job\",instance=~\"$instance\"", selector)
                 .replace("$__rate_interval", "30s")
                 .replace("$__range", "5m");
             assert!(

@@ -109,7 +109,10 @@ fn jetson_rails_from_hwmon_count_energy_at_their_own_rate() {
     );
     let exporter = Exporter::start(&j.config);
     let joules = format!("jetson_power_vdd_in_joules_total{{{ORIN}}}");
-    let body = exporter.metrics_until("rails from sysfs", |b| b.contains(&joules));
+    let avg = format!("jetson_power_vdd_in_avg_watts{{{ORIN}}}");
+    let body = exporter.metrics_until("rails from sysfs and tegrastats' line", |b| {
+        b.contains(&joules) && b.contains(&avg)
+    });
     // The rails come from sysfs, not tegrastats: 5 V × 2 A, and no second series.
     let watts = format!("jetson_power_vdd_in_watts{{{ORIN}}}");
     assert_eq!(sample_value(&body, &watts), Some(10.0), "{body}");
@@ -149,7 +152,7 @@ fn jetson_rails_from_hwmon_count_energy_at_their_own_rate() {
     assert_eq!(rails["status"], "ok", "{health}");
 
     // 10 W: the counter's increase between two snapshots is watts × seconds.
-    let (gained, seconds) = energy_over(&exporter, &joules, Duration::from_secs(3));
+    let (gained, seconds) = energy_over(&exporter, &joules, Duration::from_secs(5));
     assert!(
         within(gained, 10.0 * seconds, 0.02),
         "10 W: {gained} J over {seconds} s"
@@ -157,7 +160,7 @@ fn jetson_rails_from_hwmon_count_energy_at_their_own_rate() {
     // 20 W.
     rewrite(&vdd_in_current(&j.root), "4000");
     thread::sleep(Duration::from_millis(500));
-    let (gained, seconds) = energy_over(&exporter, &joules, Duration::from_secs(3));
+    let (gained, seconds) = energy_over(&exporter, &joules, Duration::from_secs(5));
     assert!(
         within(gained, 20.0 * seconds, 0.02),
         "20 W: {gained} J over {seconds} s"
@@ -294,7 +297,7 @@ fn jetpack4_iio_rails_and_labeled_families() {
     );
     assert!(body.contains("# TYPE jetson_power_joules_total counter"));
     assert!(body.contains("# TYPE jetson_power_peak_watts gauge"));
-    let (gained, seconds) = energy_over(&exporter, &joules, Duration::from_secs(2));
+    let (gained, seconds) = energy_over(&exporter, &joules, Duration::from_secs(4));
     assert!(
         within(gained, 2.0 * seconds, 0.02),
         "2 W: {gained} J over {seconds} s"
@@ -329,9 +332,11 @@ fn pi5_ina260_through_hwmon_and_the_pmic_estimate_count_energy() {
     let board = format!("board_power_board_joules_total{{{pi}}}");
     let estimate = format!("board_pmic_power_estimate_joules_total{{{pi}}}");
     exporter.metrics_until("energy", |b| b.contains(&board) && b.contains(&estimate));
-    let (gained, seconds) = energy_over(&exporter, &board, Duration::from_secs(2));
+    let (gained, seconds) = energy_over(&exporter, &board, Duration::from_secs(4));
+    // Sampled at the default 10 Hz: a reading's age at publish adds up to 0.1 s
+    // of timing noise to what the test sees, 2.5 % of 4 s.
     assert!(
-        within(gained, 6.22 * seconds, 0.02),
+        within(gained, 6.22 * seconds, 0.04),
         "INA260 6.22 W: {gained} J over {seconds} s"
     );
     // 12 W through the driver's power file.
@@ -340,13 +345,13 @@ fn pi5_ina260_through_hwmon_and_the_pmic_estimate_count_energy() {
     );
     rewrite(&power, "12000000");
     thread::sleep(Duration::from_millis(400));
-    let (gained, seconds) = energy_over(&exporter, &board, Duration::from_secs(2));
+    let (gained, seconds) = energy_over(&exporter, &board, Duration::from_secs(4));
     assert!(
-        within(gained, 12.0 * seconds, 0.02),
+        within(gained, 12.0 * seconds, 0.04),
         "INA260 12 W: {gained} J over {seconds} s"
     );
     // The PMIC estimate (5.921612 W), read by vcgencmd at each collection.
-    let (gained, seconds) = energy_over(&exporter, &estimate, Duration::from_secs(2));
+    let (gained, seconds) = energy_over(&exporter, &estimate, Duration::from_secs(4));
     assert!(
         within(gained, 5.921_612 * seconds, 0.05),
         "PMIC estimate: {gained} J over {seconds} s"

@@ -10,6 +10,7 @@ mod config_page;
 mod config_sync;
 mod deploy;
 mod energy;
+mod fleet;
 mod golden;
 mod hardening;
 mod install;

@@ -161,9 +161,9 @@ fn start_proxy(upstream: String) -> Proxy {
 }
 
 /// A receiver process on `port` with its data in `dir`.
-struct Receiver {
+pub struct Receiver {
     child: Child,
-    base: String,
+    pub base: String,
     kind: &'static str,
 }
 
@@ -185,7 +185,7 @@ impl Drop for Receiver {
     }
 }
 
-fn start_receiver(kind: &'static str, program: &Path, dir: &Path, port: u16) -> Receiver {
+pub fn start_receiver(kind: &'static str, program: &Path, dir: &Path, port: u16) -> Receiver {
     let mut command = Command::new(program);
     match kind {
         "prometheus" => {
@@ -352,7 +352,7 @@ fn receivers_store_exactly_what_was_collected() {
                 .then_some(())
         });
         // What /metrics shows is what is pushed: every series of a scrape is there,
-        // with the extra label.
+        // with the extra label, the job and the instance.
         let scrape = exporter.metrics();
         let (status, _) = exporter.stop();
         assert!(status.success());
@@ -379,6 +379,9 @@ fn receivers_store_exactly_what_was_collected() {
                 .collect();
             want.insert("__name__".into(), name.to_owned());
             want.insert("site".into(), site.clone());
+            // What a scraping Prometheus would add: job and <hostname>:<port>.
+            want.insert("job".into(), "edge-metrics-exporter".into());
+            want.insert("instance".into(), "fixture-host:0".into());
             assert!(pushed_series.contains(&want), "{kind}: {line} not pushed");
             // Fixed values of the fixture come back exactly.
             if name == "host_memory_total_bytes" {
@@ -560,9 +563,11 @@ fn pushes_over_tls_and_refuses_an_unknown_certificate() {
 
     let root = fixtures().join("linux/x86-laptop");
     let url = format!("{}/api/v1/write", receiver.base);
+    // The trusted exporter goes through a proxy that counts its connections.
+    let counting = CountingProxy::start(format!("127.0.0.1:{port}").parse().expect("addr"));
     let trusted = Exporter::start(&exporter_config(
         &root,
-        &url,
+        &format!("https://{}/api/v1/write", counting.addr),
         "tls",
         &format!("  tls:\n    ca_file: {}\n", ca.display()),
     ));
@@ -590,6 +595,19 @@ fn pushes_over_tls_and_refuses_an_unknown_certificate() {
     assert!(
         log.contains("receiver unavailable") && log.contains("TLS"),
         "{log}"
+    );
+    // Pushes every 0.5 s for 10 s more: one TLS connection (one handshake) kept.
+    let sent = self_metric(&trusted, "edge_exporter_remote_write_samples_sent_total");
+    thread::sleep(Duration::from_secs(10));
+    assert!(
+        self_metric(&trusted, "edge_exporter_remote_write_samples_sent_total") > sent,
+        "still pushing"
+    );
+    let connections = counting.connections();
+    eprintln!("TLS: {connections} connection(s) for 20 or more pushes");
+    assert!(
+        (1..=2).contains(&connections),
+        "{connections} TLS connections"
     );
     drop(receiver);
 }

@@ -274,6 +274,18 @@ fn loopback(addr: &str) -> String {
     addr.replace("0.0.0.0", "127.0.0.1")
 }
 
+/// The variables the exporter's client takes proxies from.
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<Vec<String>>>) {
     let mut command = Command::new(options.program.as_deref().unwrap_or(Path::new(BIN)));
     command
@@ -292,6 +304,11 @@ fn spawn(config: &Path, cwd: &Path, options: &Options<'_>) -> (Child, Arc<Mutex<
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // Loopback peers only: a proxy of the machine's is never in the way, unless
+    // a test names one.
+    for var in PROXY_VARIABLES {
+        command.env_remove(var);
+    }
     for (k, v) in &options.env {
         command.env(k, v);
     }
@@ -883,4 +900,147 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A TCP proxy that forwards every connection to `upstream` byte for byte and
+/// counts the connections: how many a client opened for its requests.
+pub struct CountingProxy {
+    pub addr: std::net::SocketAddr,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    pub fn start(upstream: std::net::SocketAddr) -> CountingProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                splice(client, server);
+            }
+        });
+        CountingProxy { addr, connections }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Copies bytes both ways between two streams until either side closes.
+pub fn splice(a: std::net::TcpStream, b: std::net::TcpStream) {
+    use std::io::{Read as _, Write as _};
+    let pump = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+        thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    pump(a, b2);
+    pump(b, a2);
+}
+
+/// An HTTP forward proxy as `HTTPS_PROXY` / `HTTP_PROXY` name one: `CONNECT`
+/// tunnels and absolute-form requests, each counted, with the target it asked for.
+pub struct ForwardProxy {
+    pub url: String,
+    pub asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl ForwardProxy {
+    pub fn start() -> ForwardProxy {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = asked.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let log = log.clone();
+                thread::spawn(move || {
+                    let Ok(read_half) = client.try_clone() else {
+                        return;
+                    };
+                    let mut reader = std::io::BufReader::new(read_half);
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let mut head = vec![line.clone()];
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                            break;
+                        }
+                        head.push(h);
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    log.lock().expect("lock").push(format!("{method} {target}"));
+                    let mut client = client;
+                    if method == "CONNECT" {
+                        let Ok(server) = std::net::TcpStream::connect(target) else {
+                            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                            return;
+                        };
+                        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                        splice(client, server);
+                    } else {
+                        // Absolute form: forward the head and whatever follows.
+                        let authority = target
+                            .trim_start_matches("http://")
+                            .split('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned();
+                        let Ok(mut server) = std::net::TcpStream::connect(&authority) else {
+                            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                            return;
+                        };
+                        let path =
+                            target.trim_start_matches("http://")[authority.len()..].to_owned();
+                        let mut out = format!(
+                            "{method} {} HTTP/1.1\r\n",
+                            if path.is_empty() { "/" } else { &path }
+                        );
+                        for h in &head[1..] {
+                            if !h.to_ascii_lowercase().starts_with("proxy-") {
+                                out.push_str(h);
+                            }
+                        }
+                        out.push_str("\r\n");
+                        let _ = server.write_all(out.as_bytes());
+                        let buffered = reader.buffer().to_vec();
+                        let _ = server.write_all(&buffered);
+                        splice(client, server);
+                    }
+                });
+            }
+        });
+        ForwardProxy { url, asked }
+    }
+
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("lock").clone()
+    }
 }
