@@ -320,9 +320,10 @@ impl Connector {
         let stream = match &proxy {
             Some(proxy) => {
                 if proxy.uri().scheme_str() != Some("http") {
+                    // The host only: the URL may hold the proxy's password.
                     return Err(std::io::Error::other(format!(
                         "proxy {}: only http:// proxies are supported",
-                        proxy.uri()
+                        proxy.uri().host().unwrap_or("?")
                     )));
                 }
                 let (proxy_host, proxy_port) = host_port(proxy.uri(), 80)?;
@@ -453,5 +454,126 @@ impl hyper::rt::Write for Conn {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// A server that answers every request on a connection with `200 ok`, and
+    /// reports each connection's request lines.
+    async fn server() -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let mut seen = Vec::new();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.is_empty() {
+                            let _ = tx.send(seen.clone());
+                            let _ = write
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        } else {
+                            seen.push(line);
+                        }
+                    }
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_many_requests() {
+        let (addr, mut rx) = server().await;
+        let client = Client::with(
+            Tls::System(Arc::default()),
+            Arc::new(Matcher::builder().build()),
+        );
+        for _ in 0..5 {
+            let r = client
+                .get(
+                    &format!("http://{addr}/x"),
+                    &[],
+                    Duration::from_secs(5),
+                    100,
+                )
+                .await
+                .expect("answer");
+            assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+        }
+        let mut last = Vec::new();
+        while let Ok(seen) = rx.try_recv() {
+            last = seen;
+        }
+        // All five on one connection: its request lines hold five GETs.
+        let gets = last.iter().filter(|l| l.starts_with("GET /x ")).count();
+        assert_eq!(gets, 5, "{last:?}");
+    }
+
+    #[tokio::test]
+    async fn http_through_a_proxy_in_absolute_form_with_its_credentials() {
+        let (proxy, mut rx) = server().await;
+        let matcher = Matcher::builder()
+            .http(format!("http://user:pa55@{proxy}"))
+            .no("bypassed.invalid")
+            .build();
+        let client = Client::with(Tls::System(Arc::default()), Arc::new(matcher));
+        let r = client
+            .get(
+                "http://plug.invalid:8080/rpc/Shelly.GetStatus",
+                &[],
+                Duration::from_secs(5),
+                100,
+            )
+            .await
+            .expect("the proxy answers");
+        assert_eq!(r.status, 200);
+        let seen = rx.recv().await.expect("request");
+        assert_eq!(
+            seen[0],
+            "GET http://plug.invalid:8080/rpc/Shelly.GetStatus HTTP/1.1"
+        );
+        // user:pa55 in Basic.
+        assert!(
+            seen.iter()
+                .any(|l| l.eq_ignore_ascii_case("proxy-authorization: Basic dXNlcjpwYTU1")),
+            "{seen:?}"
+        );
+        // NO_PROXY goes direct (and fails here: the name does not resolve).
+        let direct = client
+            .get("http://bypassed.invalid/", &[], Duration::from_secs(5), 100)
+            .await;
+        assert!(
+            matches!(direct, Err(ClientError::Connect(..))),
+            "{direct:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_urls_and_large_answers_are_errors() {
+        let client = Client::shared();
+        for url in ["ftp://x/", "http:///path", "not a url"] {
+            let r = client.get(url, &[], Duration::from_secs(1), 10).await;
+            assert!(matches!(r, Err(ClientError::Url(..))), "{url}: {r:?}");
+        }
+        let (addr, _rx) = server().await;
+        let r = client
+            .get(&format!("http://{addr}/"), &[], Duration::from_secs(5), 1)
+            .await;
+        assert!(matches!(r, Err(ClientError::TooLarge(..))), "{r:?}");
     }
 }
