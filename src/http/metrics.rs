@@ -50,8 +50,68 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    let body = state.snapshots.get().body(format);
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    let snapshot = state.snapshots.get();
+    let mut response = if accepts_gzip(&headers) {
+        (
+            [
+                (header::CONTENT_TYPE, format.content_type()),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            snapshot.body_gzip(format),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, format.content_type())],
+            snapshot.body(format),
+        )
+            .into_response()
+    };
+    response.headers_mut().insert(
+        header::VARY,
+        axum::http::HeaderValue::from_static("Accept-Encoding, Accept"),
+    );
+    response
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a quality above zero.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_taken_when_offered() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, v.parse().expect("value"));
+            accepts_gzip(&h)
+        };
+        assert!(with("gzip"));
+        assert!(with("identity, GZIP;q=0.5"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("deflate, br"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }
 
 async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {

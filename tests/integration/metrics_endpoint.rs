@@ -357,3 +357,84 @@ fn samples_of_a_stuck_collector_expire() {
     let _ = writer.join();
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// `GET /metrics` with `headers` through the crate's client (it leaves bodies as
+/// sent): status, headers, raw body.
+fn raw_metrics(exporter: &Exporter, headers: &[(&str, &str)]) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let headers: Vec<(hyper::header::HeaderName, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.parse().expect("name"), (*v).to_owned()))
+        .collect();
+    let r = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(edge_metrics_exporter::http::client::Client::new(None).get(
+            &format!("{}/metrics", exporter.metrics_url),
+            &headers,
+            Duration::from_secs(5),
+            16 << 20,
+        ))
+        .expect("answer");
+    (r.status, r.headers, r.body.to_vec())
+}
+
+fn gunzip(data: &[u8]) -> String {
+    use std::io::Read as _;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_string(&mut text)
+        .expect("a gzip stream of UTF-8");
+    text
+}
+
+#[test]
+fn gzip_when_the_scraper_accepts_it_in_both_formats() {
+    let Some(promtool) = peer("promtool") else {
+        return;
+    };
+    let m = machine();
+    let exporter = Exporter::start(&fixture_config(&m.root, "metric_style: labeled\n"));
+    let plain = wait_complete(&exporter);
+    let (status, headers, body) = raw_metrics(&exporter, &[("Accept-Encoding", "gzip")]);
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert!(
+        headers["vary"]
+            .to_str()
+            .expect("vary")
+            .contains("Accept-Encoding")
+    );
+    let text = gunzip(&body);
+    assert!(
+        body.len() * 4 < text.len(),
+        "{} bytes compressed from {}",
+        body.len(),
+        text.len()
+    );
+    assert_eq!(text.lines().count(), plain.lines().count());
+    let (status, stdout, stderr) =
+        run_with_stdin(&promtool, &["check", "metrics"], text.as_bytes());
+    assert!(
+        status.success() && stdout.trim().is_empty(),
+        "{stdout}{stderr}"
+    );
+    // OpenMetrics, gzip'd too.
+    let (_, headers, body) = raw_metrics(
+        &exporter,
+        &[
+            ("Accept-Encoding", "gzip, deflate"),
+            ("Accept", "application/openmetrics-text;version=1.0.0"),
+        ],
+    );
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert!(gunzip(&body).ends_with("# EOF\n"));
+    // Not offered, or refused: identity.
+    for offer in [None, Some("gzip;q=0"), Some("br")] {
+        let headers: Vec<(&str, &str)> =
+            offer.map(|o| ("Accept-Encoding", o)).into_iter().collect();
+        let (_, h, body) = raw_metrics(&exporter, &headers);
+        assert!(h.get("content-encoding").is_none(), "{offer:?}");
+        assert!(String::from_utf8(body).expect("text").starts_with("# HELP"));
+    }
+}
