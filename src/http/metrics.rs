@@ -94,26 +94,6 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gzip_is_taken_when_offered() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::ACCEPT_ENCODING, v.parse().expect("value"));
-            accepts_gzip(&h)
-        };
-        assert!(with("gzip"));
-        assert!(with("identity, GZIP;q=0.5"));
-        assert!(with("*"));
-        assert!(!with("gzip;q=0"));
-        assert!(!with("deflate, br"));
-        assert!(!accepts_gzip(&HeaderMap::new()));
-    }
-}
-
 async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {
     let snapshot = state.snapshots.get();
     let device = snapshot.device();
@@ -136,4 +116,24 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_taken_when_offered() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, v.parse().expect("value"));
+            accepts_gzip(&h)
+        };
+        assert!(with("gzip"));
+        assert!(with("identity, GZIP;q=0.5"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("deflate, br"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }
