@@ -32,7 +32,7 @@ pub enum Command {
     /// Run the exporter (the default).
     Serve(ServeArgs),
     /// Check a config file and print what it configures; exit 2 when invalid.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Turn tegrastats lines into JSON: one object per input line, mapping every
     /// metric id found in the line to its number.
     Parse(ParseArgs),
@@ -238,6 +238,20 @@ pub struct ParseArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+
+    /// Exit 2 on any key this version does not read (a typo such as `intervall:`).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// The flags `serve` would get, so the check shows what wins over the file.
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct ConfigArg {
     /// Config file. Created with commented defaults when missing (serve only).
     #[arg(long, env = "LOCAL_CONFIG_PATH", default_value = "config.yaml")]
@@ -269,6 +283,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub sync: SyncArgs,
+
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 /// How the exporter reaches the central config server (`config-server`).
@@ -328,12 +345,104 @@ pub struct SyncArgs {
 pub struct LogArgs {
     /// Log level: error, warn, info, debug, trace (or a tracing filter). Default:
     /// `log_level` in the config, else info.
-    #[arg(long, global = true, env = "EDGE_EXPORTER_LOG_LEVEL")]
+    #[arg(
+        long = "log.level",
+        visible_alias = "log-level",
+        global = true,
+        env = "EDGE_EXPORTER_LOG_LEVEL"
+    )]
     pub log_level: Option<String>,
 
     /// Log format. Default: `log_format` in the config, else text.
-    #[arg(long, global = true, env = "EDGE_EXPORTER_LOG_FORMAT", value_enum)]
+    #[arg(
+        long = "log.format",
+        visible_alias = "log-format",
+        global = true,
+        env = "EDGE_EXPORTER_LOG_FORMAT",
+        value_enum
+    )]
     pub log_format: Option<LogFormat>,
+}
+
+/// The flags node_exporter users type, for the metrics listener.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WebArgs {
+    /// Address to serve the metrics on, `HOST:PORT` or `:PORT` (repeatable: one
+    /// listener each). Wins over `listen_address` and `port` of the config.
+    #[arg(long = "web.listen-address", value_name = "ADDRESS")]
+    pub listen_address: Vec<String>,
+
+    /// An exporter-toolkit web config file (TLS, bcrypt `basic_auth_users`,
+    /// response headers) for the metrics listener; re-read on reload.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// The path the metrics are served on.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
+    pub telemetry_path: String,
+
+    /// Leave the exporter's own metrics (`edge_exporter_*`, `process_*`) out.
+    #[arg(long = "web.disable-exporter-metrics")]
+    pub disable_exporter_metrics: bool,
+
+    #[command(flatten)]
+    pub collectors: CollectorArgs,
+}
+
+/// `--collector.NAME` / `--no-collector.NAME` for each collector.
+macro_rules! collector_flags {
+    ($($on:ident $off:ident $name:literal $what:literal;)*) => {
+        /// Which collectors run, as node_exporter's flags say it.
+        #[derive(Debug, Args, Clone, Default)]
+        pub struct CollectorArgs {
+            /// Run only the collectors a `--collector.NAME` flag names.
+            #[arg(long = "collector.disable-defaults")]
+            pub disable_defaults: bool,
+            $(
+                #[doc = concat!("Run the ", $name, " collector (", $what, ").")]
+                #[arg(long = concat!("collector.", $name), overrides_with = stringify!($off))]
+                pub $on: bool,
+                #[doc = concat!("Do not run the ", $name, " collector.")]
+                #[arg(long = concat!("no-collector.", $name), overrides_with = stringify!($on))]
+                pub $off: bool,
+            )*
+        }
+
+        /// The collectors the flags can name.
+        pub const COLLECTORS: &[&str] = &[$($name),*];
+
+        impl CollectorArgs {
+            /// Each named collector with the flag's last word on it.
+            pub fn switches(&self) -> Vec<(&'static str, bool)> {
+                let mut out = Vec::new();
+                $(
+                    if self.$on {
+                        out.push(($name, true));
+                    } else if self.$off {
+                        out.push(($name, false));
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+collector_flags! {
+    linux no_linux "linux" "host CPU, memory, temperatures, hwmon, power supplies";
+    tegrastats no_tegrastats "tegrastats" "Jetson: tegrastats";
+    jetson_rails no_jetson_rails "jetson_rails" "Jetson: INA3221 rails from sysfs";
+    control no_control "control" "Jetson: nvpmodel, jetson_clocks";
+    ina2xx no_ina2xx "ina2xx" "INA219/226/260 sensors";
+    pmic no_pmic "pmic" "Raspberry Pi 5 PMIC estimate; on by default on a Pi 5";
+    rapl no_rapl "rapl" "Intel RAPL; on by default on a LattePanda";
+    board no_board "board" "the board's input supply";
+    shelly no_shelly "shelly" "Shelly plugs, when configured";
+    device_info no_device_info "device_info" "edge_device_info: model, SoC, L4T, kernel, OS";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -19,7 +19,7 @@ use crate::config::store::OpenNote;
 use crate::config::{Config, ConfigError, Overrides, Store};
 use crate::http;
 use crate::http::serve::{API_CONNECTIONS, Limits, METRICS_CONNECTIONS, PLUG_CONNECTIONS};
-use crate::reload::{apply_file, load_tls, reload_on_sighup, reload_samples};
+use crate::reload::{apply_file, load_metrics_tls, load_tls, reload_on_sighup, reload_samples};
 use crate::scheduler::Scheduler;
 use crate::state::AppState;
 
@@ -81,18 +81,38 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     };
     let config = store.live();
     if !config.unknown_keys.is_empty() {
-        tracing::warn!(keys = ?config.unknown_keys, "config.yaml has keys this version does not use; they are kept");
+        let keys: Vec<String> = config
+            .unknown_keys
+            .iter()
+            .map(|k| crate::config::raw::describe_unknown(k))
+            .collect();
+        tracing::warn!(keys = ?keys, "config.yaml has keys this version does not use; they are kept (check-config --strict fails on them)");
     }
 
     // A certificate that cannot be used stops the start, like any invalid config.
     let tls = Arc::new(crate::http::tls::ServerTls::default());
     tls.set(load_tls(&config, store.path())?);
-    let metrics_addr = SocketAddr::new(config.listen_address, config.port);
+    let metrics_tls = Arc::new(crate::http::tls::ServerTls::default());
+    metrics_tls.set(load_metrics_tls(&config, store.path())?);
+    if let Some(web) = &config.web.config
+        && !web.ignored.is_empty()
+    {
+        tracing::warn!(file = %web.path.display(), keys = ?web.ignored, "web config keys this version does not apply");
+    }
+    // `--web.listen-address` (each a listener) wins over `listen_address`/`port`.
+    let metrics_addrs = if config.web.listen.is_empty() {
+        vec![SocketAddr::new(config.listen_address, config.port)]
+    } else {
+        config.web.listen.clone()
+    };
+    let mut metrics_listeners = Vec::new();
+    for addr in &metrics_addrs {
+        metrics_listeners.push(bind("metrics endpoint", *addr).await?);
+    }
     let api_addr = SocketAddr::new(config.api_listen(), config.reload_port);
-    let metrics_listener = bind("metrics endpoint", metrics_addr).await?;
     let api_listener = bind("management API", api_addr).await?;
     warn_if_api_open(&config, api_addr.ip());
-    let bound_port = local_port(&metrics_listener, metrics_addr);
+    let bound_port = local_port(&metrics_listeners[0], metrics_addrs[0]);
     let bound_reload_port = local_port(&api_listener, api_addr);
 
     let tracker = TaskTracker::new();
@@ -141,6 +161,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         hub: hub_for_telemetry.clone(),
         push: push_stats.clone(),
         tls: tls.clone(),
+        metrics_tls: metrics_tls.clone(),
     });
     // The daemon's own telemetry in every snapshot.
     state
@@ -183,13 +204,16 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         tracker.spawn(sync.run(on_change, shutdown.clone()));
     }
 
-    tracker.spawn(http::serve::serve_tls(
-        metrics_listener,
-        crate::telemetry::track(http::metrics::router(state.clone()), "metrics"),
-        shutdown.clone(),
-        tls.clone(),
-        Limits::new(METRICS_CONNECTIONS),
-    ));
+    let metrics_router = crate::telemetry::track(http::metrics::router(state.clone()), "metrics");
+    for listener in metrics_listeners {
+        tracker.spawn(http::serve::serve_tls(
+            listener,
+            metrics_router.clone(),
+            shutdown.clone(),
+            metrics_tls.clone(),
+            Limits::new(METRICS_CONNECTIONS),
+        ));
+    }
     tracker.spawn(http::serve::serve_tls(
         api_listener,
         crate::telemetry::track(http::api::router(state.clone()), "api"),

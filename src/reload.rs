@@ -91,8 +91,14 @@ async fn apply_file_inner(state: &AppState) -> Result<ReloadOutcome, ConfigError
     let restarted = state.scheduler.apply(&reloaded.new);
     // Read again even when the paths did not change: a renewed certificate is
     // picked up by SIGHUP. A broken one leaves the previous one serving.
-    match load_tls(&reloaded.new, state.store.path()) {
-        Ok(tls) => state.tls.set(tls),
+    let both = load_tls(&reloaded.new, state.store.path()).and_then(|api| {
+        load_metrics_tls(&reloaded.new, state.store.path()).map(|metrics| (api, metrics))
+    });
+    match both {
+        Ok((api, metrics)) => {
+            state.tls.set(api);
+            state.metrics_tls.set(metrics);
+        }
         Err(e) => {
             tracing::error!(error = %e, "TLS not reloaded; the previous certificate stays in use");
             return Err(e);
@@ -135,6 +141,32 @@ pub async fn reload_on_sighup(state: Arc<AppState>, shutdown: CancellationToken)
             }
         }
     }
+}
+
+/// The rustls setup of the metrics listener: the web config file's
+/// `tls_server_config` when it has one, else `config.tls`.
+pub fn load_metrics_tls(
+    config: &Config,
+    file: &std::path::Path,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    let Some(web) = &config.web.config else {
+        return load_tls(config, file);
+    };
+    let Some(tls) = &web.tls else {
+        return load_tls(config, file);
+    };
+    crate::http::tls::server(tls)
+        .map(Some)
+        .map_err(|message| ConfigError {
+            file: web.path.clone(),
+            line: None,
+            field: Some("tls_server_config".into()),
+            message: message.to_string(),
+            hint: Some(
+                "cert_file and key_file must be readable PEM files of one certificate and its key"
+                    .into(),
+            ),
+        })
 }
 
 /// The rustls setup of `config.tls` (`None`: plain HTTP).

@@ -498,6 +498,10 @@ impl Shared {
         );
         out.extend(own);
         out.push(Sample::own(&DISCOVERY_REFUSED, refused.len() as f64));
+        if !config.web.exporter_metrics {
+            // --web.disable-exporter-metrics: the device's series only.
+            out.retain(|s| s.device);
+        }
         self.latest.publish(Snapshot::new(
             out,
             config.metric_style,

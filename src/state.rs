@@ -30,8 +30,11 @@ pub struct AppState {
     pub hub: Option<Arc<crate::shelly_server::Hub>>,
     /// What remote write has done (inactive when not configured).
     pub push: Arc<crate::remote_write::Stats>,
-    /// The certificate both listeners serve (none: plain HTTP).
+    /// The certificate of the management API, and of the metrics listener unless
+    /// a web config file gives that one its own (none: plain HTTP).
     pub tls: Arc<ServerTls>,
+    /// The certificate the metrics listener serves.
+    pub metrics_tls: Arc<ServerTls>,
     /// Measured runs on the scheduler's power meters.
     pub runs: Arc<crate::energy::runs::Runs>,
 }

@@ -37,7 +37,7 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     init_logging(&cli.log, config_file.as_deref());
     match cli.command {
-        Some(Command::CheckConfig(arg)) => check_config::run(&arg.config),
+        Some(Command::CheckConfig(args)) => check_config::run(&args),
         Some(Command::Parse(args)) => parse::run(args.file.as_deref()),
         Some(Command::ShellyServer(args)) => shelly_server(args),
         Some(Command::ConfigServer(args)) => config_server(args),
@@ -133,6 +133,8 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
             cert_file,
             key_file,
             client_ca_file: args.client_ca_file,
+            client_cert_optional: false,
+            tls13_only: false,
         }),
         _ => None,
     };
@@ -204,4 +206,50 @@ fn init_logging(args: &LogArgs, config_file: Option<&std::path::Path>) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// `serve`'s node_exporter-style flags as the config's overrides; a flag that
+/// cannot be used is an error naming it.
+pub(crate) fn web_overrides(
+    args: &crate::cli::WebArgs,
+) -> Result<crate::config::WebOverrides, String> {
+    let mut listen = Vec::new();
+    for given in &args.listen_address {
+        let text = given.trim();
+        // node_exporter's `:9100` means every address.
+        let full = if text.starts_with(':') {
+            format!("0.0.0.0{text}")
+        } else {
+            text.to_owned()
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&full)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("--web.listen-address {given:?} is not HOST:PORT or :PORT"))?;
+        listen.push(addr);
+    }
+    let path = args.telemetry_path.trim();
+    if !path.starts_with('/')
+        || path.contains(char::is_whitespace)
+        || ["/", "/healthz", "/ready"].contains(&path)
+    {
+        return Err(format!(
+            "--web.telemetry-path must be a path such as /metrics (not /, /healthz or /ready), got {path:?}"
+        ));
+    }
+    Ok(crate::config::WebOverrides {
+        listen,
+        config_file: args.config_file.clone(),
+        telemetry_path: path.to_owned(),
+        disable_exporter_metrics: args.disable_exporter_metrics,
+        collectors: crate::config::CollectorSwitches {
+            disable_defaults: args.collectors.disable_defaults,
+            named: args
+                .collectors
+                .switches()
+                .into_iter()
+                .map(|(n, on)| (n.to_owned(), on))
+                .collect(),
+        },
+    })
 }

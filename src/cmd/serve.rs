@@ -33,6 +33,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let web = match super::web_overrides(&args.web) {
+        Ok(web) => web,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let options = ServeOptions {
         sync,
         config_path: args.config.config,
@@ -41,6 +48,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             sysfs: args.sysfs,
             rootfs: args.rootfs,
             demo,
+            web,
             ..Overrides::default()
         }
         .with_env_tokens(),

@@ -324,6 +324,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
     // (not in `--demo`, which replays another board).
     let sysfs_rails = device.device_type.is_jetson()
         && config.demo.is_none()
+        && config.web.collectors.runs(jetson_rails::NAME)
         && !crate::sources::jetson_rails::discover(&config.paths).is_empty();
     let mut specs = vec![CollectorSpec::Linux {
         paths: config.paths.clone(),
@@ -375,7 +376,8 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
         });
     }
     let pi5 = is_pi && device.board.is_some_and(|b| b.pmic);
-    if config.pmic.enabled.unwrap_or(pi5) {
+    let forced = |name: &str| config.web.collectors.forced(name);
+    if config.pmic.enabled.unwrap_or(pi5) || forced(pmic::NAME) {
         specs.push(CollectorSpec::Pmic {
             command: config.pmic.command.clone(),
             interval: config.interval,
@@ -384,6 +386,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
     if config
         .rapl
         .unwrap_or(device.device_type == DeviceType::LattePanda)
+        || forced(rapl::NAME)
     {
         specs.push(CollectorSpec::Rapl {
             paths: config.paths.clone(),
@@ -422,5 +425,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
             interval: config.interval,
         });
     }
+    // `--no-collector.NAME` and `--collector.disable-defaults`.
+    specs.retain(|spec| config.web.collectors.runs(spec.name()));
     specs
 }

@@ -17,6 +17,7 @@ mod json;
 pub mod raw;
 pub mod store;
 mod validate;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -217,6 +218,11 @@ pub struct ServerTlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: a client may also connect without a certificate
+    /// (exporter-toolkit's `VerifyClientCertIfGiven`).
+    pub client_cert_optional: bool,
+    /// TLS 1.3 only (`min_version: TLS13`).
+    pub tls13_only: bool,
 }
 
 /// How an outbound TLS connection checks its peer.
@@ -323,6 +329,62 @@ pub struct Overrides {
     pub demo: Option<Demo>,
     pub metrics_token: Option<Secret>,
     pub api_token: Option<Secret>,
+    /// node_exporter-style flags of `serve` (`--web.*`, `--collector.*`).
+    pub web: WebOverrides,
+}
+
+/// What `serve`'s `--web.*` and `--collector.*` flags say; they win over the file
+/// and stay in force across reloads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebOverrides {
+    /// `--web.listen-address`: one metrics listener each; empty: `listen_address`
+    /// and `port` of the file.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// `--web.config.file`.
+    pub config_file: Option<PathBuf>,
+    /// `--web.telemetry-path`; empty: `/metrics`.
+    pub telemetry_path: String,
+    pub disable_exporter_metrics: bool,
+    pub collectors: CollectorSwitches,
+}
+
+/// `--collector.NAME`, `--no-collector.NAME` and `--collector.disable-defaults`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectorSwitches {
+    pub disable_defaults: bool,
+    /// Collector name and whether a flag switched it on or off.
+    pub named: Vec<(String, bool)>,
+}
+
+impl CollectorSwitches {
+    /// Whether collector `name`, which the device would run, runs.
+    pub fn runs(&self, name: &str) -> bool {
+        match self.named.iter().rev().find(|(n, _)| n == name) {
+            Some((_, on)) => *on,
+            None => !self.disable_defaults,
+        }
+    }
+
+    /// Whether a flag switched `name` on: it then runs even where the device type
+    /// would not run it by default (`rapl`, `pmic`).
+    pub fn forced(&self, name: &str) -> bool {
+        self.named
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, on)| *on)
+    }
+}
+
+/// The metrics listener as the flags and the web config file set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    pub listen: Vec<std::net::SocketAddr>,
+    pub telemetry_path: String,
+    pub exporter_metrics: bool,
+    pub collectors: CollectorSwitches,
+    /// `--web.config.file`, read and checked (again at every reload).
+    pub config: Option<web::WebConfig>,
 }
 
 impl Overrides {
@@ -378,6 +440,8 @@ pub struct Config {
     pub has_legacy_list: bool,
     /// Top-level keys this version does not know (kept in the file).
     pub unknown_keys: Vec<String>,
+    /// The node_exporter-style flags and the web config file.
+    pub web: WebSettings,
 }
 
 impl Default for Config {

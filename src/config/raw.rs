@@ -255,6 +255,45 @@ pub fn parse_raw(text: &str, source: &Source<'_>) -> Result<RawConfig, ConfigErr
     }
 }
 
+/// The known key closest to `key`, when it is close enough to be a typo: at most
+/// two edits away (one for keys of up to four letters).
+pub fn did_you_mean(key: &str) -> Option<&'static str> {
+    let limit = if key.len() <= 4 { 1 } else { 2 };
+    known_keys()
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// An unknown top-level key, as warnings and `check-config` name it.
+pub fn describe_unknown(key: &str) -> String {
+    match did_you_mean(key) {
+        Some(k) => format!("{key} (did you mean {k}?)"),
+        None => key.to_owned(),
+    }
+}
+
+/// Levenshtein distance over characters, case-insensitive.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// The top-level keys [`RawConfig`] reads, as serde names them.
 pub fn known_keys() -> &'static [&'static str] {
     static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
@@ -316,6 +355,20 @@ impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert_eq!(did_you_mean("intervall"), Some("interval"));
+        assert_eq!(did_you_mean("Metric_Style"), Some("metric_style"));
+        assert_eq!(did_you_mean("remote-write"), Some("remote_write"));
+        assert_eq!(did_you_mean("prt"), Some("port"));
+        assert_eq!(did_you_mean("something_else"), None);
+        assert_eq!(
+            describe_unknown("intervall"),
+            "intervall (did you mean interval?)"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn known_keys_come_from_the_struct() {

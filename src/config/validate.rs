@@ -83,6 +83,8 @@ pub(super) fn config(
             cert_file: t.cert_file,
             key_file: t.key_file,
             client_ca_file: t.client_ca_file,
+            client_cert_optional: false,
+            tls13_only: false,
         }),
         hostname,
         tegrastats,
@@ -96,6 +98,35 @@ pub(super) fn config(
         demo: overrides.demo.clone(),
         has_legacy_list,
         unknown_keys: raw.unknown_keys,
+        web: web_settings(&overrides.web)?,
+    })
+}
+
+/// The flags' settings, with the web config file read and checked.
+fn web_settings(flags: &super::WebOverrides) -> Result<super::WebSettings, ConfigError> {
+    let config = match &flags.config_file {
+        Some(path) => Some(super::web::load(path).map_err(|message| ConfigError {
+            file: path.clone(),
+            line: None,
+            field: None,
+            message,
+            hint: Some(
+                "the format of exporter-toolkit's web config file (--web.config.file)".into(),
+            ),
+        })?),
+        None => None,
+    };
+    let path = flags.telemetry_path.trim();
+    Ok(super::WebSettings {
+        listen: flags.listen.clone(),
+        telemetry_path: if path.is_empty() {
+            "/metrics".to_owned()
+        } else {
+            path.to_owned()
+        },
+        exporter_metrics: !flags.disable_exporter_metrics,
+        collectors: flags.collectors.clone(),
+        config,
     })
 }
 

@@ -73,9 +73,12 @@ pub fn allowed(
 
 /// The `WWW-Authenticate` value of a 401: Basic when Basic credentials are
 /// accepted (so a browser asks for them), else Bearer.
+/// The `WWW-Authenticate` value that makes a browser ask for a user and password.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"edge-metrics-exporter\", charset=\"UTF-8\"";
+
 pub fn challenge(basic: Option<&BasicCredentials>) -> &'static str {
     if basic.is_some() {
-        "Basic realm=\"edge-metrics-exporter\", charset=\"UTF-8\""
+        BASIC_CHALLENGE
     } else {
         "Bearer realm=\"edge-metrics-exporter\""
     }
@@ -122,7 +125,7 @@ pub fn basic_header(user: &str, password: &str) -> String {
 }
 
 /// The user name and password of an `Authorization: Basic` value.
-fn basic_pair(value: &str) -> Option<(String, String)> {
+pub fn basic_pair(value: &str) -> Option<(String, String)> {
     use base64::Engine as _;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

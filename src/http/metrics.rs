@@ -13,29 +13,28 @@ use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::access::{Access, Listener};
-use super::auth::require;
+use super::access::{Access, Listener, require_access, web_headers};
 use crate::exposition::Format;
 use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // The path is a flag (`--web.telemetry-path`): fixed for the process.
+    let path = state.store.live().web.telemetry_path.clone();
     Router::new()
         .route(
-            "/metrics",
+            &path,
             get(metrics).route_layer(middleware::from_fn_with_state(
                 Access::new(state.clone(), Listener::Metrics),
-                require::<Access>,
+                require_access,
             )),
         )
         .route("/", get(landing))
         // Probes answer without the metrics token: they reveal no readings.
         .route("/healthz", get(super::probes::healthz))
         .route("/ready", get(super::probes::ready))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "Not found. Metrics are at /metrics\n",
-            )
+        .fallback({
+            let message = format!("Not found. Metrics are at {path}\n");
+            move || async move { (StatusCode::NOT_FOUND, message) }
         })
         .method_not_allowed_fallback(|| async {
             (
@@ -44,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "Method not allowed\n",
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), web_headers))
         .with_state(state)
 }
 
@@ -101,13 +101,14 @@ async fn landing(State(state): State<Arc<AppState>>) -> Html<String> {
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>edge-metrics-exporter</title></head>\n\
          <body>\n<h1>edge-metrics-exporter {version}</h1>\n\
          <p>Device type <b>{device_type}</b> on <b>{hostname}</b>.</p>\n\
-         <ul>\n<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n\
+         <ul>\n<li><a href=\"{path}\">{path}</a>: Prometheus metrics</li>\n\
          <li>Management API on port {api_port}: /health, /config, /metrics/list</li>\n</ul>\n\
          </body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
         device_type = html_escape(&device.device_type),
         hostname = html_escape(&device.hostname),
         api_port = state.bound_reload_port,
+        path = html_escape(&state.store.live().web.telemetry_path),
     ))
 }
 

@@ -85,13 +85,23 @@ pub enum TlsError {
 pub fn server(cfg: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(&cfg.cert_file)?;
     let key = key(&cfg.key_file)?;
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Protocol)?;
+    let builder = ServerConfig::builder_with_provider(provider());
+    let builder = if cfg.tls13_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    }
+    .map_err(TlsError::Protocol)?;
     let builder = match &cfg.client_ca_file {
         Some(path) => {
             let roots = roots(path)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = if cfg.client_cert_optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
                 .build()
                 .map_err(|source| TlsError::ClientVerifier {
                     path: path.clone(),
