@@ -35,13 +35,13 @@ fn rewrite(path: &Path, value: &str) {
 }
 
 /// A copy of a Jetson fixture, with a one-line tegrastats recording and nvpmodel.
-struct Jetson {
+pub struct Jetson {
     _tmp: tempfile::TempDir,
-    root: PathBuf,
-    config: String,
+    pub root: PathBuf,
+    pub config: String,
 }
 
-fn jetson(fixture: &str, line: &str, extra: &str) -> Jetson {
+pub fn jetson(fixture: &str, line: &str, extra: &str) -> Jetson {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = copy_fixture(&format!("linux/{fixture}"), tmp.path());
     let recording = tmp.path().join("one-line.log");

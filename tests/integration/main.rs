@@ -9,6 +9,7 @@ mod board_sensors;
 mod config_page;
 mod config_sync;
 mod deploy;
+mod dropin;
 mod energy;
 mod fleet;
 mod golden;

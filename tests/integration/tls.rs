@@ -13,7 +13,7 @@ use edge_metrics_exporter::http::{client, tls};
 use crate::support::*;
 
 /// GET over HTTPS with the crate's own client: status and body, or the error.
-fn https_get(
+pub fn https_get(
     url: &str,
     client_tls: &TlsClientConfig,
     headers: &[(&str, &str)],
@@ -37,7 +37,7 @@ fn https_get(
         .map_err(|e| e.to_string())
 }
 
-fn trusting(ca: &Path) -> TlsClientConfig {
+pub fn trusting(ca: &Path) -> TlsClientConfig {
     TlsClientConfig {
         ca_file: Some(ca.to_owned()),
         ..Default::default()
@@ -58,11 +58,11 @@ fn served_subject(port: &str, ca: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn port_of(url: &str) -> String {
+pub fn port_of(url: &str) -> String {
     url.rsplit(':').next().expect("port").to_owned()
 }
 
-struct OwnPrometheus {
+pub struct OwnPrometheus {
     child: Child,
     url: String,
 }
@@ -75,7 +75,7 @@ impl Drop for OwnPrometheus {
 }
 
 impl OwnPrometheus {
-    fn start(binary: &Path, dir: &Path, scrape_configs: &str) -> OwnPrometheus {
+    pub fn start(binary: &Path, dir: &Path, scrape_configs: &str) -> OwnPrometheus {
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -108,7 +108,7 @@ impl OwnPrometheus {
     }
 
     /// The value of `promql` once it returns one series equal to `want`.
-    fn wait_for(&self, promql: &str, want: f64) {
+    pub fn wait_for(&self, promql: &str, want: f64) {
         let url = format!("{}/api/v1/query?query={}", self.url, urlencode(promql));
         let mut last = String::new();
         let found = (0..240).any(|_| {
