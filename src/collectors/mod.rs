@@ -12,6 +12,7 @@
 
 pub mod board;
 pub mod control;
+pub mod device_info;
 pub mod ina2xx;
 pub mod jetson_rails;
 pub mod linux;
@@ -180,6 +181,9 @@ pub enum CollectorSpec {
         supply_prefix: &'static str,
         interval: Duration,
     },
+    DeviceInfo {
+        paths: Paths,
+    },
 }
 
 /// What a collector may use while it is built: a place to run background tasks
@@ -207,6 +211,7 @@ impl CollectorSpec {
             CollectorSpec::Rapl { .. } => rapl::NAME,
             CollectorSpec::Pmic { .. } => pmic::NAME,
             CollectorSpec::Board { .. } => board::NAME,
+            CollectorSpec::DeviceInfo { .. } => device_info::NAME,
         }
     }
 
@@ -288,6 +293,9 @@ impl CollectorSpec {
                 supply_prefix,
                 crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
             )),
+            CollectorSpec::DeviceInfo { paths } => {
+                Box::new(device_info::DeviceInfoCollector::new(paths))
+            }
         }
     }
 }
@@ -425,6 +433,9 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
             interval: config.interval,
         });
     }
+    specs.push(CollectorSpec::DeviceInfo {
+        paths: config.paths.clone(),
+    });
     // `--no-collector.NAME` and `--collector.disable-defaults`.
     specs.retain(|spec| config.web.collectors.runs(spec.name()));
     specs

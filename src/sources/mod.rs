@@ -8,6 +8,7 @@ pub mod board;
 pub mod command;
 pub mod control;
 pub mod cpu;
+pub mod device_info;
 pub mod hwmon;
 pub mod ina2xx;
 pub mod jetson_rails;
