@@ -471,7 +471,7 @@ impl Shared {
                         out.push(s.clone());
                         continue;
                     }
-                    if !config.metrics.contains_key(&*s.id) && !discovered.contains(&s.id) {
+                    if !config.lists(&s.id) && !discovered.contains(&s.id) {
                         // Seen for the first time: written to the file, unless the
                         // file is full; then it is neither added nor served.
                         if config.metrics.len() + discovered.len() >= config.max_metrics {

@@ -34,6 +34,35 @@ pub use json::{validate_json, yaml_to_json};
 pub use raw::{RawConfig, parse_raw};
 pub use store::Store;
 
+/// Whether a `metrics:` key is a glob pattern (`*` any run of characters, `?` one).
+pub fn is_metric_pattern(key: &str) -> bool {
+    key.contains(['*', '?'])
+}
+
+/// Whether `id` matches the glob `pattern` (`*` any run, `?` one character).
+pub fn glob_match(pattern: &str, id: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), id.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    // Where the last `*` was, and where in `id` it started matching.
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        if i < p.len() && (p[i] == b'?' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == b'*')
+}
+
 /// The template shipped as `config.yaml.template`.
 pub const TEMPLATE: &str = include_str!("../../config.yaml.template");
 
@@ -407,7 +436,11 @@ pub struct Config {
     pub interval: Duration,
     pub port: u16,
     pub reload_port: u16,
+    /// `metrics:` as written: exact ids and glob patterns (`host_cpu_core*_usage_percent`).
     pub metrics: BTreeMap<String, bool>,
+    /// The patterns of `metrics:`, longest first: the first that matches an id
+    /// without an exact entry decides it.
+    pub metric_patterns: Vec<(String, bool)>,
     pub new_metrics_enabled: bool,
     /// Most ids auto-discovery adds up to (with those listed already); beyond it,
     /// new ids are counted and neither added nor served.
@@ -466,13 +499,29 @@ impl Config {
         }
     }
 
-    /// Whether an id is collected: its entry under `metrics:`, or
-    /// `new_metrics_enabled` for an id not listed yet.
+    /// Whether an id is collected: its exact entry under `metrics:`, else the
+    /// longest pattern that matches it, else `new_metrics_enabled` (an id not
+    /// listed yet).
     pub fn is_enabled(&self, id: &str) -> bool {
         self.metrics
             .get(id)
             .copied()
+            .or_else(|| self.pattern_for(id))
             .unwrap_or(self.new_metrics_enabled)
+    }
+
+    /// The value of the longest `metrics:` pattern matching `id`, if any.
+    pub fn pattern_for(&self, id: &str) -> Option<bool> {
+        self.metric_patterns
+            .iter()
+            .find(|(p, _)| glob_match(p, id))
+            .map(|(_, on)| *on)
+    }
+
+    /// Whether `metrics:` decides `id`, by its own entry or by a pattern (ids it
+    /// does not decide are new: discovery writes them to the file).
+    pub fn lists(&self, id: &str) -> bool {
+        self.metrics.contains_key(id) || self.pattern_for(id).is_some()
     }
 
     /// Validates a parsed file.

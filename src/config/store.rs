@@ -277,7 +277,8 @@ impl Store {
     pub fn set_metrics(&self, changes: &BTreeMap<String, bool>) -> Result<Arc<Config>, StoreError> {
         let guard = self.lock();
         let live = self.live();
-        if let Some(unknown) = changes.keys().find(|id| !live.metrics.contains_key(*id)) {
+        // An id a pattern covers may get its own entry (which then beats it).
+        if let Some(unknown) = changes.keys().find(|id| !live.lists(id)) {
             return Err(StoreError::UnknownMetric(unknown.clone()));
         }
         self.write_edits(&guard, &[Edit::SetMetrics(changes.clone())])?;
@@ -292,7 +293,7 @@ impl Store {
         let live = self.live();
         let new: BTreeMap<String, bool> = ids
             .iter()
-            .filter(|id| !live.metrics.contains_key(&***id))
+            .filter(|id| !live.lists(id))
             .map(|id| (id.to_string(), live.new_metrics_enabled))
             .collect();
         if new.is_empty() {

@@ -56,6 +56,16 @@ pub(super) fn config(
         interval,
         port,
         reload_port: raw.reload_port.unwrap_or(DEFAULT_RELOAD_PORT),
+        metric_patterns: {
+            let mut patterns: Vec<(String, bool)> = metrics
+                .iter()
+                .filter(|(k, _)| super::is_metric_pattern(k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            // Longest first; equal lengths in a fixed order.
+            patterns.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+            patterns
+        },
         metrics,
         new_metrics_enabled: raw.new_metrics_enabled.unwrap_or(false),
         max_metrics: max_metrics(raw.max_metrics, source)?,
@@ -189,7 +199,9 @@ fn metrics(
 ) -> Result<(BTreeMap<String, bool>, bool), ConfigError> {
     let mut metrics = map.unwrap_or_default();
     for name in metrics.keys() {
-        if !is_valid_metric_name(name) {
+        // A pattern is an id with `*` and `?` in it.
+        let as_id = name.replace(['*', '?'], "a");
+        if !is_valid_metric_name(&as_id) {
             return Err(source.error(&["metrics", name], format!("Invalid metric name: {name}")));
         }
     }
@@ -767,6 +779,43 @@ mod tests {
         );
         assert_eq!(c.shelly.server_url, "http://hub:8766");
         assert!(parse("shelly:\n  server_url: ftp://x\n").is_err());
+    }
+
+    #[test]
+    fn metric_patterns_exact_beats_pattern_and_longest_pattern_wins() {
+        let c = parse(
+            "new_metrics_enabled: true\nmetrics:\n  host_cpu_core*_usage_percent: false\n  host_cpu_core1*_usage_percent: true\n  host_cpu_core12_usage_percent: false\n  host_temp_?pu_celsius: false\n",
+        )
+        .expect("valid");
+        assert!(!c.is_enabled("host_cpu_core3_usage_percent"), "the pattern");
+        assert!(
+            c.is_enabled("host_cpu_core10_usage_percent"),
+            "the longer pattern"
+        );
+        assert!(
+            !c.is_enabled("host_cpu_core12_usage_percent"),
+            "the exact id"
+        );
+        assert!(!c.is_enabled("host_temp_gpu_celsius"));
+        assert!(
+            c.is_enabled("host_temp_soc_celsius"),
+            "new ids: new_metrics_enabled"
+        );
+        assert!(c.lists("host_cpu_core7_usage_percent"));
+        assert!(!c.lists("host_ram_used_mb"));
+        let e = parse("metrics:\n  host_*-x: true\n").expect_err("bad pattern");
+        assert!(e.message.contains("Invalid metric name"), "{e}");
+        for (p, id, m) in [
+            ("a*", "a", true),
+            ("*", "anything", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*_celsius", "host_temp_cpu_celsius", true),
+        ] {
+            assert_eq!(super::super::glob_match(p, id), m, "{p} {id}");
+        }
     }
 
     #[test]

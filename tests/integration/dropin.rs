@@ -272,3 +272,52 @@ fn check_config_strict_names_a_typo_and_shows_what_wins() {
     let (_, out, _) = run_binary(&["check-config", "--config", &file], dir.path());
     assert!(out.contains("metrics listen: 0.0.0.0:9200"), "{out}");
 }
+
+#[test]
+fn metric_patterns_switch_families_and_survive_the_exporters_edits() {
+    let m = crate::metrics_endpoint::machine();
+    let config = fixture_config(
+        &m.root,
+        "metrics:\n  host_cpu_core*_usage_percent: false\n  host_cpu_core2_usage_percent: true\n",
+    );
+    let exporter = Exporter::start(&config);
+    let body = exporter.metrics_until("CPU usage", |b| {
+        b.contains("\nhost_cpu_core2_usage_percent{")
+    });
+    // The exact id beats the pattern; the others are off.
+    for core in [0, 1, 3] {
+        assert!(
+            !body.contains(&format!("\nhost_cpu_core{core}_usage_percent{{")),
+            "core {core}: {body}"
+        );
+    }
+    exporter.wait_settled();
+    let text = exporter.config_text();
+    // Discovery wrote the new ids, but none the pattern covers.
+    assert!(text.contains("  host_ram_used_mb: true"), "{text}");
+    assert!(!text.contains("host_cpu_core0_usage_percent"), "{text}");
+    assert!(
+        text.contains("  host_cpu_core*_usage_percent: false"),
+        "{text}"
+    );
+    // The API's own edit keeps the pattern; an id the pattern covers may be
+    // switched on by its own entry.
+    let r = exporter.api_post(
+        "/metrics/enable",
+        r#"{"host_ram_used_mb": false, "host_cpu_core1_usage_percent": true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = exporter.metrics_until("core 1 on", |b| {
+        b.contains("\nhost_cpu_core1_usage_percent{") && !b.contains("\nhost_ram_used_mb{")
+    });
+    assert!(!body.contains("\nhost_cpu_core0_usage_percent{"));
+    let text = exporter.config_text();
+    assert!(
+        text.contains("  host_cpu_core*_usage_percent: false"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  host_cpu_core1_usage_percent: true"),
+        "{text}"
+    );
+}
