@@ -105,6 +105,16 @@ static HWMON_POWER_ENERGY: PowerFamilies = PowerFamilies {
     total: false,
 };
 static HWMON_FAN: Family = Family::gauge("host_hwmon_fan_rpm", "hwmon fan speed", "rpm");
+static HWMON_FREQ: Family = Family::gauge(
+    "host_hwmon_frequency_hertz",
+    "hwmon frequency sensor (a GPU's clocks)",
+    "hertz",
+);
+static HWMON_HUMIDITY: Family = Family::gauge(
+    "host_hwmon_humidity_percent",
+    "hwmon relative humidity sensor",
+    "percent",
+);
 static HWMON_ENERGY: Family = Family::counter(
     "host_hwmon_energy_joules_total",
     "hwmon energy counter",
@@ -368,6 +378,8 @@ impl LinuxCollector {
                     }
                     SensorKind::Fan => ("fan", "rpm", &HWMON_FAN),
                     SensorKind::Energy => ("energy", "joules_total", &HWMON_ENERGY),
+                    SensorKind::Freq => ("freq", "hertz", &HWMON_FREQ),
+                    SensorKind::Humidity => ("humidity", "percent", &HWMON_HUMIDITY),
                 };
                 out.push_series(
                     sensor.value,

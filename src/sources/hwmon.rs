@@ -1,10 +1,14 @@
 //! Hardware monitoring chips from `/sys/class/hwmon/hwmon*`.
 //!
-//! Reads temperatures, voltages, currents, power, fan speeds and energy, converted
-//! from the kernel's milli- and micro-units (Documentation/hwmon/sysfs-interface) to
-//! base units. Old kernels keep the attributes in the `device/` subdirectory; both
-//! places are read. An attribute that cannot be read (a sensor that is off answers
-//! EIO or ENODATA) is absent.
+//! Reads temperatures, voltages, currents, power, fan speeds, energy, frequencies
+//! and humidity, converted from the kernel's milli- and micro-units
+//! (Documentation/hwmon/sysfs-interface) to base units. Old kernels keep the
+//! attributes in the `device/` subdirectory; both places are read. An attribute
+//! that cannot be read (a sensor that is off answers EIO or ENODATA) is absent.
+//!
+//! A chip without a `name` file is named after its device the way node_exporter
+//! names chips: the device directory's parent and own name (`platform` +
+//! `applesmc.768`), else the `hwmonN` directory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +30,10 @@ pub enum SensorKind {
     Fan,
     /// `energyN_input`, microjoules.
     Energy,
+    /// `freqN_input`, hertz (a GPU's clocks).
+    Freq,
+    /// `humidityN_input`, milli-percent relative humidity.
+    Humidity,
 }
 
 impl SensorKind {
@@ -37,6 +45,8 @@ impl SensorKind {
             "power" => SensorKind::Power,
             "fan" => SensorKind::Fan,
             "energy" => SensorKind::Energy,
+            "freq" => SensorKind::Freq,
+            "humidity" => SensorKind::Humidity,
             _ => return None,
         })
     }
@@ -50,6 +60,8 @@ impl SensorKind {
             SensorKind::Power => "power",
             SensorKind::Fan => "fan",
             SensorKind::Energy => "energy",
+            SensorKind::Freq => "freq",
+            SensorKind::Humidity => "humidity",
         }
     }
 
@@ -58,8 +70,9 @@ impl SensorKind {
     fn divisor(self) -> f64 {
         match self {
             SensorKind::Temp | SensorKind::Voltage | SensorKind::Current => 1e3,
+            SensorKind::Humidity => 1e3,
             SensorKind::Power | SensorKind::Energy => 1e6,
-            SensorKind::Fan => 1.0,
+            SensorKind::Fan | SensorKind::Freq => 1.0,
         }
     }
 }
@@ -110,7 +123,9 @@ pub fn read_chips(paths: &Paths) -> Vec<Chip> {
             let index = dir_name["hwmon".len()..].parse().ok()?;
             let dir = base.join(&dir_name);
             let name = paths::read_attr(&dir.join("name"))
-                .or_else(|| paths::read_attr(&dir.join("device/name")))?;
+                .or_else(|| paths::read_attr(&dir.join("device/name")))
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| device_name(&dir).unwrap_or_else(|| dir_name.clone()));
             let sensors = read_sensors(&[dir.clone(), dir.join("device")]);
             Some(Chip {
                 index,
@@ -119,6 +134,22 @@ pub fn read_chips(paths: &Paths) -> Vec<Chip> {
             })
         })
         .collect()
+}
+
+/// A name for a chip from its device: `<parent>_<device>` of the device's real
+/// path (`platform_applesmc.768`, `0000:00:03.1_0000:09:00.0`), as node_exporter
+/// names every chip.
+fn device_name(dir: &Path) -> Option<String> {
+    let device = std::fs::canonicalize(dir.join("device")).ok()?;
+    let own = device.file_name()?.to_str()?.to_owned();
+    match device
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|p| p.to_str())
+    {
+        Some(parent) if !parent.is_empty() => Some(format!("{parent}_{own}")),
+        _ => Some(own),
+    }
 }
 
 /// Label, value, and whether the value came from `input` (preferred over `average`).
@@ -198,5 +229,14 @@ mod tests {
         assert_eq!(parse_attr_name("temp_input"), None);
         assert_eq!(parse_attr_name("pwm1_enable"), None);
         assert_eq!(parse_attr_name("update_interval"), None);
+        assert_eq!(
+            parse_attr_name("freq1_input"),
+            Some((SensorKind::Freq, 1, "input"))
+        );
+        assert_eq!(
+            parse_attr_name("humidity1_input"),
+            Some((SensorKind::Humidity, 1, "input"))
+        );
+        assert_eq!(parse_attr_name("intrusion0_alarm"), None);
     }
 }

@@ -439,6 +439,12 @@ fn node_hwmon(lines: &[Line]) -> Vec<Reading> {
             readings.push((kind.into(), chip.into(), l.value));
         }
     }
+    // node_exporter 1.5 divides humidity's milli-percent by 10^6 (45678 → 0.045678);
+    // ours is in percent (45.678).
+    for l in lines.iter().filter(|l| l.name == "node_hwmon_humidity") {
+        let chip = names.get(l.labels["chip"].as_str()).copied().unwrap_or("?");
+        readings.push(("humidity".into(), chip.into(), l.value * 1000.0));
+    }
     // A power sensor with only power1_average: ours reads it as the sensor's power.
     for l in lines
         .iter()
@@ -465,6 +471,10 @@ fn our_hwmon(lines: &[Line], chip_names: &BTreeSet<String>) -> (Vec<Reading>, BT
     for l in lines {
         // The energy layer's counter and peak beside a power sensor are ours alone.
         if l.name == "host_hwmon_power_joules_total" || l.name == "host_hwmon_power_peak_watts" {
+            continue;
+        }
+        // Frequencies: node_exporter 1.5 does not read them (checked on their own).
+        if l.name == "host_hwmon_frequency_hertz" {
             continue;
         }
         let Some(kind) = l
@@ -531,9 +541,11 @@ fn hwmon_and_rapl_match_node_exporter_on_the_same_trees() {
     };
     for fixture in [
         "x86-laptop",
+        "raspberry-pi-4",
         "raspberry-pi-5",
         "lattepanda-3-delta",
         "orange-pi-5",
+        "ryzen-desktop",
     ] {
         let root = fixtures().join("linux").join(fixture);
         let theirs = node_exporter(&node, &root);
@@ -555,6 +567,47 @@ fn hwmon_and_rapl_match_node_exporter_on_the_same_trees() {
         assert!(!expected.is_empty(), "{fixture}: the peer read no hwmon");
         let got = ours_hwmon.into_iter().filter(keep).collect();
         assert_same(got, expected, &format!("{fixture}: hwmon"));
+        if fixture == "ryzen-desktop" {
+            // The GPU's clocks, in Hz, and both AUXTIN1 sensors; the name-less
+            // chip named after its device.
+            for (labels, want) in [
+                ([("chip", "amdgpu"), ("sensor", "sclk")], 1.9e9),
+                ([("chip", "amdgpu"), ("sensor", "fclk")], 1.6e9),
+            ] {
+                assert_eq!(
+                    value_of(&ours, "host_hwmon_frequency_hertz", &labels),
+                    Some(want)
+                );
+            }
+            for (sensor, want) in [("temp9", 29.0), ("temp10", 31.5)] {
+                assert_eq!(
+                    value_of(
+                        &ours,
+                        "host_hwmon_temp_celsius",
+                        &[("chip", "nct6798"), ("sensor", sensor)]
+                    ),
+                    Some(want)
+                );
+            }
+            assert_eq!(
+                value_of(
+                    &ours,
+                    "host_hwmon_fan_rpm",
+                    &[("chip", "platform_acme_fan_0"), ("sensor", "fan1")]
+                ),
+                Some(2200.0)
+            );
+        }
+        if fixture == "raspberry-pi-4" {
+            assert_eq!(
+                value_of(
+                    &ours,
+                    "host_hwmon_humidity_percent",
+                    &[("chip", "sht3x"), ("sensor", "humidity1")]
+                ),
+                Some(45.678)
+            );
+        }
 
         // RAPL: node_rapl_<zone>_joules_total{index} is our
         // rapl_energy_joules_total{zone, package}. The peer also reads the

@@ -92,6 +92,7 @@ fn machines(tools: &Path) -> Vec<Machine> {
         plain("orange-pi-5"),
         plain("orange-pi-a20"),
         plain("lattepanda-3-delta"),
+        plain("ryzen-desktop"),
         jetson("jetson-agx-orin", &recording),
         jetson("jetson-orin-nano", &orin_nano),
         jetson("jetson-nano-jp4", &nano),
