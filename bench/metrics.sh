@@ -17,4 +17,12 @@ echo
 echo "== saturated: 2 threads, 16 connections, ${secs}s"
 wrk -t2 -c16 -d"${secs}s" --latency "$url"
 echo
+gz=$(curl -s -H 'Accept-Encoding: gzip' "$url" | wc -c)
+echo "== gzip (Accept-Encoding: gzip, as Prometheus sends it): $gz bytes instead of $bytes"
+echo "== gzip paced: 2 connections, 4 ms pause, ${secs}s"
+wrk -t1 -c2 -d"${secs}s" --latency -s bench/paced.lua -H 'Accept-Encoding: gzip' "$url"
+echo
+echo "== gzip saturated: 2 threads, 16 connections, ${secs}s"
+wrk -t2 -c16 -d"${secs}s" --latency -H 'Accept-Encoding: gzip' "$url"
+echo
 grep -E 'VmRSS|VmHWM' /proc/$pid/status
