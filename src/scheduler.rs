@@ -128,9 +128,10 @@ impl DeviceInfo {
     /// spec's `collector` field of `/health`.
     pub fn primary_collector(&self) -> &'static str {
         self.specs
-            .get(1)
-            .or_else(|| self.specs.first())
-            .map_or(collectors::linux::NAME, CollectorSpec::name)
+            .iter()
+            .map(CollectorSpec::name)
+            .find(|n| ![collectors::linux::NAME, collectors::device_info::NAME].contains(n))
+            .unwrap_or(collectors::linux::NAME)
     }
 }
 
@@ -879,9 +880,10 @@ mod tests {
         }
         let ticks = scheduler.ticks() - ticks;
         let published = latest.published() - published;
-        assert_eq!(scheduler.collector_states().len(), 3);
+        // linux, pmic, rapl and device_info.
+        assert_eq!(scheduler.collector_states().len(), 4);
         assert!(ticks >= 3, "{ticks} ticks");
-        // One snapshot per collector and one per sweep would be 4 per tick. (The
+        // One snapshot per collector and one per sweep would be 5 per tick. (The
         // two counters are read one after the other: a tick may fall between.)
         assert!(
             published.abs_diff(ticks) <= 1,

@@ -36,7 +36,9 @@ fn collector_switches_as_node_exporter_spells_them() {
 
     // --no-collector.linux: no host_ series, the rest stays.
     let no_linux = Exporter::start_with(options_with(&j.config, &["--no-collector.linux"]));
-    let body = no_linux.metrics_until("tegrastats", |b| b.contains("\njetson_ram_used_mb{"));
+    let body = no_linux.metrics_until("tegrastats and the rails", |b| {
+        b.contains("\njetson_ram_used_mb{") && b.contains("\njetson_power_vdd_in_watts{")
+    });
     assert!(
         !names(&body).iter().any(|n| n.starts_with("host_")),
         "{body}"
@@ -68,6 +70,7 @@ fn collector_switches_as_node_exporter_spells_them() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert_eq!(collectors, ["tegrastats"], "{health}");
+    assert_eq!(health["collector"], "tegrastats");
     assert!(!names(&body).iter().any(|n| n.starts_with("host_")));
     // Without the sysfs rails, tegrastats' VDD_IN (12.479 W) is the power.
     assert!(

@@ -222,7 +222,7 @@ fn reload_applies_metrics_and_rejects_bad_files() {
     let body = exporter.metrics();
     assert!(body.contains("host_swap_total_mb{"), "still collecting");
 
-    // A changed sysfs root rebuilds the linux collector, which reads the new tree.
+    // A changed sysfs root rebuilds the collectors that read it.
     let other_dir = m._tmp.path().join("other");
     std::fs::create_dir(&other_dir).expect("mkdir");
     let other = copy_fixture("linux/x86-laptop", &other_dir);
@@ -238,9 +238,10 @@ fn reload_applies_metrics_and_rejects_bad_files() {
     std::fs::write(&exporter.config_path, config).expect("write");
     let r = exporter.api_post("/reload", "");
     assert_eq!(r.status, 200, "{}", r.body);
+    // device_info reads the same roots, so it is rebuilt too.
     assert_eq!(
         r.json()["restarted_collectors"],
-        serde_json::json!(["linux"])
+        serde_json::json!(["linux", "device_info"])
     );
     exporter.metrics_until("values from the new tree", |b| {
         sample_value(b, &flat("host_temp_x86_pkg_temp_celsius")) == Some(61.0)
