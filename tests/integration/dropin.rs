@@ -212,6 +212,37 @@ fn prometheus_scrapes_with_a_bcrypt_user_from_a_web_config_file() {
     prom.wait_for("up{job=\"web_config\"}", 1.0);
     prom.wait_for("up{job=\"wrong_password\"}", 0.0);
     prom.wait_for("count(host_ram_total_mb{job=\"web_config\"})", 1.0);
+    // Re-read at a reload: another user, the old one refused (even though its
+    // check was remembered).
+    let second = bcrypt::hash("second-pass", 4).expect("bcrypt");
+    let text = std::fs::read_to_string(&web).expect("read");
+    let (head, _) = text.split_once("basic_auth_users:").expect("users");
+    std::fs::write(
+        &web,
+        format!("{head}basic_auth_users:\n  second: {second}\n"),
+    )
+    .expect("write");
+    assert_eq!(exporter.api_post("/reload", "").status, 200);
+    let (status, _) = https_get(
+        &url,
+        &trust,
+        &[("Authorization", &basic("second", "second-pass"))],
+    )
+    .expect("https");
+    assert_eq!(status, 200);
+    let (status, _) = https_get(
+        &url,
+        &trust,
+        &[("Authorization", &basic("prometheus", "scrape-pass"))],
+    )
+    .expect("https");
+    assert_eq!(status, 401);
+    std::fs::write(
+        &web,
+        format!("{head}basic_auth_users:\n  prometheus: {hash}\n"),
+    )
+    .expect("write");
+    assert_eq!(exporter.api_post("/reload", "").status, 200);
     // The header of the web config is on the answers.
     let headers = https_headers(&url, &pki.ca, &basic("prometheus", "scrape-pass"));
     assert!(
