@@ -43,7 +43,18 @@ fn the_exporter_reports_on_itself() {
         || {
             let body = get(&format!("{}/metrics", exporter.metrics_url), &auth).body;
             let cpu = sample_value(&body, "process_cpu_seconds_total").unwrap_or(0.0);
-            (body.contains("route=\"/health\"") && cpu > 0.0).then_some(body)
+            // The counts are those of the last snapshot: wait for one taken after
+            // all three requests.
+            let health = sample_value(
+                &body,
+                "edge_exporter_http_requests_total{listener=\"api\",route=\"/health\",code=\"200\"}",
+            )
+            .unwrap_or(0.0);
+            let other = sample_value(
+                &body,
+                "edge_exporter_http_requests_total{listener=\"api\",route=\"other\",code=\"404\"}",
+            );
+            (health >= 3.0 && other.is_some() && cpu > 0.0).then_some(body)
         },
     );
     let value = |series: &str| sample_value(&body, series);
