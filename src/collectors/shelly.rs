@@ -151,7 +151,10 @@ impl ShellyCollector {
         let only_fallback = self.device_id.is_none();
         match &self.source {
             ShellySource::Hub { url } => {
-                let read = hub_client::read(url, self.wanted(), only_fallback).await;
+                // A reading one interval old is as good as a new one: the hub
+                // serves it from what the plug pushed, without an RPC.
+                let max_age = self.meters.interval();
+                let read = hub_client::read(url, self.wanted(), only_fallback, Some(max_age)).await;
                 vec![read.map(|r| (r.device_id, r.reading)).map_err(Into::into)]
             }
             ShellySource::Embedded => vec![self.read_embedded(only_fallback).await],
@@ -169,7 +172,7 @@ impl ShellyCollector {
     async fn read_embedded(&self, only_fallback: bool) -> Result<(String, Reading), ShellyError> {
         let hub = self.hub.as_ref().ok_or(ShellyError::NoEmbeddedHub)?;
         let plug = hub.pick(self.wanted(), only_fallback)?;
-        let reading = hub.read(&plug).await?;
+        let reading = hub.read_fresh(&plug, self.meters.interval()).await?;
         Ok((plug.id.clone(), reading))
     }
 

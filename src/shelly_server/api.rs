@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::hub::{Hub, RpcFailure};
 use crate::config::Secret;
 use crate::http::auth::tokens_match;
-use crate::http::body::{PathParam, bounded};
+use crate::http::body::{PathParam, QueryParams, bounded};
 use crate::http::error::{ApiError, json_fallbacks};
 use crate::http::serve::ConnectionSlot;
 use crate::sources::shelly::PlugReading;
@@ -169,6 +169,7 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
         .route("/metrics/{device_id}", get(metrics_one))
         .route("/devices", get(devices))
         .route("/status/{device_id}", get(status))
+        .route("/plugs/metrics", get(super::page::plugs_metrics))
         .route("/telemetry", get(telemetry));
     json_fallbacks(routes, |_| "GET, HEAD")
         // Nothing here takes a body.
@@ -188,30 +189,64 @@ fn failure(e: RpcFailure) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-async fn read(hub: &Hub, name: &str) -> Result<Json<PlugReading>, ApiError> {
+/// `?max_age=SECONDS`: a reading that old is good enough (no RPC when the plug's
+/// pushed status is that fresh).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Freshness {
+    max_age: Option<f64>,
+}
+
+impl Freshness {
+    fn max_age(&self) -> Result<Option<std::time::Duration>, ApiError> {
+        match self.max_age {
+            None => Ok(None),
+            Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+                Ok(Some(std::time::Duration::from_secs_f64(s)))
+            }
+            Some(s) => Err(ApiError::bad_request(format!(
+                "max_age must be seconds from 0 to 86400, got {s}"
+            ))),
+        }
+    }
+}
+
+async fn read(
+    hub: &Hub,
+    name: &str,
+    max_age: Option<std::time::Duration>,
+) -> Result<Json<PlugReading>, ApiError> {
     let plug = hub
         .resolve(name)
         .ok_or_else(|| failure(RpcFailure::NotConnected(name.to_owned())))?;
-    let reading = hub.read(&plug).await.map_err(failure)?;
+    let reading = match max_age {
+        Some(age) => hub.read_fresh(&plug, age).await,
+        None => hub.read(&plug).await,
+    }
+    .map_err(failure)?;
     Ok(Json(Hub::plug_reading(&plug, reading)))
 }
 
 async fn metrics_one(
     State(hub): State<Arc<Hub>>,
     PathParam(device_id): PathParam<String>,
+    QueryParams(fresh): QueryParams<Freshness>,
 ) -> Result<Json<PlugReading>, ApiError> {
-    read(&hub, &device_id).await
+    read(&hub, &device_id, fresh.max_age()?).await
 }
 
 /// Without a device id: the one plug, or 409 with the list rather than a guess.
-async fn metrics_any(State(hub): State<Arc<Hub>>) -> Result<Json<PlugReading>, ApiError> {
+async fn metrics_any(
+    State(hub): State<Arc<Hub>>,
+    QueryParams(fresh): QueryParams<Freshness>,
+) -> Result<Json<PlugReading>, ApiError> {
+    let max_age = fresh.max_age()?;
     let plugs = hub.plugs();
     match plugs.as_slice() {
         [] => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "No Shelly device connected",
         )),
-        [one] => read(&hub, &one.id).await,
+        [one] => read(&hub, &one.id, max_age).await,
         many => {
             let names: Vec<&str> = many.iter().map(|p| p.name()).collect();
             Err(ApiError::new(

@@ -92,7 +92,43 @@ pub struct Plug {
     sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
     status: Mutex<CompactStatus>,
+    /// When the status was last brought up to date (a status notification or an
+    /// RPC reply).
+    updated: Mutex<Option<std::time::Instant>>,
+    /// Readers that found the status too old take turns here, so one RPC serves
+    /// all who were waiting.
+    refresh: tokio::sync::Mutex<()>,
+    /// `Shelly.GetDeviceInfo`, asked once per connection.
+    info: Mutex<Option<DeviceInfo>>,
     closed: CancellationToken,
+}
+
+/// What `Shelly.GetDeviceInfo` tells of a plug.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub model: Option<String>,
+    pub generation: Option<String>,
+    pub firmware: Option<String>,
+    pub mac: Option<String>,
+    /// The product line (`PlusPlugS`, `Pro3EM`).
+    pub app: Option<String>,
+}
+
+impl DeviceInfo {
+    fn from_result(v: &Value) -> DeviceInfo {
+        let text = |k: &str| match v.get(k) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        DeviceInfo {
+            model: text("model"),
+            generation: text("gen"),
+            firmware: text("ver").or_else(|| text("fw_id")),
+            mac: text("mac"),
+            app: text("app"),
+        }
+    }
 }
 
 impl Plug {
@@ -112,6 +148,35 @@ impl Plug {
     pub fn name(&self) -> &str {
         self.alias.as_deref().unwrap_or(&self.id)
     }
+
+    /// The device info, once the plug answered `Shelly.GetDeviceInfo`.
+    pub fn info(&self) -> Option<DeviceInfo> {
+        lock(&self.info).clone()
+    }
+
+    /// How old the status is (`None`: never brought up to date).
+    pub fn age(&self) -> Option<Duration> {
+        lock(&self.updated).map(|t| t.elapsed())
+    }
+
+    /// The status and its age, read together.
+    pub fn snapshot(&self) -> (CompactStatus, Option<Duration>) {
+        (lock(&self.status).clone(), self.age())
+    }
+
+    fn touch(&self) {
+        *lock(&self.updated) = Some(std::time::Instant::now());
+    }
+
+    /// The reading of the kept status when it is at most `max_age` old and has a
+    /// power component.
+    fn fresh_reading(&self, max_age: Duration) -> Option<Reading> {
+        if self.age().is_none_or(|age| age > max_age) {
+            return None;
+        }
+        let reading = shelly::reading(&self.status());
+        (!reading.components.is_empty()).then_some(reading)
+    }
 }
 
 /// Counters of what the hub saw, for logs, `/devices` and self-telemetry.
@@ -124,6 +189,8 @@ pub struct HubStats {
     pub rejected: AtomicU64,
     pub rpc_requests: AtomicU64,
     pub rpc_failures: AtomicU64,
+    /// Readings served from the kept status instead of an RPC (`max_age`).
+    pub rpc_saved: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +215,7 @@ static PLUGS: crate::sample::Family = crate::sample::Family::gauge(
 );
 static HUB_EVENTS: crate::sample::Family = crate::sample::Family::counter(
     "edge_exporter_shelly_hub_events_total",
-    "What the plug hub saw, by event: connections, replaced connections, invalid or oversized frames, rejected connections, RPC requests and failures",
+    "What the plug hub saw, by event: connections, replaced connections, invalid or oversized frames, rejected connections, RPC requests sent and failed, RPCs saved by a fresh enough kept status",
     "",
 );
 
@@ -166,6 +233,7 @@ impl Hub {
             ("rejected", &s.rejected),
             ("rpc_request", &s.rpc_requests),
             ("rpc_failure", &s.rpc_failures),
+            ("rpc_saved", &s.rpc_saved),
         ] {
             out.push(
                 Sample::own(
@@ -283,7 +351,36 @@ impl Hub {
             ));
         }
         lock(&plug.status).apply(&status, true);
+        plug.touch();
         Ok(reading)
+    }
+
+    /// A reading at most `max_age` old: from the status the plug keeps pushing
+    /// when it is fresh enough, else from one `Shelly.GetStatus` shared by every
+    /// reader waiting at that moment.
+    pub async fn read_fresh(&self, plug: &Plug, max_age: Duration) -> Result<Reading, RpcFailure> {
+        if let Some(reading) = plug.fresh_reading(max_age) {
+            self.stats.rpc_saved.fetch_add(1, Ordering::Relaxed);
+            return Ok(reading);
+        }
+        let _turn = plug.refresh.lock().await;
+        // Whoever held the turn may have just brought it up to date.
+        if let Some(reading) = plug.fresh_reading(max_age) {
+            self.stats.rpc_saved.fetch_add(1, Ordering::Relaxed);
+            return Ok(reading);
+        }
+        self.read(plug).await
+    }
+
+    /// Asks a newly connected plug what it is (once per connection).
+    async fn fetch_info(self: Arc<Self>, plug: Arc<Plug>) {
+        match self
+            .rpc(&plug, "Shelly.GetDeviceInfo", serde_json::json!({}))
+            .await
+        {
+            Ok(result) => *lock(&plug.info) = Some(DeviceInfo::from_result(&result)),
+            Err(e) => tracing::debug!(plug = %plug.id, error = %e, "no device info"),
+        }
     }
 
     /// Adds `plug`; false when its alias belongs to another plug that is connected
@@ -374,6 +471,9 @@ impl Hub {
             sink: tokio::sync::Mutex::new(sink),
             pending: Mutex::new(HashMap::new()),
             status: Mutex::new(CompactStatus::default()),
+            updated: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            info: Mutex::new(None),
             closed: shutdown.child_token(),
         });
         apply_notification(&plug, &method, &params);
@@ -387,6 +487,7 @@ impl Hub {
         }
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         tracing::info!(plug = %plug.id, alias = ?plug.alias, "plug connected");
+        tokio::spawn(self.clone().fetch_info(plug.clone()));
 
         let ping_every = self.config.ping_every;
         let dead_after = self.config.dead_after;
@@ -509,8 +610,9 @@ fn apply_notification(plug: &Plug, method: &str, params: &Map<String, Value>) {
         "NotifyFullStatus" => lock(&plug.status).apply(params, true),
         "NotifyStatus" => lock(&plug.status).apply(params, false),
         // Events (button presses, config changes) carry no status.
-        _ => {}
+        _ => return,
     }
+    plug.touch();
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod operations;
 mod prometheus;
 mod remote_write;
 mod shelly_exporter;
+mod shelly_fleet;
 mod shelly_hub;
 mod shelly_sim;
 mod support;

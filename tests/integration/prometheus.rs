@@ -105,6 +105,18 @@ impl Prometheus {
             .expect("rename target");
     }
 
+    /// [`Prometheus::add_target`] for a page at another path than `/metrics`.
+    pub fn add_target_path(&self, name: &str, base_url: &str, path: &str) {
+        let target = base_url.trim_start_matches("http://");
+        let body = format!(
+            "[{{\"targets\": [\"{target}\"], \"labels\": {{\"test\": \"{name}\", \"__metrics_path__\": \"{path}\"}}}}]\n"
+        );
+        let tmp = self.targets_dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).expect("write target");
+        std::fs::rename(&tmp, self.targets_dir.join(format!("{name}.json")))
+            .expect("rename target");
+    }
+
     /// Runs an instant query; the result vector.
     pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
         let url = format!("{}/api/v1/query?query={}", self.url, urlencode(promql));

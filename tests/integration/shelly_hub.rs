@@ -76,10 +76,11 @@ fn metrics_devices_and_status_with_one_plug() {
         status["status"]["switch:0"]["apower"], 45.3,
         "untouched fields stay"
     );
-    assert!(
-        status["status"].get("sys").is_none(),
-        "only power components are kept"
-    );
+    // Power components, and the numbers of `sys` and `wifi` the plug page shows;
+    // nothing else (`ws`), and no strings (`sys.mac`).
+    assert!(status["status"].get("ws").is_none(), "{status}");
+    assert_eq!(status["status"]["sys"]["uptime"], 1234);
+    assert!(status["status"]["sys"].get("mac").is_none(), "{status}");
 
     let r = server.get("/nope");
     assert_eq!(

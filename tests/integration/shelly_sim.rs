@@ -162,7 +162,11 @@ fn answer(id: &str, request: &Value, status: &Value, mode: &Mode) -> Option<Valu
         "switch.getstatus" => {
             reply["result"] = status.get("switch:0").cloned().unwrap_or(Value::Null)
         }
-        "shelly.getdeviceinfo" => reply["result"] = json!({"id": id, "gen": 2, "app": "PlusPlugS"}),
+        "shelly.getdeviceinfo" => {
+            reply["result"] = json!({"id": id, "mac": "A8032AB12345", "slot": 1, "model": "SNPL-00112EU",
+                "gen": 2, "fw_id": "20241011-114455/1.4.4-g6d2a586", "ver": "1.4.4", "app": "PlusPlugS",
+                "auth_en": false, "auth_domain": null})
+        }
         _ => reply["error"] = json!({"code": 404, "message": format!("No handler for {method}")}),
     }
     Some(reply)

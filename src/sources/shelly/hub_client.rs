@@ -27,13 +27,26 @@ pub enum HubError {
 }
 
 /// Reads plug `name` from the hub at `base`; with `only_fallback`, the hub's only
-/// plug when it knows none by that name.
-pub async fn read(base: &str, name: &str, only_fallback: bool) -> Result<PlugReading, HubError> {
+/// plug when it knows none by that name. With `max_age`, a reading that old is
+/// good enough (`?max_age=`: the hub answers from what the plug pushed).
+pub async fn read(
+    base: &str,
+    name: &str,
+    only_fallback: bool,
+    max_age: Option<std::time::Duration>,
+) -> Result<PlugReading, HubError> {
     let base = base.trim_end_matches('/');
-    let url = format!("{base}/metrics/{name}");
+    let query = max_age.map_or(String::new(), |a| format!("?max_age={}", a.as_secs_f64()));
+    let url = format!("{base}/metrics/{name}{query}");
     let mut response = client::get(&url, &[], REQUEST_TIMEOUT, MAX_BODY).await?;
     if response.status == 404 && only_fallback {
-        response = client::get(&format!("{base}/metrics"), &[], REQUEST_TIMEOUT, MAX_BODY).await?;
+        response = client::get(
+            &format!("{base}/metrics{query}"),
+            &[],
+            REQUEST_TIMEOUT,
+            MAX_BODY,
+        )
+        .await?;
     }
     match response.status {
         200 => serde_json::from_slice(&response.body).map_err(|source| HubError::Invalid {

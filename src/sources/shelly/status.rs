@@ -51,6 +51,13 @@ pub struct CompactStatus {
     leaves: Vec<(Box<str>, Value)>,
 }
 
+/// Besides the power components, the compact status keeps what the hub's plug
+/// page shows of the device: `sys` (uptime, whether an update is available) and
+/// `wifi` (RSSI).
+fn is_kept(key: &str) -> bool {
+    is_power_component(key) || key == "sys" || key == "wifi"
+}
+
 impl CompactStatus {
     /// Same semantics as [`apply_status`]: full replaces, partial merges.
     pub fn apply(&mut self, params: &Map<String, Value>, full: bool) {
@@ -58,14 +65,37 @@ impl CompactStatus {
             self.leaves.clear();
         }
         for (key, value) in params {
-            if is_power_component(key) {
+            if is_kept(key) {
                 self.flatten(key, value);
             }
         }
         self.leaves.shrink_to_fit();
     }
 
+    /// A kept numeric leaf, e.g. `wifi.rssi`.
+    pub fn number(&self, path: &str) -> Option<f64> {
+        self.leaves
+            .binary_search_by(|(k, _)| (**k).cmp(path))
+            .ok()
+            .and_then(|i| self.leaves[i].1.as_f64())
+            .filter(|v| v.is_finite())
+    }
+
+    /// A kept boolean leaf, e.g. `sys.update_available`.
+    pub fn flag(&self, path: &str) -> Option<bool> {
+        self.leaves
+            .binary_search_by(|(k, _)| (**k).cmp(path))
+            .ok()
+            .and_then(|i| self.leaves[i].1.as_bool())
+    }
+
     fn flatten(&mut self, path: &str, value: &Value) {
+        if path == "sys.available_updates" {
+            // `{"stable": {"version": "1.4.4"}}` or `{}`: kept as one flag.
+            let any = value.as_object().is_some_and(|m| !m.is_empty());
+            self.set("sys.update_available", Value::Bool(any));
+            return;
+        }
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
@@ -318,6 +348,102 @@ pub fn reading(status: &Map<String, Value>) -> Reading {
         r.metrics.output_on = relays[0];
     }
     r
+}
+
+/// One channel of a device (a relay's meter, a PM, one EM1 channel, one phase of a
+/// three-phase EM), for the hub's per-plug page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Channel {
+    /// The component's index (`switch:1` → 1).
+    pub index: u32,
+    /// `a`, `b` or `c` for the phases of an `em` component.
+    pub phase: Option<&'static str>,
+    pub metrics: Measurements,
+}
+
+/// A device's channels and, where the device reports one, its total (the `em`
+/// component's `total_act_power` and `emdata`'s totals).
+pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measurements>) {
+    let index = |key: &str| key.split_once(':').and_then(|(_, i)| i.parse::<u32>().ok());
+    let mut out = Vec::new();
+    let channel = |index: u32, s: &Value, power_key: &str| {
+        let mut m = Measurements {
+            power_total_watts: num(s, power_key),
+            power_voltage_volts: num(s, "voltage"),
+            power_current_amps: num(s, "current"),
+            power_factor: num(s, "pf"),
+            power_frequency_hertz: num(s, "freq"),
+            energy_total_wh: s.get("aenergy").and_then(|a| num(a, "total")),
+            energy_returned_wh: s.get("ret_aenergy").and_then(|a| num(a, "total")),
+            temperature_celsius: s.get("temperature").and_then(|t| num(t, "tC")),
+            output_on: s.get("output").and_then(Value::as_bool),
+        };
+        if power_key == "act_power" {
+            m.temperature_celsius = None;
+        }
+        Channel {
+            index,
+            phase: None,
+            metrics: m,
+        }
+    };
+    for (key, s) in components(status, "switch") {
+        if s.get("apower").is_some()
+            && let Some(i) = index(key)
+        {
+            out.push(channel(i, s, "apower"));
+        }
+    }
+    for (key, s) in components(status, "pm1") {
+        if let Some(i) = index(key) {
+            out.push(channel(i, s, "apower"));
+        }
+    }
+    for (key, s) in components(status, "em1") {
+        if let Some(i) = index(key) {
+            let mut c = channel(i, s, "act_power");
+            if let Some(d) = status.get(&format!("em1data:{i}")) {
+                c.metrics.energy_total_wh = num(d, "total_act_energy");
+                c.metrics.energy_returned_wh = num(d, "total_act_ret_energy");
+            }
+            out.push(c);
+        }
+    }
+    let mut total = None;
+    for (key, s) in components(status, "em") {
+        let Some(i) = index(key) else { continue };
+        let data = status.get(&format!("emdata:{i}"));
+        for phase in ["a", "b", "c"] {
+            let f = |k: &str| num(s, &format!("{phase}_{k}"));
+            let d = |k: &str| data.and_then(|d| num(d, &format!("{phase}_{k}")));
+            out.push(Channel {
+                index: i,
+                phase: Some(phase),
+                metrics: Measurements {
+                    power_total_watts: f("act_power"),
+                    power_voltage_volts: f("voltage"),
+                    power_current_amps: f("current"),
+                    power_factor: f("pf"),
+                    power_frequency_hertz: f("freq"),
+                    energy_total_wh: d("total_act_energy"),
+                    energy_returned_wh: d("total_act_ret_energy"),
+                    ..Measurements::default()
+                },
+            });
+        }
+        let t = total.get_or_insert_with(Measurements::default);
+        add(&mut t.power_total_watts, num(s, "total_act_power"));
+        add(&mut t.power_current_amps, num(s, "total_current"));
+        add(
+            &mut t.energy_total_wh,
+            data.and_then(|d| num(d, "total_act")),
+        );
+        add(
+            &mut t.energy_returned_wh,
+            data.and_then(|d| num(d, "total_act_ret")),
+        );
+    }
+    (out, total)
 }
 
 fn metered_channel(r: &mut Reading, s: &Value, power_key: &str) {
