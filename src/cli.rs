@@ -228,6 +228,24 @@ pub struct ShellyServerArgs {
     /// segment). Prefer the environment variable, so it is not in `ps`.
     #[arg(long, env = "SHELLY_WS_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    /// Serve `wss://` to plugs with this certificate chain (PEM); re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "SHELLY_WS_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "ws_tls_key_file"
+    )]
+    pub ws_tls_cert_file: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "SHELLY_WS_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "ws_tls_cert_file"
+    )]
+    pub ws_tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

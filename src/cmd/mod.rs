@@ -82,6 +82,16 @@ fn shelly_server(args: ShellyServerArgs) -> ExitCode {
         http: std::net::SocketAddr::new(args.http_address, args.http_port),
         secret: args.secret.and_then(Secret::new),
         hub: HubConfig::default(),
+        ws_tls: match (args.ws_tls_cert_file, args.ws_tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(crate::config::ServerTlsConfig {
+                cert_file,
+                key_file,
+                client_ca_file: None,
+                client_cert_optional: false,
+                tls13_only: false,
+            }),
+            _ => None,
+        },
     };
     run_until_signal(|shutdown| server::run(options, shutdown))
 }

@@ -97,7 +97,7 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
         token: options.token,
         allow_enroll: options.allow_enroll,
     });
-    let reloader = tokio::spawn(reload_tls_on_hangup(
+    let reloader = tokio::spawn(crate::http::tls::reload_on_hangup(
         options.tls.clone(),
         tls.clone(),
         shutdown.clone(),
@@ -133,38 +133,6 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
     let _ = flusher.await;
     flush(&state).await;
     Ok(())
-}
-
-/// SIGHUP re-reads the certificate and key (a renewed certificate); a broken
-/// pair is logged and the previous one keeps serving.
-async fn reload_tls_on_hangup(
-    cfg: Option<crate::config::ServerTlsConfig>,
-    tls: Arc<crate::http::tls::ServerTls>,
-    shutdown: CancellationToken,
-) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("SIGHUP handler not installed; restart to load a new certificate");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hup.recv() => {}
-        }
-        let Some(cfg) = &cfg else {
-            tracing::info!("SIGHUP received; no TLS certificate to re-read");
-            continue;
-        };
-        match crate::http::tls::server(cfg) {
-            Ok(config) => {
-                tls.set(Some(config));
-                tracing::info!("SIGHUP received: TLS certificate re-read");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: the TLS certificate cannot be loaded; the previous one stays")
-            }
-        }
-    }
 }
 
 async fn flush(state: &Arc<api::ServerState>) {

@@ -122,6 +122,39 @@ pub fn server(cfg: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// For the servers without a config file to reload (config server, plug hub):
+/// SIGHUP re-reads `cfg`'s certificate and key (a renewed certificate, no
+/// restart); a broken pair is logged and the previous one keeps serving.
+pub async fn reload_on_hangup(
+    cfg: Option<ServerTlsConfig>,
+    tls: Arc<ServerTls>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP handler not installed; restart to load a new certificate");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        let Some(cfg) = &cfg else {
+            tracing::info!("SIGHUP received; no TLS certificate to re-read");
+            continue;
+        };
+        match server(cfg) {
+            Ok(config) => {
+                tls.set(Some(config));
+                tracing::info!("SIGHUP received: TLS certificate re-read");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the TLS certificate cannot be loaded; the previous one stays")
+            }
+        }
+    }
+}
+
 /// A ready client TLS setup: the rustls config and the name to verify.
 #[derive(Debug, Clone)]
 pub struct TlsClient {

@@ -33,10 +33,19 @@ pub struct ServerOptions {
     pub http: SocketAddr,
     pub secret: Option<Secret>,
     pub hub: HubConfig,
+    /// `wss://` for plugs: certificate and key, re-read on SIGHUP.
+    pub ws_tls: Option<crate::config::ServerTlsConfig>,
 }
 
 /// Binds both listeners and serves until `shutdown`.
 pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io::Result<()> {
+    let ws_tls = std::sync::Arc::new(crate::http::tls::ServerTls::default());
+    if let Some(cfg) = &options.ws_tls {
+        ws_tls.set(Some(
+            crate::http::tls::server(cfg).map_err(|e| std::io::Error::other(e.to_string()))?,
+        ));
+        tracing::info!("plugs connect with wss:// (TLS)");
+    }
     let ws = bind("shelly websocket", options.ws).await?;
     let http = bind("shelly HTTP API", options.http).await?;
     if options.secret.is_none() {
@@ -46,11 +55,17 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io
     }
     let hub = Hub::new(options.hub);
     let tracker = TaskTracker::new();
-    tracker.spawn(serve(
+    tracker.spawn(crate::http::serve::serve_tls(
         ws,
         api::ws_router(hub.clone(), options.secret, shutdown.clone()),
         shutdown.clone(),
+        ws_tls.clone(),
         Limits::new(PLUG_CONNECTIONS),
+    ));
+    tracker.spawn(crate::http::tls::reload_on_hangup(
+        options.ws_tls.clone(),
+        ws_tls,
+        shutdown.clone(),
     ));
     tracker.spawn(serve(
         http,

@@ -220,3 +220,66 @@ fn ten_readers_of_a_stale_plug_cause_one_rpc() {
     assert_eq!(r.status, 400);
     assert!(r.body.contains("max_age"), "{}", r.body);
 }
+
+#[test]
+fn plugs_connect_over_wss_with_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let (cert, key) = pki.leaf("hub");
+    let mut server = ShellyServer::start_with(
+        Some("s3cret"),
+        &[
+            ("SHELLY_WS_TLS_CERT_FILE", cert.display().to_string()),
+            ("SHELLY_WS_TLS_KEY_FILE", key.display().to_string()),
+        ],
+    );
+    let wss = server.ws_url.replace("ws://", "wss://");
+    let rt = runtime();
+    // With the secret as the first path segment, over TLS.
+    let plug = rt
+        .block_on(SimPlug::connect_tls(
+            &format!("{wss}/s3cret/orin-01"),
+            "shellyplusplugs-0000000000aa",
+            plug_status(12.5, 230.0, 0.06, 10.0),
+            &pki.ca,
+        ))
+        .expect("a TLS connection");
+    wait_for("the plug over wss", Duration::from_secs(5), || {
+        server.get("/devices").json()["devices"] == json!(["orin-01"])
+    });
+    assert_eq!(
+        server.get("/metrics/orin-01").json()["metrics"]["power_total_watts"],
+        12.5
+    );
+    // The secret as a query parameter works too; without it, refused.
+    let second = rt.block_on(SimPlug::connect_tls(
+        &format!("{wss}/pi-02?token=s3cret"),
+        "shellyplusplugs-0000000000bb",
+        plug_status(3.0, 230.0, 0.01, 1.0),
+        &pki.ca,
+    ));
+    assert!(second.is_ok());
+    let refused = rt.block_on(SimPlug::connect_tls(
+        &format!("{wss}/pi-03"),
+        "shellyplusplugs-0000000000cc",
+        plug_status(3.0, 230.0, 0.01, 1.0),
+        &pki.ca,
+    ));
+    assert!(refused.is_err(), "no secret, no plug");
+    // Plain ws:// to the TLS port is not a plug connection.
+    let plain = rt.block_on(tokio_tungstenite::connect_async(format!(
+        "{}/s3cret/x",
+        server.ws_url
+    )));
+    assert!(plain.is_err());
+    wait_for("two plugs", Duration::from_secs(5), || {
+        server.get("/devices").json()["count"] == 2
+    });
+    // SIGHUP re-reads the certificate.
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status();
+    server.wait_log("TLS certificate re-read");
+    assert_eq!(server.get("/devices").json()["count"], 2, "plugs stay");
+    drop(plug);
+}

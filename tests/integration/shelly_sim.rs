@@ -58,6 +58,55 @@ impl SimPlug {
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("connect to the hub");
+        Self::run(socket, id, status).await
+    }
+
+    /// Connects to a `wss://` URL, trusting the CA certificates in `ca` (PEM).
+    pub async fn connect_tls(
+        url: &str,
+        id: &str,
+        status: Value,
+        ca: &std::path::Path,
+    ) -> Result<SimPlug, String> {
+        let tls = edge_metrics_exporter::http::tls::client(
+            &edge_metrics_exporter::config::TlsClientConfig {
+                ca_file: Some(ca.to_owned()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let authority = url
+            .trim_start_matches("wss://")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h);
+        let tcp = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (socket, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self::run(socket, id, status).await)
+    }
+
+    async fn run<S>(
+        socket: tokio_tungstenite::WebSocketStream<S>,
+        id: &str,
+        status: Value,
+    ) -> SimPlug
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sink, mut stream) = socket.split();
         let mut params = status.as_object().cloned().unwrap_or_default();
         params.insert("ts".into(), json!(1_733_140_800.0));
