@@ -41,6 +41,9 @@ pub enum Command {
     ShellyServer(ShellyServerArgs),
     /// Run the central config server devices sync with, and its web page.
     ConfigServer(ConfigServerArgs),
+    /// Shelly plugs: point one at a hub (`shelly provision`).
+    #[command(subcommand)]
+    Shelly(ShellyCommand),
     /// Ask a running exporter how it is: exit 0 healthy, 1 degraded, 2 unreachable.
     Health(HealthArgs),
     /// Run a command and print the energy each power source used meanwhile; exits
@@ -204,6 +207,47 @@ pub enum TokenCommand {
         #[arg(long, env = "CONFIG_SERVER_DB", default_value = "configs.db")]
         db: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ShellyCommand {
+    /// Point a Gen2+ plug's outbound WebSocket at a hub (over the plug's local
+    /// HTTP RPC), reboot it if needed and wait until it is connected.
+    Provision(ProvisionArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProvisionArgs {
+    /// The plug's local address, `http://ADDRESS`.
+    #[arg(long, value_name = "URL")]
+    pub plug: String,
+
+    /// The hub's WebSocket endpoint, `ws://HOST:PORT[/SECRET]` or `wss://…`.
+    #[arg(long, value_name = "URL")]
+    pub hub: String,
+
+    /// The plug's user, when it has a password.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+
+    /// The plug's password (digest authentication). Prefer the environment
+    /// variable, so it is not in `ps`.
+    #[arg(long, env = "SHELLY_PLUG_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// The name the plug is known by on the hub (e.g. the edge device's hostname).
+    #[arg(long)]
+    pub alias: Option<String>,
+
+    /// For `wss://`: which certificates the plug trusts: `ca.pem` (Shelly's
+    /// built-in public CAs), `user_ca.pem` (one uploaded to the plug) or `*` (any:
+    /// no verification).
+    #[arg(long, default_value = "ca.pem")]
+    pub ssl_ca: String,
+
+    /// Seconds to wait for the plug to connect (it reboots meanwhile).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -15,6 +15,7 @@ mod check_config;
 mod health;
 mod measure;
 pub mod parse;
+mod provision;
 mod serve;
 
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Parse(args)) => parse::run(args.file.as_deref()),
         Some(Command::ShellyServer(args)) => shelly_server(args),
         Some(Command::ConfigServer(args)) => config_server(args),
+        Some(Command::Shelly(crate::cli::ShellyCommand::Provision(args))) => provision::run(&args),
         Some(Command::Health(args)) => health::run(&args),
         Some(Command::Measure(args)) => measure::run(&args),
         Some(Command::Serve(args)) => serve::run(args),

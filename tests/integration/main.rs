@@ -25,6 +25,7 @@ mod remote_write;
 mod shelly_exporter;
 mod shelly_fleet;
 mod shelly_hub;
+mod shelly_provision;
 mod shelly_sim;
 mod support;
 mod tegrastats_child;

@@ -108,7 +108,7 @@ pub async fn read(target: &PollTarget) -> Result<Reading, PollError> {
 }
 
 /// A client nonce: not a secret, only needs to differ between requests.
-fn client_nonce() -> u64 {
+pub fn client_nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
