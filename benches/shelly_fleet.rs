@@ -1,6 +1,8 @@
 //! The plug hub under a fleet: N simulated plugs connected to a real
-//! `shelly-server` at once, its resident memory, and the round trip of
-//! `GET /metrics/{id}` (an RPC over a plug's socket) at a fixed request rate.
+//! `shelly-server` at once, its resident memory, the round trip of
+//! `GET /metrics/{id}` (an RPC over a plug's socket) at a fixed request rate, then
+//! every plug notifying every second while `/plugs/metrics` is read every second
+//! (hub CPU and memory, page size and render time).
 //!
 //! `cargo bench --bench shelly_fleet -- [PLUGS] [REQUESTS_PER_SECOND] [SECONDS]`
 //! (defaults 10000, 100, 30). Prints figures; asserts nothing.
@@ -177,6 +179,62 @@ fn drive(ws: String, api: String, pid: u32, plugs: usize, rate: u64, seconds: u6
         println!("  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms", pct(0.50), pct(0.90), pct(0.99), pct(1.0));
         let (rss, hwm) = rss_kb(pid);
         println!("hub resident memory after: {:.1} MB (peak {:.1} MB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+
+        // Every plug pushes a NotifyStatus every second (a power change), and a
+        // scraper reads /plugs/metrics every second.
+        let cpu_before = cpu_ticks(pid);
+        let phase = Instant::now();
+        let mut renders = Vec::new();
+        let mut page_bytes = 0;
+        let mut next = tokio::time::Instant::now();
+        for second in 0..seconds {
+            for (n, sim) in sims.iter().enumerate() {
+                sim.update("switch:0", serde_json::json!({"apower": (n as u64 + second) as f64 * 0.5}));
+            }
+            let t = Instant::now();
+            let r = client::get(&format!("{api}/plugs/metrics"), &[], Duration::from_secs(30), 256 << 20).await.unwrap();
+            renders.push(t.elapsed());
+            page_bytes = r.body.len();
+            next += Duration::from_secs(1);
+            tokio::time::sleep_until(next).await;
+        }
+        let cpu = (cpu_ticks(pid) - cpu_before) as f64 / ticks_per_second() / phase.elapsed().as_secs_f64();
+        renders.sort();
+        let at = |p: f64| renders[((renders.len() as f64 * p) as usize).min(renders.len() - 1)].as_secs_f64() * 1000.0;
+        let (rss, hwm) = rss_kb(pid);
+        println!("{plugs} plugs each notifying every second for {seconds} s:");
+        println!("  hub CPU {:.1} % of one core, resident memory {:.1} MB (peak {:.1} MB)", cpu * 100.0, rss as f64 / 1024.0, hwm as f64 / 1024.0);
+        println!("  GET /plugs/metrics every second: {} bytes, p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", page_bytes, at(0.5), at(0.99), at(1.0));
+        let saved = client::get(&format!("{api}/telemetry"), &[], Duration::from_secs(10), 1 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&saved.body);
+        for line in text.lines().filter(|l| l.contains("event=\"rpc_")) {
+            println!("  {line}");
+        }
         drop(sims);
     });
+}
+
+/// User and system CPU ticks of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3; utime and stime are 14 and 15.
+    let get = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(14) + get(15)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
 }

@@ -65,7 +65,8 @@ fn dashboard_queries() -> Vec<(String, String)> {
 }
 
 /// Every `expr` of the dashboard (panel title, query), with the job and instance
-/// variables replaced by `selector`.
+/// variables replaced by `selector`: the device panels, or with a selector naming
+/// `hub` the panels of the plug hub's page.
 pub fn dashboard_queries_bound(selector: &str) -> Vec<(String, String)> {
     let text =
         std::fs::read_to_string(deploy("grafana/edge-metrics-exporter.json")).expect("dashboard");
@@ -82,12 +83,18 @@ pub fn dashboard_queries_bound(selector: &str) -> Vec<(String, String)> {
         assert!(!targets.is_empty(), "{title} has no query");
         for target in targets {
             let expr = target["expr"].as_str().expect("expr");
+            // The hub's plug panels select the hub's job instead.
+            let hub_panel = expr.contains("job=\"$hub_job\"");
             assert!(
-                expr.contains("job=\"$job\",instance=~\"$instance\""),
+                expr.contains("job=\"$job\",instance=~\"$instance\"") || hub_panel,
                 "{title}: every selector follows the variables: {expr}"
             );
+            if hub_panel != selector.contains("hub") {
+                continue;
+            }
             let bound = expr
                 .replace("job=\"$job\",instance=~\"$instance\"", selector)
+                .replace("job=\"$hub_job\"", selector)
                 .replace("$__rate_interval", "30s")
                 .replace("$__range", "5m");
             assert!(

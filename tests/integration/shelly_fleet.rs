@@ -175,6 +175,35 @@ fn every_plug_on_one_page_per_channel_from_what_it_pushes() {
         prom.add_target_path("hub", &server.api_url, "/plugs/metrics");
         prom.wait_value("shelly_plug_total_power_watts{test=\"hub\"}");
         prom.wait_value("shelly_plug_power_watts{test=\"hub\",plug=\"shellyplus2pm-000000000002\",channel=\"0\"}");
+        // The dashboard's hub panels answer for every plug.
+        for (title, query) in crate::deploy::dashboard_queries_bound("job=\"edge\",test=\"hub\"") {
+            let plugs = eventually(
+                &format!("the {title} panel"),
+                Duration::from_secs(30),
+                || {
+                    let result = prom.query(&query);
+                    (result.len() == 3).then_some(result)
+                },
+            );
+            let names: Vec<&str> = plugs
+                .iter()
+                .filter_map(|r| r["metric"]["plug"].as_str())
+                .collect();
+            assert!(
+                names.contains(&"shellypro3em-000000000003"),
+                "{title}: {names:?}"
+            );
+        }
+        let power =
+            prom.query(&crate::deploy::dashboard_queries_bound("job=\"edge\",test=\"hub\"")[0].1);
+        let three = power
+            .iter()
+            .find(|r| r["metric"]["plug"] == "shellypro3em-000000000003")
+            .expect("the 3EM");
+        assert_eq!(
+            three["value"][1], "700",
+            "the device's own total, not a sum"
+        );
     }
     drop(quiet);
 }
