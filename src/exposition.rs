@@ -232,7 +232,7 @@ fn write_value(out: &mut String, value: f64) {
     let _ = write!(out, "{value}");
 }
 
-fn escape_label_value(out: &mut String, value: &str) {
+pub fn escape_label_value(out: &mut String, value: &str) {
     for ch in value.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use super::hub::{Hub, Plug};
 use crate::http::body::QueryParams;
 use crate::http::error::ApiError;
-use crate::sample::{Family, Sample};
+use crate::sample::Family;
 use crate::sources::shelly::{self, Measurements};
 
 /// The default freshness of `/plugs/metrics`.
@@ -93,102 +93,196 @@ pub async fn plugs_metrics(
             .collect::<Vec<()>>();
         let _ = tokio::time::timeout(hub.config.rpc_timeout, refresh).await;
     }
-    let mut out = Vec::with_capacity(plugs.len() * 12);
-    out.push(Sample::own(&CONNECTED, plugs.len() as f64));
-    for plug in &plugs {
-        render_plug(plug, max_age * 3, &mut out);
-    }
-    crate::telemetry::page(out)
+    let oldest = max_age * 3;
+    let pages: Vec<PlugPage> = plugs
+        .iter()
+        .filter_map(|p| PlugPage::of(p, oldest))
+        .collect();
+    let body = render(plugs.len(), &plugs, &pages);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::exposition::Format::Text004.content_type(),
+        )],
+        body,
+    )
+        .into_response()
 }
 
-fn render_plug(plug: &Plug, oldest: Duration, out: &mut Vec<Sample>) {
-    let with_plug = |s: Sample| -> Sample {
-        let s = s.const_label("plug", plug.id.as_str());
-        match &plug.alias {
-            Some(alias) => s.const_label("alias", alias.as_str()),
-            None => s,
-        }
-    };
-    if let Some(info) = plug.info() {
-        let mut s = with_plug(Sample::own(&INFO, 1.0));
-        for (name, value) in [
-            ("model", &info.model),
-            ("gen", &info.generation),
-            ("firmware", &info.firmware),
-            ("mac", &info.mac),
-            ("app", &info.app),
-        ] {
-            if let Some(v) = value {
-                s = s.const_label(name, v.as_str());
-            }
-        }
-        out.push(s);
+/// A per-plug value of the page.
+type PlugValue = fn(&PlugPage) -> Option<f64>;
+/// A value of a channel's (or a device total's) measurements.
+type MeasurementValue = fn(&Measurements) -> Option<f64>;
+
+/// What one plug contributes to the page, read once.
+struct PlugPage {
+    /// `plug="…",alias="…"`, escaped.
+    labels: String,
+    age: f64,
+    rssi: Option<f64>,
+    uptime: Option<f64>,
+    update: Option<f64>,
+    /// Extra labels of each channel (`,channel="0"` or with `,phase="a"`).
+    channels: Vec<(String, Measurements)>,
+    total: Option<Measurements>,
+}
+
+fn plug_labels(plug: &Plug) -> String {
+    let mut labels = String::from("plug=\"");
+    crate::exposition::escape_label_value(&mut labels, &plug.id);
+    labels.push('"');
+    if let Some(alias) = &plug.alias {
+        labels.push_str(",alias=\"");
+        crate::exposition::escape_label_value(&mut labels, alias);
+        labels.push('"');
     }
-    let (status, age) = plug.snapshot();
-    let Some(age) = age.filter(|a| *a <= oldest) else {
-        return;
-    };
-    out.push(with_plug(Sample::own(&AGE, age.as_secs_f64())));
-    for (family, value) in [
-        (&RSSI, status.number("wifi.rssi")),
-        (&UPTIME, status.number("sys.uptime")),
-        (
-            &UPDATE,
-            status
+    labels
+}
+
+impl PlugPage {
+    fn of(plug: &Plug, oldest: Duration) -> Option<PlugPage> {
+        let (status, age) = plug.snapshot();
+        let age = age.filter(|a| *a <= oldest)?;
+        let (channels, total) = shelly::channels(&status.to_map());
+        Some(PlugPage {
+            labels: plug_labels(plug),
+            age: age.as_secs_f64(),
+            rssi: status.number("wifi.rssi"),
+            uptime: status.number("sys.uptime"),
+            update: status
                 .flag("sys.update_available")
                 .map(|b| f64::from(u8::from(b))),
-        ),
-    ] {
-        if let Some(v) = value {
-            out.push(with_plug(Sample::own(family, v)));
-        }
-    }
-    let (channels, total) = shelly::channels(&status.to_map());
-    for c in channels {
-        let labelled = |s: Sample| -> Sample {
-            let s = with_plug(s).const_label("channel", c.index.to_string());
-            match c.phase {
-                Some(p) => s.const_label("phase", p),
-                None => s,
-            }
-        };
-        push_measurements(&c.metrics, false, out, &labelled);
-    }
-    if let Some(total) = total {
-        push_measurements(&total, true, out, &with_plug);
+            channels: channels
+                .into_iter()
+                .map(|c| {
+                    let mut extra = format!(",channel=\"{}\"", c.index);
+                    if let Some(p) = c.phase {
+                        extra.push_str(&format!(",phase=\"{p}\""));
+                    }
+                    (extra, c.metrics)
+                })
+                .collect(),
+            total,
+        })
     }
 }
 
-fn push_measurements(
-    m: &Measurements,
-    total: bool,
-    out: &mut Vec<Sample>,
-    label: &dyn Fn(Sample) -> Sample,
+/// One family: HELP and TYPE, then a line per plug (or channel) that has a value.
+fn family<'a>(
+    out: &mut String,
+    family: &Family,
+    rows: impl Iterator<Item = (&'a str, &'a str, Option<f64>)>,
 ) {
-    let joules = |wh: Option<f64>| wh.map(|wh| wh * 3600.0);
-    let rows: Vec<(&'static Family, Option<f64>)> = if total {
-        vec![
-            (&TOTAL_POWER, m.power_total_watts),
-            (&TOTAL_CURRENT, m.power_current_amps),
-            (&TOTAL_ENERGY, joules(m.energy_total_wh)),
-            (&TOTAL_RETURNED, joules(m.energy_returned_wh)),
-        ]
-    } else {
-        vec![
-            (&POWER, m.power_total_watts),
-            (&VOLTAGE, m.power_voltage_volts),
-            (&CURRENT, m.power_current_amps),
-            (&FACTOR, m.power_factor),
-            (&FREQUENCY, m.power_frequency_hertz),
-            (&ENERGY, joules(m.energy_total_wh)),
-            (&RETURNED, joules(m.energy_returned_wh)),
-            (&TEMPERATURE, m.temperature_celsius),
-            (&RELAY, m.output_on.map(|on| f64::from(u8::from(on)))),
-        ]
-    };
-    for (family, value) in rows {
-        if let Some(v) = value.filter(|v| v.is_finite()) {
-            out.push(label(Sample::own(family, v)));
+    use std::fmt::Write as _;
+    let mut header = false;
+    for (labels, extra, value) in rows {
+        let Some(v) = value.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        if !header {
+            let kind = if family.name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(out, "# TYPE {} {kind}", family.name);
+            header = true;
         }
+        let _ = writeln!(out, "{}{{{labels}{extra}}} {v}", family.name);
     }
+}
+
+fn render(connected: usize, plugs: &[Arc<Plug>], pages: &[PlugPage]) -> String {
+    use std::fmt::Write as _;
+    let lines: usize = pages.iter().map(|p| 4 + p.channels.len() * 9).sum();
+    let mut out = String::with_capacity(lines * 96 + 4096);
+    let _ = writeln!(out, "# HELP {} {}", CONNECTED.name, CONNECTED.help);
+    let _ = writeln!(
+        out,
+        "# TYPE {} gauge\n{} {connected}",
+        CONNECTED.name, CONNECTED.name
+    );
+    // Info: labels from the device info.
+    let infos: Vec<(String, String)> = plugs
+        .iter()
+        .filter_map(|p| {
+            let info = p.info()?;
+            let mut extra = String::new();
+            for (name, value) in [
+                ("model", &info.model),
+                ("gen", &info.generation),
+                ("firmware", &info.firmware),
+                ("mac", &info.mac),
+                ("app", &info.app),
+            ] {
+                if let Some(v) = value {
+                    let _ = write!(extra, ",{name}=\"");
+                    crate::exposition::escape_label_value(&mut extra, v);
+                    extra.push('"');
+                }
+            }
+            Some((plug_labels(p), extra))
+        })
+        .collect();
+    family(
+        &mut out,
+        &INFO,
+        infos
+            .iter()
+            .map(|(l, e)| (l.as_str(), e.as_str(), Some(1.0))),
+    );
+    let per_plug: [(&Family, PlugValue); 4] = [
+        (&AGE, |p| Some(p.age)),
+        (&RSSI, |p| p.rssi),
+        (&UPTIME, |p| p.uptime),
+        (&UPDATE, |p| p.update),
+    ];
+    for (f, get) in per_plug {
+        family(
+            &mut out,
+            f,
+            pages.iter().map(|p| (p.labels.as_str(), "", get(p))),
+        );
+    }
+    let per_channel: [(&Family, MeasurementValue); 9] = [
+        (&POWER, |m| m.power_total_watts),
+        (&VOLTAGE, |m| m.power_voltage_volts),
+        (&CURRENT, |m| m.power_current_amps),
+        (&FACTOR, |m| m.power_factor),
+        (&FREQUENCY, |m| m.power_frequency_hertz),
+        (&ENERGY, |m| m.energy_total_wh.map(|wh| wh * 3600.0)),
+        (&RETURNED, |m| m.energy_returned_wh.map(|wh| wh * 3600.0)),
+        (&TEMPERATURE, |m| m.temperature_celsius),
+        (&RELAY, |m| m.output_on.map(|on| f64::from(u8::from(on)))),
+    ];
+    for (f, get) in per_channel {
+        family(
+            &mut out,
+            f,
+            pages.iter().flat_map(|p| {
+                p.channels
+                    .iter()
+                    .map(move |(extra, m)| (p.labels.as_str(), extra.as_str(), get(m)))
+            }),
+        );
+    }
+    let totals: [(&Family, MeasurementValue); 4] = [
+        (&TOTAL_POWER, |m| m.power_total_watts),
+        (&TOTAL_CURRENT, |m| m.power_current_amps),
+        (&TOTAL_ENERGY, |m| m.energy_total_wh.map(|wh| wh * 3600.0)),
+        (&TOTAL_RETURNED, |m| {
+            m.energy_returned_wh.map(|wh| wh * 3600.0)
+        }),
+    ];
+    for (f, get) in totals {
+        family(
+            &mut out,
+            f,
+            pages
+                .iter()
+                .filter_map(|p| p.total.as_ref().map(|t| (p.labels.as_str(), "", get(t)))),
+        );
+    }
+    out
 }
