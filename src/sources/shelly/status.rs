@@ -597,8 +597,15 @@ mod tests {
         assert_eq!(reading(&compact.to_map()), reading(&doc));
         assert_eq!(
             Value::Object(compact.to_map()),
-            json!({"switch:0":{"id":0,"output":true,"apower":46.1,"voltage":220.5,"aenergy":{"total":11.5},"temperature":{"tC":36.0},"errors":["overtemp"]}})
+            json!({"switch:0":{"id":0,"output":true,"apower":46.1,"voltage":220.5,"aenergy":{"total":11.5},"temperature":{"tC":36.0},"errors":["overtemp"]},"sys":{"uptime":6}})
         );
+        // The numbers of `sys` the plug page shows are kept and merged too.
+        assert_eq!(compact.number("sys.uptime"), Some(6.0));
+        compact.apply(
+            &obj(json!({"sys":{"available_updates":{"stable":{"version":"1.5.0"}}}})),
+            false,
+        );
+        assert_eq!(compact.flag("sys.update_available"), Some(true));
         compact.apply(&obj(json!({"pm1:0":{"apower":1}})), true);
         assert_eq!(
             Value::Object(compact.to_map()),
