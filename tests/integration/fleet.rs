@@ -331,7 +331,14 @@ fn config_server_over_tls_with_device_tokens_and_a_proxy() {
         "the proxy carried nothing: {:?}",
         proxy.asked()
     );
-    // Both ways: the device's switch reaches the server, the server's the device.
+    // Both ways: the device's switch reaches the server, the server's the device
+    // (once discovery has written the id the switch names).
+    eventually("discovery", Duration::from_secs(10), || {
+        device
+            .config_text()
+            .contains("host_ram_used_mb: true")
+            .then_some(())
+    });
     let r = device.api_post("/metrics/enable", r#"{"host_ram_used_mb": false}"#);
     assert_eq!(r.status, 200, "{}", r.body);
     eventually(
@@ -486,6 +493,12 @@ fn an_unknown_device_enrolls_once_and_keeps_its_token() {
         401
     );
     // After a restart the device uses the saved token: changes still sync.
+    eventually("discovery", Duration::from_secs(10), || {
+        device
+            .config_text()
+            .contains("host_ram_used_mb: true")
+            .then_some(())
+    });
     let mut options = Options::new(&config);
     options.env = device_env(&server.url, "edge-new");
     device.respawn(options);
