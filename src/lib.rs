@@ -35,12 +35,13 @@
 //!
 //! **Configuration**
 //! * `config`: `config.yaml` in two stages (`raw`, `validate`), the live config
-//!   and the one writer of the file (`store`), comment-preserving `edit`s.
+//!   and the one writer of the file (`store`), comment-preserving `edit`s, and the
+//!   exporter-toolkit web config file of `--web.config.file` (`web`).
 //! * `reload`: the one path from a changed config to the running daemon.
 //! * `sync`: the exporter's side of the config server (settings, client,
 //!   persisted queue).
-//! * `config_server`: the central config store devices sync with (cargo feature
-//!   `config-server`, on by default).
+//! * `config_server`: the central config store devices sync with, over HTTP or
+//!   HTTPS, with per-device tokens (cargo feature `config-server`, on by default).
 //!
 //! **Serving and operating**
 //! * `daemon`: `serve`, wiring everything together; `state`: what its parts share.
@@ -48,7 +49,8 @@
 //!   credentials, the JSON errors, TLS, the outbound client and the serve loop.
 //! * `health`: the `/health` answer, also read by the `health` command.
 //! * `shelly_server`: the plug hub Shelly plugs connect to (`shelly-server`, or
-//!   embedded in the exporter).
+//!   embedded in the exporter), its readings kept from the plugs' notifications and
+//!   its page of every plug for Prometheus (`page`).
 //! * `telemetry`, `health_log`, `systemd`: the daemon's own metrics, its health
 //!   log, and readiness and watchdog notifications.
 //! * `cli` and `cmd`: the command line and the subcommands `main` runs.
