@@ -35,7 +35,15 @@ fn health_config_and_list() {
         exporter.config_text().contains("host_swap_total_mb: false")
     });
 
-    let health = exporter.api_get("/health");
+    // The file is written first, the live config follows: wait for both.
+    let health = eventually(
+        "discovered ids in the live config",
+        std::time::Duration::from_secs(10),
+        || {
+            let r = exporter.api_get("/health");
+            (r.json()["metrics_count"].as_u64().unwrap_or(0) > 2).then_some(r)
+        },
+    );
     assert_eq!(health.status, 200);
     assert_eq!(health.content_type, "application/json");
     let h = health.json();
