@@ -256,20 +256,6 @@ pub async fn get(
     Client::shared().get(url, headers, timeout, max_body).await
 }
 
-/// `method url` with the shared client.
-pub async fn request(
-    method: Method,
-    url: &str,
-    headers: &[(HeaderName, String)],
-    body: Bytes,
-    timeout: Duration,
-    max_body: usize,
-) -> Result<Response, ClientError> {
-    Client::shared()
-        .request(method, url, headers, body, timeout, max_body)
-        .await
-}
-
 /// Opens the connections of a [`Client`]: TCP, a proxy's tunnel, TLS.
 #[derive(Debug, Clone)]
 struct Connector {

@@ -50,13 +50,8 @@ fn collector_switches_as_node_exporter_spells_them() {
         "the sysfs rails stay"
     );
     let health = no_linux.api_get("/health").json();
-    let collectors: Vec<&str> = health["collectors"]
-        .as_array()
-        .expect("collectors")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    assert!(!collectors.contains(&"linux"), "{collectors:?}");
+    let collectors = collector_names(&health);
+    assert!(!collectors.iter().any(|c| c == "linux"), "{collectors:?}");
 
     // Only tegrastats: its series, no rails from sysfs (tegrastats' own instead).
     let only = Exporter::start_with(options_with(
@@ -65,12 +60,7 @@ fn collector_switches_as_node_exporter_spells_them() {
     ));
     let body = only.metrics_until("tegrastats", |b| b.contains("\njetson_ram_used_mb{"));
     let health = only.api_get("/health").json();
-    let collectors: Vec<&str> = health["collectors"]
-        .as_array()
-        .expect("collectors")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let collectors = collector_names(&health);
     assert_eq!(collectors, ["tegrastats"], "{health}");
     assert_eq!(health["collector"], "tegrastats");
     assert!(!names(&body).iter().any(|n| n.starts_with("host_")));
@@ -171,22 +161,15 @@ fn prometheus_scrapes_with_a_bcrypt_user_from_a_web_config_file() {
     let port = port_of(&exporter.metrics_url);
     let url = format!("https://127.0.0.1:{port}/metrics");
     let trust = trusting(&pki.ca);
-    let basic = |user: &str, password: &str| {
-        use base64::Engine as _;
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        )
+    let basic = edge_metrics_exporter::http::auth::basic_header;
+    let status_as = |user: &str, password: &str| {
+        https_get(&url, &trust, &[("Authorization", &basic(user, password))])
+            .expect("https")
+            .0
     };
     let (status, _) = https_get(&url, &trust, &[]).expect("https");
     assert_eq!(status, 401);
-    let (status, _) = https_get(
-        &url,
-        &trust,
-        &[("Authorization", &basic("prometheus", "wrong"))],
-    )
-    .expect("https");
-    assert_eq!(status, 401);
+    assert_eq!(status_as("prometheus", "wrong"), 401);
     let (status, body) = https_get(
         &url,
         &trust,
@@ -225,20 +208,8 @@ fn prometheus_scrapes_with_a_bcrypt_user_from_a_web_config_file() {
     )
     .expect("write");
     assert_eq!(exporter.api_post("/reload", "").status, 200);
-    let (status, _) = https_get(
-        &url,
-        &trust,
-        &[("Authorization", &basic("second", "second-pass"))],
-    )
-    .expect("https");
-    assert_eq!(status, 200);
-    let (status, _) = https_get(
-        &url,
-        &trust,
-        &[("Authorization", &basic("prometheus", "scrape-pass"))],
-    )
-    .expect("https");
-    assert_eq!(status, 401);
+    assert_eq!(status_as("second", "second-pass"), 200);
+    assert_eq!(status_as("prometheus", "scrape-pass"), 401);
     std::fs::write(
         &web,
         format!("{head}basic_auth_users:\n  prometheus: {hash}\n"),

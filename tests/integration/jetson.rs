@@ -39,12 +39,7 @@ fn auto_detects_an_orin_and_reports_control_status() {
     let body = exporter.metrics_until("control status", |b| b.contains("jetson_clocks_active{"));
     let health = exporter.api_get("/health").json();
     assert_eq!(health["device_type"], "jetson_orin");
-    let names: Vec<&str> = health["collectors"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names = collector_names(&health);
     assert_eq!(names, ["control", "device_info", "linux", "tegrastats"]);
     let cases = [
         (
@@ -131,12 +126,7 @@ fn auto_on_a_plain_linux_box_is_linux() {
     exporter.metrics_until("samples", |b| b.contains("host_ram_total_mb{"));
     let health = exporter.api_get("/health").json();
     assert_eq!(health["device_type"], "linux");
-    let names: Vec<&str> = health["collectors"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names = collector_names(&health);
     assert_eq!(names, ["device_info", "linux"]);
 }
 

@@ -1044,3 +1044,13 @@ impl ForwardProxy {
         self.asked.lock().expect("lock").clone()
     }
 }
+
+/// The collector names `/health` lists, in its order.
+pub fn collector_names(health: &serde_json::Value) -> Vec<String> {
+    health["collectors"]
+        .as_array()
+        .expect("collectors")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
