@@ -178,6 +178,10 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
             .scheduler
             .add_self_metrics(Arc::new(move |out| sync.telemetry_samples(out)));
     }
+    if let Some(sync) = &state.sync {
+        let scheduler = state.scheduler.clone();
+        sync.report_failing(Arc::new(move || scheduler.failing_collectors()));
+    }
     // Remote write follows the live config (on or off at each reload).
     let stats = push_stats.clone();
     state

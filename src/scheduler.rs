@@ -318,6 +318,22 @@ impl Scheduler {
             .collect()
     }
 
+    /// The collectors whose last run failed ("no data" is not a failure).
+    pub fn failing_collectors(&self) -> Vec<String> {
+        lock(&self.shared.slots)
+            .iter()
+            .filter(|(_, slot)| {
+                slot.state.ran
+                    && slot
+                        .state
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|e| !e.is_no_data())
+            })
+            .map(|(name, _)| (*name).to_owned())
+            .collect()
+    }
+
     /// Adds a source of the exporter's own metrics to every snapshot from now on.
     pub fn add_self_metrics(&self, source: SelfMetrics) {
         lock(&self.shared.self_metrics).push(source);

@@ -2,11 +2,16 @@
 //!
 //! | Route | |
 //! |---|---|
-//! | `GET /config/{id}` | the device's config (JSON), `ETag: "<revision>"`; `If-None-Match` gives 304 |
-//! | `PUT /config/{id}` | a new revision (validated; `If-Match` / `If-None-Match: *`; 412 on a stale revision) |
+//! | `GET /config/{id}` | the device's effective config (JSON), `ETag: "<revision>"`; `If-None-Match` gives 304; `?layer=device` its overrides, `?layer=groups` what its groups give without them |
+//! | `PUT /config/{id}` | a new revision (validated; stored as base or overrides, see `layers`; `If-Match` / `If-None-Match`; 412 when the precondition fails) |
 //! | `DELETE /config/{id}` | removes the device (its history stays) |
-//! | `GET /config/{id}/history` | every revision, oldest first (`?limit=N` for the newest N) |
-//! | `GET /devices` | each device: type, revision, updated, last contact |
+//! | `DELETE /config/{id}/overrides[/{key}]` | drops one override (`interval`, `metrics.<id>`) or all |
+//! | `GET /config/{id}/history` | every revision and the layer that made it, oldest first (`?limit=N` for the newest N) |
+//! | `GET /devices` | each device: type, revision, groups, last contact and what it reported (`?group=`, `?device_type=` filter) |
+//! | `GET`/`PUT /devices/{id}/groups` | the groups a device is assigned (a JSON list, later wins) |
+//! | `GET /groups` | every group with its member count |
+//! | `GET`/`PUT`/`DELETE /groups/{name}` | a group: a partial config and optional `match` rules |
+//! | `GET /groups/{name}/history` | its revisions |
 //! | `GET /` | the operator's page |
 //! | `GET /metrics` | the server's own metrics (Prometheus text) |
 //!
@@ -33,7 +38,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::db::{Db, Precondition, WriteOutcome};
+use super::db::{Db, Precondition, Report, WriteOutcome};
 use crate::config::Secret;
 use crate::http::auth::{authorized_or_basic, bearer_token};
 use crate::http::body::{PathParam, QueryParams, bounded, read_body_limited};
@@ -46,7 +51,7 @@ pub const MAX_HISTORY: usize = 10_000;
 
 const PAGE: &str = include_str!("page.html");
 
-pub use crate::sync::DEVICE_TOKEN_HEADER;
+pub use crate::sync::{DEVICE_TOKEN_HEADER, FAILING_HEADER, PENDING_HEADER, REVISION_HEADER};
 
 #[derive(Debug)]
 pub struct ServerState {
@@ -77,9 +82,35 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/config/{device_id}",
             get(get_config).put(put_config).delete(delete_config),
         )
-        .route("/config/{device_id}/history", get(history));
+        .route("/config/{device_id}/history", get(history))
+        .route(
+            "/config/{device_id}/overrides",
+            axum::routing::delete(drop_overrides),
+        )
+        .route(
+            "/config/{device_id}/overrides/{key}",
+            axum::routing::delete(drop_override),
+        )
+        .route(
+            "/devices/{device_id}/groups",
+            get(device_groups).put(put_device_groups),
+        )
+        .route("/groups", get(super::groups::list))
+        .route(
+            "/groups/{name}",
+            get(super::groups::get_group)
+                .put(super::groups::put_group)
+                .delete(super::groups::delete_group),
+        )
+        .route("/groups/{name}/history", get(super::groups::history));
     json_fallbacks(routes, |path| {
-        if path.starts_with("/config/") && !path.ends_with("/history") {
+        if path.contains("/overrides") {
+            "DELETE"
+        } else if path.ends_with("/history") || path == "/groups" {
+            "GET, HEAD"
+        } else if path.starts_with("/devices/") {
+            "GET, HEAD, PUT"
+        } else if path.starts_with("/config/") || path.starts_with("/groups/") {
             "GET, HEAD, PUT, DELETE"
         } else {
             "GET, HEAD"
@@ -206,7 +237,7 @@ async fn page() -> Response {
 }
 
 /// Device ids are host names: letters, digits, `.`, `_`, `-`; 1 to 128 characters.
-fn check_id(device_id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(device_id: &str) -> Result<(), ApiError> {
     if crate::sync::is_device_id(device_id) {
         Ok(())
     } else {
@@ -223,42 +254,49 @@ fn unknown(device_id: &str) -> ApiError {
     )
 }
 
-fn etag(revision: u64) -> HeaderValue {
+pub(super) fn etag(revision: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-/// The revision in an entity tag, `"7"` or `W/"7"`.
-fn tag_revision(tag: &str) -> Option<u64> {
+/// The revision in an entity tag: `"7"`; with `weak`, `W/"7"` too (weak
+/// comparison, for `If-None-Match`).
+fn tag_revision(tag: &str, weak: bool) -> Option<u64> {
     let tag = tag.trim();
-    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let tag = match tag.strip_prefix("W/") {
+        Some(t) if weak => t,
+        Some(_) => return None,
+        None => tag,
+    };
     tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
-/// The write's precondition from `If-Match` / `If-None-Match`.
-fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+/// The revisions a list of entity tags names (tags of no revision of ours are
+/// left out: they can never be current).
+fn tag_revisions(tags: &str, weak: bool) -> Vec<u64> {
+    tags.split(',')
+        .filter_map(|t| tag_revision(t, weak))
+        .collect()
+}
+
+/// The write's precondition from `If-Match` / `If-None-Match`, compared as HTTP
+/// says: `If-Match` strongly (any tag that is not the current one, whatever its
+/// form, fails with 412), `If-None-Match` weakly.
+pub(super) fn precondition(headers: &HeaderMap) -> Precondition {
     let value = |name| {
         headers
             .get(name)
-            .map(|v| v.to_str().map(str::trim).unwrap_or("\u{0}"))
+            .map(|v| v.to_str().map(str::trim).unwrap_or(""))
     };
-    if let Some(tag) = value(header::IF_MATCH) {
-        if tag == "*" {
-            return Ok(Precondition::Exists);
+    if let Some(tags) = value(header::IF_MATCH) {
+        if tags == "*" {
+            return Precondition::Exists;
         }
-        return tag_revision(tag)
-            .map(Precondition::Revision)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "If-Match must be an ETag such as \"3\" or *, got {tag:?}"
-                ))
-            });
+        return Precondition::Revision(tag_revisions(tags, false));
     }
     match value(header::IF_NONE_MATCH) {
-        Some("*") => Ok(Precondition::Absent),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "If-None-Match on a write must be *, got {other:?}"
-        ))),
-        None => Ok(Precondition::None),
+        Some("*") => Precondition::Absent,
+        Some(tags) => Precondition::NoneOf(tag_revisions(tags, true)),
+        None => Precondition::None,
     }
 }
 
@@ -270,25 +308,97 @@ fn from_device(headers: &HeaderMap) -> bool {
         .is_some_and(|ua| ua.starts_with("edge-metrics-exporter/"))
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct ConfigQuery {
+    layer: Option<String>,
+}
+
+/// What a device reports with its polls, from the request's headers: its
+/// version (User-Agent), the revision it runs ([`REVISION_HEADER`]), its
+/// failing collectors and waiting changes. `None` when it sent none of them.
+fn report_of(headers: &HeaderMap) -> Option<Report> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let revision = text(REVISION_HEADER);
+    let failing = text(FAILING_HEADER);
+    let pending = text(PENDING_HEADER);
+    if revision.is_none() && failing.is_none() && pending.is_none() {
+        return None;
+    }
+    let version = text(header::USER_AGENT.as_str())
+        .and_then(|ua| ua.strip_prefix("edge-metrics-exporter/"))
+        .map(|v| v.chars().take(64).collect());
+    let failing_collectors = failing
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| {
+            (1..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .take(64)
+        .map(str::to_owned)
+        .collect();
+    Some(Report {
+        version,
+        applied_revision: revision.and_then(|r| r.parse().ok()),
+        failing_collectors,
+        pending_changes: pending.and_then(|p| p.parse().ok()),
+    })
+}
+
 async fn get_config(
     State(state): State<Arc<ServerState>>,
     PathParam(device_id): PathParam<String>,
+    QueryParams(query): QueryParams<ConfigQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
     if from_device(&headers) {
-        state.db.touch(&device_id);
+        state.db.touch(&device_id, report_of(&headers));
     }
     let entry = state
         .db
         .get(&device_id)
         .ok_or_else(|| unknown(&device_id))?;
+    let body = match query.layer.as_deref() {
+        None | Some("effective") => entry.config.clone(),
+        Some(layer @ ("device" | "groups")) => {
+            let state2 = state.clone();
+            let id = device_id.clone();
+            let layers = tokio::task::spawn_blocking(move || state2.db.layers(&id))
+                .await
+                .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .ok_or_else(|| unknown(&device_id))?;
+            let doc = if layer == "device" {
+                layers.overrides
+            } else {
+                let groups = state.db.groups();
+                let docs = entry
+                    .groups
+                    .iter()
+                    .filter_map(|n| groups.get(n))
+                    .map(|g| &g.config);
+                super::layers::effective(&layers.base, docs, &super::layers::Doc::new())
+            };
+            bytes::Bytes::from(Value::Object(doc).to_string())
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "layer must be effective, groups or device, got {other:?}"
+            )));
+        }
+    };
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|tags| {
             tags.split(',')
-                .any(|t| t.trim() == "*" || tag_revision(t) == Some(entry.revision))
+                .any(|t| t.trim() == "*" || tag_revision(t, true) == Some(entry.revision))
         });
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
@@ -298,7 +408,7 @@ async fn get_config(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            Body::from(entry.config.clone()),
+            Body::from(body),
         )
             .into_response()
     };
@@ -311,6 +421,151 @@ async fn get_config(
     Ok(response)
 }
 
+/// The answer to a write that did not happen.
+pub(super) fn refused(what: &str, outcome: WriteOutcome) -> ApiError {
+    match outcome {
+        WriteOutcome::PreconditionFailed(current) => stale(what, current),
+        WriteOutcome::NotFound => unknown(what),
+        WriteOutcome::Missing(why) => ApiError::new(StatusCode::NOT_FOUND, why),
+        WriteOutcome::Invalid { device_id, error } => {
+            let mut err = ApiError::bad_request(format!(
+                "the config of {device_id} with its groups would be invalid: {}",
+                error.message
+            ))
+            .detail("device_id", device_id);
+            if let Some(field) = &error.field {
+                err = err.detail("field", field.clone());
+            }
+            err
+        }
+        WriteOutcome::Created(_) | WriteOutcome::Updated(_) | WriteOutcome::Deleted(_) => {
+            ApiError::internal("unexpected outcome of a write")
+        }
+    }
+}
+
+/// Runs a store call off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, super::db::DbError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the config store failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `{"status": "success", "device_id", "revision"}` with the new ETag.
+fn written(status: StatusCode, device_id: &str, revision: u64) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({"status": "success", "device_id": device_id, "revision": revision})),
+    )
+        .into_response();
+    response.headers_mut().insert(header::ETAG, etag(revision));
+    response
+}
+
+async fn drop_overrides(
+    State(state): State<Arc<ServerState>>,
+    PathParam(device_id): PathParam<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    dropping(state, device_id, None, headers).await
+}
+
+async fn drop_override(
+    State(state): State<Arc<ServerState>>,
+    PathParam((device_id, key)): PathParam<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    dropping(state, device_id, Some(key), headers).await
+}
+
+async fn dropping(
+    state: Arc<ServerState>,
+    device_id: String,
+    key: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    let expect = precondition(&headers);
+    let id = device_id.clone();
+    let outcome = blocking(move || state.db.drop_override(&id, key.as_deref(), expect)).await?;
+    match outcome {
+        WriteOutcome::Updated(revision) => {
+            tracing::info!(device_id, revision, "override dropped");
+            Ok(written(StatusCode::OK, &device_id, revision))
+        }
+        other => Err(refused(&device_id, other)),
+    }
+}
+
+async fn device_groups(
+    State(state): State<Arc<ServerState>>,
+    PathParam(device_id): PathParam<String>,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    let entry = state
+        .db
+        .get(&device_id)
+        .ok_or_else(|| unknown(&device_id))?;
+    let mut response = axum::Json(json!({
+        "device_id": device_id,
+        "groups": entry.assigned,
+        "effective_groups": entry.groups,
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(entry.revision));
+    Ok(response)
+}
+
+async fn put_device_groups(
+    State(state): State<Arc<ServerState>>,
+    PathParam(device_id): PathParam<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_id(&device_id)?;
+    let expect = precondition(&headers);
+    let body = read_body_limited(&headers, body, MAX_BODY_BYTES).await?;
+    let names: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be a JSON list of group names such as [\"jetsons\", \"lab\"]: {e}"
+        ))
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    for name in &names {
+        if !super::layers::is_group_name(name) || !seen.insert(name) {
+            return Err(ApiError::bad_request(format!(
+                "invalid or repeated group name: {name:?}"
+            )));
+        }
+    }
+    let id = device_id.clone();
+    let state2 = state.clone();
+    let outcome = blocking(move || state2.db.set_groups(&id, names, expect)).await?;
+    match outcome {
+        WriteOutcome::Updated(revision) => {
+            let entry = state.db.get(&device_id);
+            tracing::info!(device_id, revision, "device groups set");
+            let mut response = axum::Json(json!({
+                "status": "success",
+                "device_id": device_id,
+                "revision": revision,
+                "groups": entry.as_ref().map(|e| e.assigned.clone()),
+                "effective_groups": entry.as_ref().map(|e| e.groups.clone()),
+            }))
+            .into_response();
+            response.headers_mut().insert(header::ETAG, etag(revision));
+            Ok(response)
+        }
+        WriteOutcome::Missing(why) => Err(ApiError::bad_request(why)),
+        other => Err(refused(&device_id, other)),
+    }
+}
+
 async fn put_config(
     State(state): State<Arc<ServerState>>,
     PathParam(device_id): PathParam<String>,
@@ -319,7 +574,7 @@ async fn put_config(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
-    let expect = precondition(&headers)?;
+    let expect = precondition(&headers);
     let enrolling = matches!(caller, Caller::Enrolling(_));
     if enrolling && expect != Precondition::Absent {
         return Err(ApiError::new(
@@ -342,7 +597,7 @@ async fn put_config(
         err
     })?;
     if from_device(&headers) {
-        state.db.touch(&device_id);
+        state.db.touch(&device_id, report_of(&headers));
     }
     let state2 = state.clone();
     let id = device_id.clone();
@@ -370,18 +625,10 @@ async fn put_config(
     let (status, revision) = match outcome {
         WriteOutcome::Created(r) => (StatusCode::CREATED, r),
         WriteOutcome::Updated(r) => (StatusCode::OK, r),
-        WriteOutcome::PreconditionFailed(current) => return Err(stale(&device_id, current)),
-        WriteOutcome::Deleted(_) | WriteOutcome::NotFound => {
-            return Err(ApiError::internal("unexpected outcome of a PUT"));
-        }
+        other => return Err(refused(&device_id, other)),
     };
     tracing::info!(device_id, revision, "config stored");
-    let mut response = (
-        status,
-        axum::Json(json!({"status": "success", "device_id": device_id, "revision": revision})),
-    )
-        .into_response();
-    response.headers_mut().insert(header::ETAG, etag(revision));
+    let mut response = written(status, &device_id, revision);
     if let Some(token) = token {
         tracing::info!(
             device_id,
@@ -396,7 +643,7 @@ async fn put_config(
     Ok(response)
 }
 
-fn stale(device_id: &str, current: Option<u64>) -> ApiError {
+pub(super) fn stale(device_id: &str, current: Option<u64>) -> ApiError {
     let message = match current {
         Some(r) => format!("{device_id} is at revision {r}: fetch it and apply your change to it"),
         None => format!("{device_id} does not exist"),
@@ -414,7 +661,7 @@ async fn delete_config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_id(&device_id)?;
-    let expect = precondition(&headers)?;
+    let expect = precondition(&headers);
     let state2 = state.clone();
     let id = device_id.clone();
     let outcome = tokio::task::spawn_blocking(move || state2.db.delete(&id, expect))
@@ -429,11 +676,7 @@ async fn delete_config(
             )
             .into_response())
         }
-        WriteOutcome::NotFound => Err(unknown(&device_id)),
-        WriteOutcome::PreconditionFailed(current) => Err(stale(&device_id, current)),
-        WriteOutcome::Created(_) | WriteOutcome::Updated(_) => {
-            Err(ApiError::internal("unexpected outcome of a DELETE"))
-        }
+        other => Err(refused(&device_id, other)),
     }
 }
 
@@ -466,6 +709,11 @@ static DEVICES: crate::sample::Family = crate::sample::Family::gauge(
     "Devices the config server holds a config for",
     "",
 );
+static GROUPS: crate::sample::Family = crate::sample::Family::gauge(
+    "edge_exporter_config_server_groups",
+    "Groups the config server holds",
+    "",
+);
 
 /// The server's own metrics in Prometheus text.
 async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
@@ -473,23 +721,58 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     crate::telemetry::samples(&mut samples);
     samples.push(crate::sample::Sample::own(
         &DEVICES,
-        state.db.list().len() as f64,
+        state.db.device_count() as f64,
+    ));
+    samples.push(crate::sample::Sample::own(
+        &GROUPS,
+        state.db.groups().len() as f64,
     ));
     crate::telemetry::page(samples)
 }
 
-async fn devices(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
+#[derive(Debug, serde::Deserialize)]
+struct DevicesQuery {
+    /// Only members of this group.
+    group: Option<String>,
+    /// Only devices whose type matches this glob.
+    device_type: Option<String>,
+}
+
+async fn devices(
+    State(state): State<Arc<ServerState>>,
+    QueryParams(query): QueryParams<DevicesQuery>,
+) -> axum::Json<Value> {
     let list: Vec<Value> = state
         .db
         .list()
         .into_iter()
-        .map(|(id, entry, contact)| {
+        .filter(|(_, entry, _, _)| {
+            query
+                .group
+                .as_ref()
+                .is_none_or(|g| entry.groups.contains(g))
+                && query.device_type.as_deref().is_none_or(|p| {
+                    entry
+                        .device_type
+                        .as_deref()
+                        .is_some_and(|t| crate::config::glob_match(p, t))
+                })
+        })
+        .map(|(id, entry, contact, report)| {
+            let report = report.unwrap_or_default();
             json!({
                 "device_id": id,
                 "device_type": entry.device_type,
                 "revision": entry.revision,
                 "updated_at": entry.updated_at,
                 "last_contact": contact,
+                "groups": entry.groups,
+                "assigned_groups": entry.assigned,
+                "overrides": entry.overrides,
+                "version": report.version,
+                "applied_revision": report.applied_revision,
+                "failing_collectors": report.failing_collectors,
+                "pending_changes": report.pending_changes,
             })
         })
         .collect();

@@ -8,16 +8,24 @@
 //! and two writers holding the same `If-Match` cannot both win. Revisions of a
 //! device only grow, across deletion too, so an ETag is never reused. Last contact
 //! times are kept in memory and written every few seconds.
+//!
+//! A device row holds its own layers (`base`, `overrides`), the groups it was
+//! assigned, and the effective config made of those and its groups' configs
+//! (`super::layers`), which is what is served. A change to a group gives every
+//! member a new revision in the same transaction, so a member's ETag changes
+//! whenever any of its layers does. History rows say which layer changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::layers::{self, Group, Rules, override_keys, resolve, split_write};
 use crate::clock::unix_now as now;
 use crate::lock::lock;
+use crate::sync::doc::Doc;
 
 /// A new device token: 32 random bytes from the kernel, as 64 hex digits.
 fn new_token() -> Result<String, DbError> {
@@ -52,32 +60,79 @@ pub enum DbError {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub revision: u64,
-    /// The config as JSON text, served as is.
+    /// The effective config as JSON text, served as is.
     pub config: Bytes,
+    /// The device's own type (from its writes; groups match on it).
     pub device_type: Option<String>,
     /// Unix seconds of the revision.
     pub updated_at: f64,
+    /// The groups the device was assigned, in the order given.
+    pub assigned: Vec<String>,
+    /// Its groups in precedence order: matched ones, then assigned ones.
+    pub groups: Vec<String>,
+    /// How many keys (metric entries counted one by one) it overrides.
+    pub overrides: usize,
 }
 
-/// One row of a device's history.
+/// One row of a device's or a group's history.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Revision {
     pub revision: u64,
     pub updated_at: f64,
     /// `None` for a deletion.
     pub config: Option<serde_json::Value>,
+    /// Which layer changed: `device` (a write to the device, an override
+    /// dropped), `groups` (its groups applied over a write), `group:<name>` (a
+    /// group's config or rules), `membership` (its assigned groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
-/// What a conditional write expects the device's current state to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a device says about itself with its polls.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Report {
+    pub version: Option<String>,
+    /// The config revision its running config is based on.
+    pub applied_revision: Option<u64>,
+    pub failing_collectors: Vec<String>,
+    pub pending_changes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Contact {
+    /// Unix seconds of the device's last request.
+    at: f64,
+    report: Option<Report>,
+    /// Not saved yet.
+    dirty: bool,
+}
+
+/// What a conditional write expects the current state to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
     None,
-    /// `If-Match: "N"`.
-    Revision(u64),
-    /// `If-Match: *`: the device must exist.
+    /// `If-Match` with entity tags: one must be the current revision's. Tags
+    /// that are not a revision of ours are left out, so they never match.
+    Revision(Vec<u64>),
+    /// `If-Match: *`: it must exist.
     Exists,
-    /// `If-None-Match: *`: the device must not exist.
+    /// `If-None-Match: *`: it must not exist.
     Absent,
+    /// `If-None-Match` with tags: none may be the current revision's.
+    NoneOf(Vec<u64>),
+}
+
+impl Precondition {
+    fn holds(&self, current: Option<u64>) -> bool {
+        match self {
+            Precondition::None => true,
+            Precondition::Revision(tags) => current.is_some_and(|r| tags.contains(&r)),
+            Precondition::Exists => current.is_some(),
+            Precondition::Absent => current.is_none(),
+            Precondition::NoneOf(tags) => current.is_none_or(|r| !tags.contains(&r)),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -88,17 +143,68 @@ pub enum WriteOutcome {
     /// The precondition failed; the current revision, if any.
     PreconditionFailed(Option<u64>),
     NotFound,
+    /// The result would not be a valid config for this device.
+    Invalid {
+        device_id: String,
+        error: Box<crate::config::ConfigError>,
+    },
+    /// A request that names something that does not exist (a group, an override).
+    Missing(String),
 }
+
+/// A device's own layers, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    pub base: Doc,
+    pub overrides: Doc,
+}
+
+type Groups = BTreeMap<String, Arc<Group>>;
 
 #[derive(Debug)]
 pub struct Db {
     writer: Mutex<Connection>,
-    /// Token checks read through their own connection (WAL lets them run beside a
-    /// commit), so a request's credential check never waits for another's fsync.
+    /// Token checks and layer reads go through their own connection (WAL lets
+    /// them run beside a commit), so they never wait for another's fsync.
     reader: Mutex<Connection>,
     current: RwLock<HashMap<String, Arc<Entry>>>,
-    /// Unix seconds of each device's last request, and whether it is unsaved.
-    contacts: Mutex<HashMap<String, (f64, bool)>>,
+    groups: RwLock<Groups>,
+    contacts: Mutex<HashMap<String, Contact>>,
+    tokens: Mutex<TokenCache>,
+}
+
+/// The tokens table as last read, and SQLite's `data_version` then: a request
+/// reads the table again only after some connection committed.
+#[derive(Debug, Default)]
+struct TokenCache {
+    version: Option<i64>,
+    by_hash: HashMap<[u8; 32], String>,
+}
+
+fn parse_doc(text: &str, what: &str) -> Result<Doc, DbError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(doc)) => Ok(doc),
+        Ok(_) => Ok(Doc::new()),
+        Err(e) => Err(DbError::Corrupt(what.to_owned(), e)),
+    }
+}
+
+fn parse_list(text: Option<String>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Adds `column` to `table` when an older database lacks it.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), DbError> {
+    let has: bool = conn.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1)"),
+        params![column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 impl Db {
@@ -129,15 +235,70 @@ impl Db {
                  device_id TEXT PRIMARY KEY,
                  hash BLOB NOT NULL UNIQUE,
                  created_at REAL NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS groups (
+                 name TEXT PRIMARY KEY,
+                 revision INTEGER NOT NULL,
+                 config TEXT NOT NULL,
+                 rules TEXT,
+                 updated_at REAL NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS group_history (
+                 name TEXT NOT NULL,
+                 revision INTEGER NOT NULL,
+                 config TEXT,
+                 updated_at REAL NOT NULL,
+                 PRIMARY KEY (name, revision)
              );",
+        )?;
+        // Databases from before groups: each device's config becomes its base.
+        add_column(&conn, "devices", "base", "TEXT")?;
+        add_column(&conn, "devices", "overrides", "TEXT")?;
+        add_column(&conn, "devices", "groups", "TEXT")?;
+        add_column(&conn, "devices", "report", "TEXT")?;
+        add_column(&conn, "history", "layer", "TEXT")?;
+        conn.execute(
+            "UPDATE devices SET base = config, overrides = '{}', groups = '[]' WHERE base IS NULL",
+            [],
         )?;
         let reader = Connection::open(path)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut groups = Groups::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT name, revision, config, rules, updated_at FROM groups")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, f64>(4)?,
+                ))
+            })?;
+            for row in rows {
+                let (name, revision, config, rules, updated_at) = row?;
+                let config = parse_doc(&config, &format!("group {name}"))?;
+                let rules = rules
+                    .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+                    .and_then(|v| Rules::parse(&v).ok());
+                groups.insert(
+                    name,
+                    Arc::new(Group {
+                        revision: revision as u64,
+                        config,
+                        rules,
+                        updated_at,
+                    }),
+                );
+            }
+        }
         let mut current = HashMap::new();
         let mut contacts = HashMap::new();
         {
             let mut stmt = conn.prepare(
-                "SELECT device_id, revision, config, device_type, updated_at, last_contact FROM devices",
+                "SELECT device_id, revision, config, device_type, updated_at, last_contact,
+                        groups, overrides, report FROM devices",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -147,13 +308,31 @@ impl Db {
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, f64>(4)?,
                     r.get::<_, Option<f64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })?;
             for row in rows {
-                let (id, revision, config, device_type, updated_at, contact) = row?;
-                if let Some(t) = contact {
-                    contacts.insert(id.clone(), (t, false));
+                let (id, revision, config, device_type, updated_at, contact, assigned, ovr, report) =
+                    row?;
+                if let Some(at) = contact {
+                    let report = report.and_then(|r| serde_json::from_str(&r).ok());
+                    contacts.insert(
+                        id.clone(),
+                        Contact {
+                            at,
+                            report,
+                            dirty: false,
+                        },
+                    );
                 }
+                let assigned = parse_list(assigned);
+                let resolved = resolve(&assigned, &id, device_type.as_deref(), &groups);
+                let overrides = ovr
+                    .map(|o| parse_doc(&o, &id))
+                    .transpose()?
+                    .map_or(0, |o| override_keys(&o).len());
                 current.insert(
                     id,
                     Arc::new(Entry {
@@ -161,6 +340,9 @@ impl Db {
                         config: Bytes::from(config),
                         device_type,
                         updated_at,
+                        assigned,
+                        groups: resolved,
+                        overrides,
                     }),
                 );
             }
@@ -169,7 +351,9 @@ impl Db {
             writer: Mutex::new(conn),
             reader: Mutex::new(reader),
             current: RwLock::new(current),
+            groups: RwLock::new(groups),
             contacts: Mutex::new(contacts),
+            tokens: Mutex::new(TokenCache::default()),
         })
     }
 
@@ -209,33 +393,57 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether any device has a token.
-    pub fn has_tokens(&self) -> Result<bool, DbError> {
+    /// Runs `f` on the tokens table as it is now: read again only when some
+    /// connection (this server's writer, or `config-server token` in another
+    /// process) committed since the last look, which `PRAGMA data_version` tells
+    /// without touching the disk.
+    fn with_tokens<T>(
+        &self,
+        f: impl FnOnce(&HashMap<[u8; 32], String>) -> T,
+    ) -> Result<T, DbError> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens)")?;
-        Ok(stmt.query_row([], |r| r.get(0))?)
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let mut cache = lock(&self.tokens);
+        if cache.version != Some(version) {
+            let mut stmt = conn.prepare_cached("SELECT device_id, hash FROM tokens")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            let mut by_hash = HashMap::new();
+            for row in rows {
+                let (device, hash) = row?;
+                if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                    by_hash.insert(hash, device);
+                }
+            }
+            *cache = TokenCache {
+                version: Some(version),
+                by_hash,
+            };
+        }
+        drop(conn);
+        Ok(f(&cache.by_hash))
     }
 
-    /// The device whose token `token` is, if any. The stored hash is compared
-    /// with the given token's in constant time.
+    /// Whether any device has a token.
+    pub fn has_tokens(&self) -> Result<bool, DbError> {
+        self.with_tokens(|t| !t.is_empty())
+    }
+
+    /// The device whose token `token` is, if any: found by the SHA-256 of the
+    /// given token. Only digests are compared, so how long a comparison takes
+    /// says nothing about a stored token (finding one from its digest is as
+    /// hard as guessing it); a map lookup serves 10,000 tokens as fast as one.
     pub fn token_device(&self, token: &str) -> Result<Option<String>, DbError> {
-        use subtle::ConstantTimeEq;
         let given = token_hash(token);
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached("SELECT device_id, hash FROM tokens WHERE hash = ?1")?;
-        let found: Option<(String, Vec<u8>)> = stmt
-            .query_row(params![given.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        Ok(found
-            .and_then(|(device, hash)| bool::from(hash.ct_eq(given.as_slice())).then_some(device)))
+        self.with_tokens(|t| t.get(&given).cloned())
     }
 
     /// Whether `device_id` has a token.
     pub fn has_token(&self, device_id: &str) -> Result<bool, DbError> {
-        let conn = lock(&self.reader);
-        let mut stmt =
-            conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE device_id = ?1)")?;
-        Ok(stmt.query_row(params![device_id], |r| r.get(0))?)
+        self.with_tokens(|t| t.values().any(|d| d == device_id))
     }
 
     pub fn get(&self, device_id: &str) -> Option<Arc<Entry>> {
@@ -246,39 +454,65 @@ impl Db {
             .cloned()
     }
 
-    /// Every device: id, current entry, last contact.
-    pub fn list(&self) -> Vec<(String, Arc<Entry>, Option<f64>)> {
+    /// Every device: id, current entry, last contact and what it reported.
+    pub fn list(&self) -> Vec<(String, Arc<Entry>, Option<f64>, Option<Report>)> {
         let contacts = lock(&self.contacts);
         let mut all: Vec<_> = self
             .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(id, e)| (id.clone(), e.clone(), contacts.get(id).map(|c| c.0)))
+            .map(|(id, e)| {
+                let contact = contacts.get(id);
+                (
+                    id.clone(),
+                    e.clone(),
+                    contact.map(|c| c.at),
+                    contact.and_then(|c| c.report.clone()),
+                )
+            })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
+    pub fn device_count(&self) -> usize {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn last_contact(&self, device_id: &str) -> Option<f64> {
-        lock(&self.contacts).get(device_id).map(|c| c.0)
+        lock(&self.contacts).get(device_id).map(|c| c.at)
     }
 
-    /// Records a request from the device itself (saved by [`Db::flush_contacts`]).
-    pub fn touch(&self, device_id: &str) {
-        lock(&self.contacts).insert(device_id.to_owned(), (now(), true));
+    /// Records a request from the device itself, with what it reported (saved by
+    /// [`Db::flush_contacts`]).
+    pub fn touch(&self, device_id: &str, report: Option<Report>) {
+        let mut contacts = lock(&self.contacts);
+        let kept = contacts.get(device_id).and_then(|c| c.report.clone());
+        contacts.insert(
+            device_id.to_owned(),
+            Contact {
+                at: now(),
+                report: report.or(kept),
+                dirty: true,
+            },
+        );
     }
 
-    /// Writes the contact times that changed since the last flush.
+    /// Writes the contact times (and reports) that changed since the last flush.
     pub fn flush_contacts(&self) -> Result<usize, DbError> {
-        let dirty: Vec<(String, f64)> = {
+        let dirty: Vec<(String, f64, Option<String>)> = {
             let mut contacts = lock(&self.contacts);
             contacts
                 .iter_mut()
-                .filter(|(_, (_, dirty))| *dirty)
-                .map(|(id, (t, dirty))| {
-                    *dirty = false;
-                    (id.clone(), *t)
+                .filter(|(_, c)| c.dirty)
+                .map(|(id, c)| {
+                    c.dirty = false;
+                    let report = c
+                        .report
+                        .as_ref()
+                        .and_then(|r| serde_json::to_string(r).ok());
+                    (id.clone(), c.at, report)
                 })
                 .collect()
         };
@@ -288,76 +522,112 @@ impl Db {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         {
-            let mut stmt =
-                tx.prepare_cached("UPDATE devices SET last_contact = ?2 WHERE device_id = ?1")?;
-            for (id, t) in &dirty {
-                stmt.execute(params![id, t])?;
+            let mut stmt = tx.prepare_cached(
+                "UPDATE devices SET last_contact = ?2, report = COALESCE(?3, report) WHERE device_id = ?1",
+            )?;
+            for (id, t, report) in &dirty {
+                stmt.execute(params![id, t, report])?;
             }
         }
         tx.commit()?;
         Ok(dirty.len())
     }
 
-    /// Stores a new revision of `device_id`'s config (already validated).
+    /// The groups, by name.
+    pub fn groups(&self) -> Groups {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn group(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// A device's base and overrides as stored.
+    pub fn layers(&self, device_id: &str) -> Result<Option<Layers>, DbError> {
+        let conn = lock(&self.reader);
+        read_layers(&conn, device_id)
+    }
+
+    /// Stores a write of `device_id`'s config (already validated on its own):
+    /// a registration becomes its base, a change its overrides (see
+    /// [`super::layers::split_write`]). When its groups make the effective
+    /// config differ from `body`, a second revision (`groups`) holds that, so a
+    /// device that wrote revision N fetches N+1.
     pub fn put(
         &self,
         device_id: &str,
-        config: &serde_json::Value,
+        body: &serde_json::Value,
         device_type: &str,
         expect: Precondition,
     ) -> Result<WriteOutcome, DbError> {
+        let body = body.as_object().cloned().unwrap_or_default();
         let mut conn = lock(&self.writer);
         let existing = self.get(device_id);
         let current = existing.as_ref().map(|e| e.revision);
-        let allowed = match expect {
-            Precondition::None => true,
-            Precondition::Revision(r) => current == Some(r),
-            Precondition::Exists => current.is_some(),
-            Precondition::Absent => current.is_none(),
-        };
-        if !allowed {
+        if !expect.holds(current) {
             return Ok(WriteOutcome::PreconditionFailed(current));
         }
-        let text = config.to_string();
-        let updated_at = now();
+        let groups = self.groups();
+        let assigned = existing
+            .as_ref()
+            .map(|e| e.assigned.clone())
+            .unwrap_or_default();
+        let resolved = resolve(&assigned, device_id, Some(device_type), &groups);
+        let group_docs: Vec<&Doc> = resolved.iter().map(|n| &groups[n].config).collect();
+        let (base, overrides) = match &existing {
+            Some(entry) => {
+                let stored = read_layers(&conn, device_id)?.unwrap_or_default();
+                let effective = parse_doc(&String::from_utf8_lossy(&entry.config), device_id)?;
+                split_write(
+                    Some(&effective),
+                    &stored.base,
+                    &group_docs,
+                    &stored.overrides,
+                    &body,
+                )
+            }
+            None => split_write(None, &Doc::new(), &group_docs, &Doc::new(), &body),
+        };
+        let effective = layers::effective(&base, group_docs.iter().copied(), &overrides);
+        if effective != body
+            && let Err(error) = check(device_id, &effective)
+        {
+            return Ok(error);
+        }
         let tx = conn.transaction()?;
-        // After a deletion the history goes on from its last revision.
-        let last: Option<i64> = tx
-            .query_row(
-                "SELECT MAX(revision) FROM history WHERE device_id = ?1",
-                params![device_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        let revision = last.unwrap_or(0) as u64 + 1;
-        tx.execute(
-            "INSERT INTO history (device_id, revision, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            params![device_id, revision as i64, text, updated_at],
-        )?;
-        tx.execute(
-            "INSERT INTO devices (device_id, revision, config, device_type, updated_at, last_contact)
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL)
-             ON CONFLICT(device_id) DO UPDATE SET revision = ?2, config = ?3, device_type = ?4, updated_at = ?5",
-            params![device_id, revision as i64, text, device_type, updated_at],
-        )?;
+        let mut revision = next_revision(&tx, device_id)?;
+        let updated_at = now();
+        let written = revision;
+        let mut rows = vec![(revision, body.clone(), "device")];
+        if effective != body {
+            revision += 1;
+            rows.push((revision, effective.clone(), "groups"));
+        }
+        let state = DeviceState {
+            device_type: Some(device_type.to_owned()),
+            assigned,
+            groups: resolved,
+            base,
+            overrides,
+            effective,
+        };
+        for (r, doc, layer) in &rows {
+            insert_history(&tx, device_id, *r, Some(doc), layer, updated_at)?;
+        }
+        let entry = store_device(&tx, device_id, revision, &state, updated_at)?;
         tx.commit()?;
-        self.current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                device_id.to_owned(),
-                Arc::new(Entry {
-                    revision,
-                    config: Bytes::from(text),
-                    device_type: Some(device_type.to_owned()),
-                    updated_at,
-                }),
-            );
+        self.set_entries(vec![(device_id.to_owned(), entry)]);
         Ok(if current.is_some() {
-            WriteOutcome::Updated(revision)
+            WriteOutcome::Updated(written)
         } else {
-            WriteOutcome::Created(revision)
+            WriteOutcome::Created(written)
         })
     }
 
@@ -366,24 +636,18 @@ impl Db {
         let mut conn = lock(&self.writer);
         let Some(existing) = self.get(device_id) else {
             return Ok(match expect {
-                Precondition::None | Precondition::Absent => WriteOutcome::NotFound,
+                Precondition::None | Precondition::Absent | Precondition::NoneOf(_) => {
+                    WriteOutcome::NotFound
+                }
                 _ => WriteOutcome::PreconditionFailed(None),
             });
         };
-        let allowed = match expect {
-            Precondition::None | Precondition::Exists => true,
-            Precondition::Revision(r) => existing.revision == r,
-            Precondition::Absent => false,
-        };
-        if !allowed {
+        if !expect.holds(Some(existing.revision)) || expect == Precondition::Absent {
             return Ok(WriteOutcome::PreconditionFailed(Some(existing.revision)));
         }
         let revision = existing.revision + 1;
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO history (device_id, revision, config, updated_at) VALUES (?1, ?2, NULL, ?3)",
-            params![device_id, revision as i64, now()],
-        )?;
+        insert_history(&tx, device_id, revision, None, "device", now())?;
         tx.execute(
             "DELETE FROM devices WHERE device_id = ?1",
             params![device_id],
@@ -397,36 +661,482 @@ impl Db {
         Ok(WriteOutcome::Deleted(revision))
     }
 
+    /// Drops one override of a device (`interval`, `metrics.<id>`), or all of
+    /// them (`None`): the value of its groups (or its base) applies again.
+    pub fn drop_override(
+        &self,
+        device_id: &str,
+        key: Option<&str>,
+        expect: Precondition,
+    ) -> Result<WriteOutcome, DbError> {
+        let mut conn = lock(&self.writer);
+        let Some(existing) = self.get(device_id) else {
+            return Ok(WriteOutcome::NotFound);
+        };
+        if !expect.holds(Some(existing.revision)) {
+            return Ok(WriteOutcome::PreconditionFailed(Some(existing.revision)));
+        }
+        let Layers {
+            base,
+            mut overrides,
+        } = read_layers(&conn, device_id)?.unwrap_or_default();
+        let dropped = match key {
+            Some(key) => layers::drop_override(&mut overrides, key),
+            None => !std::mem::take(&mut overrides).is_empty(),
+        };
+        if !dropped {
+            return Ok(WriteOutcome::Missing(match key {
+                Some(key) => format!("{device_id} has no override of {key}"),
+                None => format!("{device_id} has no overrides"),
+            }));
+        }
+        let groups = self.groups();
+        let docs: Vec<&Doc> = existing.groups.iter().map(|n| &groups[n].config).collect();
+        let effective = layers::effective(&base, docs, &overrides);
+        if let Err(error) = check(device_id, &effective) {
+            return Ok(error);
+        }
+        let state = DeviceState {
+            device_type: existing.device_type.clone(),
+            assigned: existing.assigned.clone(),
+            groups: existing.groups.clone(),
+            base,
+            overrides,
+            effective,
+        };
+        let revision = existing.revision + 1;
+        let tx = conn.transaction()?;
+        let updated_at = now();
+        insert_history(
+            &tx,
+            device_id,
+            revision,
+            Some(&state.effective),
+            "device",
+            updated_at,
+        )?;
+        let entry = store_device(&tx, device_id, revision, &state, updated_at)?;
+        tx.commit()?;
+        self.set_entries(vec![(device_id.to_owned(), entry)]);
+        Ok(WriteOutcome::Updated(revision))
+    }
+
+    /// Assigns a device its groups (order is precedence, later wins).
+    pub fn set_groups(
+        &self,
+        device_id: &str,
+        assigned: Vec<String>,
+        expect: Precondition,
+    ) -> Result<WriteOutcome, DbError> {
+        let mut conn = lock(&self.writer);
+        let Some(existing) = self.get(device_id) else {
+            return Ok(WriteOutcome::NotFound);
+        };
+        if !expect.holds(Some(existing.revision)) {
+            return Ok(WriteOutcome::PreconditionFailed(Some(existing.revision)));
+        }
+        let groups = self.groups();
+        if let Some(unknown) = assigned.iter().find(|n| !groups.contains_key(*n)) {
+            return Ok(WriteOutcome::Missing(format!("Unknown group: {unknown}")));
+        }
+        if assigned == existing.assigned {
+            return Ok(WriteOutcome::Updated(existing.revision));
+        }
+        let changes = self.recompute(
+            &conn,
+            &groups,
+            [(device_id.to_owned(), existing, Some(assigned))],
+        )?;
+        let changes = match changes {
+            Ok(c) => c,
+            Err(invalid) => return Ok(invalid),
+        };
+        let tx = conn.transaction()?;
+        let entries = commit_all(&tx, changes, "membership")?;
+        tx.commit()?;
+        let revision = entries.first().map_or(0, |(_, e)| e.revision);
+        self.set_entries(entries);
+        Ok(WriteOutcome::Updated(revision))
+    }
+
+    /// Creates or replaces a group (`config` without `match`); every device it
+    /// had or now has gets its effective config again, as one transaction.
+    pub fn put_group(
+        &self,
+        name: &str,
+        config: Doc,
+        rules: Option<Rules>,
+        expect: Precondition,
+    ) -> Result<(WriteOutcome, usize), DbError> {
+        let mut conn = lock(&self.writer);
+        let mut groups = self.groups();
+        let current = groups.get(name).map(|g| g.revision);
+        if !expect.holds(current) {
+            return Ok((WriteOutcome::PreconditionFailed(current), 0));
+        }
+        let revision = next_group_revision(&conn, name)?;
+        let updated_at = now();
+        let group = Arc::new(Group {
+            revision,
+            config,
+            rules,
+            updated_at,
+        });
+        groups.insert(name.to_owned(), group.clone());
+        let affected = self.members_before_or_after(name, &groups);
+        let changes = match self.recompute(&conn, &groups, affected)? {
+            Ok(c) => c,
+            Err(invalid) => return Ok((invalid, 0)),
+        };
+        let tx = conn.transaction()?;
+        let document = serde_json::Value::Object(group.document()).to_string();
+        tx.execute(
+            "INSERT INTO group_history (name, revision, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, revision as i64, document, updated_at],
+        )?;
+        let rules_text = group
+            .rules
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok());
+        tx.execute(
+            "INSERT INTO groups (name, revision, config, rules, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET revision = ?2, config = ?3, rules = ?4, updated_at = ?5",
+            params![
+                name,
+                revision as i64,
+                serde_json::Value::Object(group.config.clone()).to_string(),
+                rules_text,
+                updated_at
+            ],
+        )?;
+        let entries = commit_all(&tx, changes, &format!("group:{name}"))?;
+        tx.commit()?;
+        let members = entries.len();
+        *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
+        self.set_entries(entries);
+        Ok((
+            if current.is_some() {
+                WriteOutcome::Updated(revision)
+            } else {
+                WriteOutcome::Created(revision)
+            },
+            members,
+        ))
+    }
+
+    /// Removes a group: devices assigned to it lose it, its members get their
+    /// effective config without it. Its history stays.
+    pub fn delete_group(
+        &self,
+        name: &str,
+        expect: Precondition,
+    ) -> Result<(WriteOutcome, usize), DbError> {
+        let mut conn = lock(&self.writer);
+        let mut groups = self.groups();
+        let Some(current) = groups.get(name).map(|g| g.revision) else {
+            return Ok((
+                match expect {
+                    Precondition::None | Precondition::Absent | Precondition::NoneOf(_) => {
+                        WriteOutcome::NotFound
+                    }
+                    _ => WriteOutcome::PreconditionFailed(None),
+                },
+                0,
+            ));
+        };
+        if !expect.holds(Some(current)) || expect == Precondition::Absent {
+            return Ok((WriteOutcome::PreconditionFailed(Some(current)), 0));
+        }
+        let before: Vec<(String, Arc<Entry>, Option<Vec<String>>)> = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, e)| {
+                e.groups.iter().any(|g| g == name) || e.assigned.iter().any(|g| g == name)
+            })
+            .map(|(id, e)| {
+                let assigned: Vec<String> =
+                    e.assigned.iter().filter(|g| *g != name).cloned().collect();
+                (id.clone(), e.clone(), Some(assigned))
+            })
+            .collect();
+        groups.remove(name);
+        let changes = match self.recompute(&conn, &groups, before)? {
+            Ok(c) => c,
+            Err(invalid) => return Ok((invalid, 0)),
+        };
+        let revision = current + 1;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO group_history (name, revision, config, updated_at) VALUES (?1, ?2, NULL, ?3)",
+            params![name, revision as i64, now()],
+        )?;
+        tx.execute("DELETE FROM groups WHERE name = ?1", params![name])?;
+        let entries = commit_all(&tx, changes, &format!("group:{name}"))?;
+        tx.commit()?;
+        let members = entries.len();
+        *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
+        self.set_entries(entries);
+        Ok((WriteOutcome::Deleted(revision), members))
+    }
+
+    /// Devices that are in group `name` now or are with `groups`.
+    fn members_before_or_after(
+        &self,
+        name: &str,
+        groups: &Groups,
+    ) -> Vec<(String, Arc<Entry>, Option<Vec<String>>)> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(id, e)| {
+                e.groups.iter().any(|g| g == name)
+                    || resolve(&e.assigned, id, e.device_type.as_deref(), groups)
+                        .iter()
+                        .any(|g| g == name)
+            })
+            .map(|(id, e)| (id.clone(), e.clone(), None))
+            .collect()
+    }
+
+    /// The new state of each device (with new assigned groups where given)
+    /// under `groups`, each checked; or the first that would be invalid.
+    #[allow(clippy::type_complexity)]
+    fn recompute(
+        &self,
+        conn: &Connection,
+        groups: &Groups,
+        devices: impl IntoIterator<Item = (String, Arc<Entry>, Option<Vec<String>>)>,
+    ) -> Result<Result<Vec<(String, u64, DeviceState)>, WriteOutcome>, DbError> {
+        let mut out = Vec::new();
+        for (id, entry, assigned) in devices {
+            let assigned = assigned.unwrap_or_else(|| entry.assigned.clone());
+            let resolved = resolve(&assigned, &id, entry.device_type.as_deref(), groups);
+            let Layers { base, overrides } = read_layers(conn, &id)?.unwrap_or_default();
+            let docs: Vec<&Doc> = resolved.iter().map(|n| &groups[n].config).collect();
+            let effective = layers::effective(&base, docs, &overrides);
+            if let Err(invalid) = check(&id, &effective) {
+                return Ok(Err(invalid));
+            }
+            out.push((
+                id,
+                entry.revision + 1,
+                DeviceState {
+                    device_type: entry.device_type.clone(),
+                    assigned,
+                    groups: resolved,
+                    base,
+                    overrides,
+                    effective,
+                },
+            ));
+        }
+        Ok(Ok(out))
+    }
+
+    fn set_entries(&self, entries: Vec<(String, Arc<Entry>)>) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        for (id, entry) in entries {
+            current.insert(id, entry);
+        }
+    }
+
     /// A device's revisions, oldest first (at most `limit`, the newest ones).
     pub fn history(&self, device_id: &str, limit: usize) -> Result<Vec<Revision>, DbError> {
-        let conn = lock(&self.writer);
+        let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(
-            "SELECT revision, config, updated_at FROM history WHERE device_id = ?1
-             ORDER BY revision DESC LIMIT ?2",
+            "SELECT revision, config, updated_at, COALESCE(layer, 'device') FROM history
+             WHERE device_id = ?1 ORDER BY revision DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![device_id, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, f64>(2)?,
-            ))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, Some(r.get(3)?)))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (revision, config, updated_at) = row?;
-            let config = config
-                .map(|c| serde_json::from_str(&c))
-                .transpose()
-                .map_err(|e| DbError::Corrupt(device_id.to_owned(), e))?;
-            out.push(Revision {
-                revision: revision as u64,
-                updated_at,
-                config,
-            });
-        }
-        out.reverse();
-        Ok(out)
+        revisions(rows, device_id)
     }
+
+    /// A group's revisions, oldest first (at most `limit`, the newest ones).
+    pub fn group_history(&self, name: &str, limit: usize) -> Result<Vec<Revision>, DbError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT revision, config, updated_at FROM group_history
+             WHERE name = ?1 ORDER BY revision DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![name, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, None))
+        })?;
+        revisions(rows, name)
+    }
+}
+
+type HistoryRow = (i64, Option<String>, f64, Option<String>);
+
+fn revisions(
+    rows: impl Iterator<Item = rusqlite::Result<HistoryRow>>,
+    what: &str,
+) -> Result<Vec<Revision>, DbError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (revision, config, updated_at, layer) = row?;
+        let config = config
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(|e| DbError::Corrupt(what.to_owned(), e))?;
+        out.push(Revision {
+            revision: revision as u64,
+            updated_at,
+            config,
+            layer,
+        });
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Everything stored of a device after a change.
+struct DeviceState {
+    device_type: Option<String>,
+    assigned: Vec<String>,
+    groups: Vec<String>,
+    base: Doc,
+    overrides: Doc,
+    effective: Doc,
+}
+
+/// Whether `effective` is a config the device would take.
+fn check(device_id: &str, effective: &Doc) -> Result<(), WriteOutcome> {
+    let origin = format!("config of {device_id}");
+    crate::config::validate_json(
+        &serde_json::Value::Object(effective.clone()),
+        Path::new(&origin),
+    )
+    .map(|_| ())
+    .map_err(|error| WriteOutcome::Invalid {
+        device_id: device_id.to_owned(),
+        error: Box::new(error),
+    })
+}
+
+fn read_layers(conn: &Connection, device_id: &str) -> Result<Option<Layers>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT base, overrides FROM devices WHERE device_id = ?1")?;
+    let row: Option<(Option<String>, Option<String>)> = stmt
+        .query_row(params![device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((base, overrides)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Layers {
+        base: base
+            .map(|b| parse_doc(&b, device_id))
+            .transpose()?
+            .unwrap_or_default(),
+        overrides: overrides
+            .map(|o| parse_doc(&o, device_id))
+            .transpose()?
+            .unwrap_or_default(),
+    }))
+}
+
+/// The next revision of a device: after a deletion its history goes on.
+fn next_revision(conn: &Connection, device_id: &str) -> Result<u64, DbError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT MAX(revision) FROM history WHERE device_id = ?1")?
+        .query_row(params![device_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(last.unwrap_or(0) as u64 + 1)
+}
+
+fn next_group_revision(conn: &Connection, name: &str) -> Result<u64, DbError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT MAX(revision) FROM group_history WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(last.unwrap_or(0) as u64 + 1)
+}
+
+fn insert_history(
+    conn: &Connection,
+    device_id: &str,
+    revision: u64,
+    config: Option<&Doc>,
+    layer: &str,
+    updated_at: f64,
+) -> Result<(), DbError> {
+    let text = config.map(|c| serde_json::Value::Object(c.clone()).to_string());
+    conn.prepare_cached(
+        "INSERT INTO history (device_id, revision, config, updated_at, layer) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![device_id, revision as i64, text, updated_at, layer])?;
+    Ok(())
+}
+
+/// Writes a device's row; the entry to serve.
+fn store_device(
+    conn: &Connection,
+    device_id: &str,
+    revision: u64,
+    state: &DeviceState,
+    updated_at: f64,
+) -> Result<Arc<Entry>, DbError> {
+    let text = serde_json::Value::Object(state.effective.clone()).to_string();
+    let base = serde_json::Value::Object(state.base.clone()).to_string();
+    let overrides = serde_json::Value::Object(state.overrides.clone()).to_string();
+    let assigned = serde_json::to_string(&state.assigned).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(
+        "INSERT INTO devices (device_id, revision, config, device_type, updated_at, last_contact,
+                              base, overrides, groups)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8)
+         ON CONFLICT(device_id) DO UPDATE SET revision = ?2, config = ?3, device_type = ?4,
+             updated_at = ?5, base = ?6, overrides = ?7, groups = ?8",
+    )?
+    .execute(params![
+        device_id,
+        revision as i64,
+        text,
+        state.device_type,
+        updated_at,
+        base,
+        overrides,
+        assigned
+    ])?;
+    Ok(Arc::new(Entry {
+        revision,
+        config: Bytes::from(text),
+        device_type: state.device_type.clone(),
+        updated_at,
+        assigned: state.assigned.clone(),
+        groups: state.groups.clone(),
+        overrides: override_keys(&state.overrides).len(),
+    }))
+}
+
+/// Stores each recomputed device as a new revision made by `layer`.
+fn commit_all(
+    conn: &Connection,
+    changes: Vec<(String, u64, DeviceState)>,
+    layer: &str,
+) -> Result<Vec<(String, Arc<Entry>)>, DbError> {
+    let updated_at = now();
+    let mut out = Vec::with_capacity(changes.len());
+    for (id, revision, state) in changes {
+        insert_history(
+            conn,
+            &id,
+            revision,
+            Some(&state.effective),
+            layer,
+            updated_at,
+        )?;
+        out.push((
+            id.clone(),
+            store_device(conn, &id, revision, &state, updated_at)?,
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -452,18 +1162,18 @@ mod tests {
         );
         let c2 = json!({"device_type": "linux", "metrics": {"a": false}});
         assert_eq!(
-            db.put("edge-01", &c2, "linux", Precondition::Revision(1))
+            db.put("edge-01", &c2, "linux", Precondition::Revision(vec![1]))
                 .expect("put"),
             WriteOutcome::Updated(2)
         );
         // A writer that still holds revision 1 loses.
         assert_eq!(
-            db.put("edge-01", &c1, "linux", Precondition::Revision(1))
+            db.put("edge-01", &c1, "linux", Precondition::Revision(vec![1]))
                 .expect("put"),
             WriteOutcome::PreconditionFailed(Some(2))
         );
         assert_eq!(
-            db.delete("edge-01", Precondition::Revision(2))
+            db.delete("edge-01", Precondition::Revision(vec![2]))
                 .expect("delete"),
             WriteOutcome::Deleted(3)
         );
@@ -474,7 +1184,7 @@ mod tests {
                 .expect("put"),
             WriteOutcome::Created(4)
         );
-        db.touch("edge-01");
+        db.touch("edge-01", None);
         assert_eq!(db.flush_contacts().expect("flush"), 1);
         drop(db);
 

@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod db;
+pub mod groups;
+pub mod layers;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -74,7 +76,7 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
             "HTTP"
         },
         options.db.display(),
-        db.list().len()
+        db.device_count()
     );
     let device_tokens = db.tokens().map(|t| t.len()).unwrap_or(0);
     match (&options.token, device_tokens) {

@@ -59,6 +59,12 @@ pub use settings::{Settings, SettingsError, TokenSlot, is_device_id, token_path}
 
 /// The header a config server's 201 carries an enrolled device's new token in.
 pub const DEVICE_TOKEN_HEADER: &str = "x-device-token";
+/// With each poll the device reports the config revision it runs on…
+pub const REVISION_HEADER: &str = "x-config-revision";
+/// …its collectors that are failing (comma-separated names)…
+pub const FAILING_HEADER: &str = "x-failing-collectors";
+/// …and how many local changes wait to reach the server.
+pub const PENDING_HEADER: &str = "x-pending-changes";
 /// The longest wait between two attempts to reach a server that is down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Conflicts kept for `/health`.
@@ -103,6 +109,9 @@ struct Status {
     next_attempt: Option<Instant>,
 }
 
+/// A hook the daemon gives: the names of the collectors failing now.
+pub type FailingCollectors = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// A hook the daemon gives: apply the file (rebuild collectors) after the sync
 /// changed it.
 pub type OnChange = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -115,6 +124,15 @@ pub struct ConfigSync {
     status: Mutex<Status>,
     /// One exchange with the server at a time (the loop and `POST /reload`).
     exchange: tokio::sync::Mutex<()>,
+    failing: std::sync::OnceLock<Failing>,
+}
+
+struct Failing(FailingCollectors);
+
+impl std::fmt::Debug for Failing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Failing(..)")
+    }
 }
 
 impl ConfigSync {
@@ -133,7 +151,14 @@ impl ConfigSync {
             store,
             status: Mutex::new(Status::default()),
             exchange: tokio::sync::Mutex::new(()),
+            failing: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the polls' report finds the failing collectors (set once, after
+    /// the collectors exist).
+    pub fn report_failing(&self, failing: FailingCollectors) {
+        let _ = self.failing.set(Failing(failing));
     }
 
     pub fn settings(&self) -> &Settings {
@@ -175,12 +200,31 @@ impl ConfigSync {
     }
 
     async fn fetch_locked(&self) -> bool {
-        let revision = self.queue.lock().revision;
-        let tag = revision.map(|r| format!("\"{r}\""));
+        let (revision, pending) = {
+            let state = self.queue.lock();
+            (
+                state.revision,
+                state.queue.len() + usize::from(state.register),
+            )
+        };
         let mut headers = Vec::new();
-        if let Some(tag) = &tag {
-            headers.push((header::IF_NONE_MATCH, tag.clone()));
+        if let Some(r) = revision {
+            headers.push((header::IF_NONE_MATCH, format!("\"{r}\"")));
+            headers.push((
+                header::HeaderName::from_static(REVISION_HEADER),
+                r.to_string(),
+            ));
         }
+        // What the fleet view shows of this device.
+        let failing = self.failing.get().map(|f| (f.0)()).unwrap_or_default();
+        headers.push((
+            header::HeaderName::from_static(FAILING_HEADER),
+            failing.join(","),
+        ));
+        headers.push((
+            header::HeaderName::from_static(PENDING_HEADER),
+            pending.to_string(),
+        ));
         match request(&self.settings, Method::GET, headers, Bytes::new()).await {
             Ok(Answer::NotModified) => {
                 self.reached(ConfigSource::Server);
