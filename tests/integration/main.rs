@@ -12,6 +12,7 @@ mod deploy;
 mod dropin;
 mod energy;
 mod fleet;
+mod fleet_groups;
 mod golden;
 mod hardening;
 mod install;
