@@ -54,6 +54,12 @@ impl Page {
         })
     }
 
+    /// Types `text` into the element `selector` selects, as a keyboard would.
+    fn type_into(&mut self, selector: &str, text: &str) {
+        self.eval(&format!("document.querySelector({selector:?}).focus()"));
+        self.call("Input.insertText", json!({"text": text}));
+    }
+
     /// A mouse click in the middle of the element `selector` selects.
     fn click(&mut self, selector: &str) {
         let rect = self.eval(&format!(
@@ -70,28 +76,13 @@ impl Page {
     }
 }
 
-#[test]
-fn a_switch_clicked_in_the_browser_reaches_the_device() {
-    let Some(chromium) = peer("chromium") else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = ConfigServer::start(&dir.path().join("configs.db"), 0, None);
-    let config = fixture_config(&fixtures().join("linux/x86-laptop"), "")
-        .replace("new_metrics_enabled: true", "new_metrics_enabled: false");
-    let mut options = Options::new(&config);
-    options.env = vec![
-        ("CONFIG_SERVER_URL", server.url.clone()),
-        ("DEVICE_ID", "edge-web".to_owned()),
-        ("CONFIG_POLL_INTERVAL", "0.5".to_owned()),
-    ];
-    let device = Exporter::start_with(options);
-    eventually("the device registered", Duration::from_secs(15), || {
-        let r = server.get("/config/edge-web");
-        (r.status == 200 && r.json()["metrics"]["host_cpu_active_cores"] == false).then_some(())
-    });
-    assert!(!device.metrics().contains("\nhost_cpu_active_cores{"));
-
+/// Headless Chromium with one page open on `url`; the browser process and the
+/// page's DevTools connection.
+fn open_browser(
+    chromium: &std::path::Path,
+    dir: &std::path::Path,
+    url: &str,
+) -> (std::process::Child, Page) {
     let mut command = Command::new(chromium);
     command
         .args([
@@ -106,7 +97,7 @@ fn a_switch_clicked_in_the_browser_reaches_the_device() {
         ])
         .arg(format!(
             "--user-data-dir={}",
-            dir.path().join("chromium").display()
+            dir.join("chromium").display()
         ))
         .arg("about:blank")
         .stdin(Stdio::null())
@@ -131,7 +122,33 @@ fn a_switch_clicked_in_the_browser_reaches_the_device() {
     let (socket, _) = tungstenite::connect(targets.as_str()).expect("devtools");
     let mut page = Page { socket, next_id: 0 };
 
-    page.call("Page.navigate", json!({"url": format!("{}/", server.url)}));
+    page.call("Page.navigate", json!({"url": url}));
+    (browser, page)
+}
+
+#[test]
+fn a_switch_clicked_in_the_browser_reaches_the_device() {
+    let Some(chromium) = peer("chromium") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ConfigServer::start(&dir.path().join("configs.db"), 0, None);
+    let config = fixture_config(&fixtures().join("linux/x86-laptop"), "")
+        .replace("new_metrics_enabled: true", "new_metrics_enabled: false");
+    let mut options = Options::new(&config);
+    options.env = vec![
+        ("CONFIG_SERVER_URL", server.url.clone()),
+        ("DEVICE_ID", "edge-web".to_owned()),
+        ("CONFIG_POLL_INTERVAL", "0.5".to_owned()),
+    ];
+    let device = Exporter::start_with(options);
+    eventually("the device registered", Duration::from_secs(15), || {
+        let r = server.get("/config/edge-web");
+        (r.status == 200 && r.json()["metrics"]["host_cpu_active_cores"] == false).then_some(())
+    });
+    assert!(!device.metrics().contains("\nhost_cpu_active_cores{"));
+
+    let (mut browser, mut page) = open_browser(&chromium, dir.path(), &format!("{}/", server.url));
     page.wait_for(
         "the device in the list",
         "[...document.querySelectorAll('#devices button.device')].some(b => b.textContent === 'edge-web')",
@@ -139,9 +156,9 @@ fn a_switch_clicked_in_the_browser_reaches_the_device() {
     let cells = page.eval(
         "[...document.querySelector('#devices tr[data-device=\"edge-web\"]').cells].map(c => c.textContent)",
     );
-    assert_eq!(cells[1], "linux", "{cells}");
+    assert_eq!(cells[2], "linux", "{cells}");
     assert!(
-        cells[3].as_str().is_some_and(|t| t.ends_with("s ago")),
+        cells[8].as_str().is_some_and(|t| t.ends_with("s ago")),
         "last contact: {cells}"
     );
     page.click("#devices tr[data-device=\"edge-web\"] button");
@@ -175,6 +192,101 @@ fn a_switch_clicked_in_the_browser_reaches_the_device() {
         server.get("/config/edge-web").json()["metrics"]["host_cpu_active_cores"],
         true
     );
+    let _ = browser.kill();
+    let _ = browser.wait();
+}
+
+#[test]
+fn a_group_made_in_the_browser_reaches_its_devices() {
+    let Some(chromium) = peer("chromium") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ConfigServer::start(&dir.path().join("configs.db"), 0, None);
+    let config = fixture_config(&fixtures().join("linux/x86-laptop"), "")
+        .replace("new_metrics_enabled: true", "new_metrics_enabled: false");
+    let ids = ["edge-g1", "edge-g2", "edge-g3"];
+    let devices: Vec<Exporter> = ids
+        .iter()
+        .map(|id| {
+            let mut options = Options::new(&config);
+            options.env = vec![
+                ("CONFIG_SERVER_URL", server.url.clone()),
+                ("DEVICE_ID", (*id).to_owned()),
+                ("CONFIG_POLL_INTERVAL", "0.5".to_owned()),
+            ];
+            Exporter::start_with(options)
+        })
+        .collect();
+    for id in ids {
+        eventually(&format!("{id} registered"), Duration::from_secs(15), || {
+            (server.get(&format!("/config/{id}")).status == 200).then_some(())
+        });
+    }
+    let metric = "host_cpu_active_cores";
+    assert!(!devices[0].metrics().contains(&format!("\n{metric}{{")));
+
+    let (mut browser, mut page) = open_browser(&chromium, dir.path(), &format!("{}/", server.url));
+    page.wait_for(
+        "the devices in the list",
+        "document.querySelectorAll('#devices tr[data-device]').length === 3",
+    );
+    // Create a group.
+    page.type_into("#new-group", "lab");
+    page.click("#create-group");
+    page.wait_for(
+        "the group in the list",
+        "document.querySelector('#groups tr[data-group=\"lab\"]') !== null",
+    );
+    // Assign two devices to it.
+    for id in &ids[..2] {
+        page.click(&format!("#devices tr[data-device=\"{id}\"] input.pick"));
+    }
+    page.eval("(() => { const s = document.getElementById('bulk-group'); s.value = 'lab'; s.dispatchEvent(new Event('change')); })()");
+    page.click("#bulk-assign");
+    let status = page.wait_for(
+        "the assignment saved",
+        "document.getElementById('status').textContent.includes('assigned to lab') && document.getElementById('status').textContent",
+    );
+    eprintln!("page: {status}");
+    // Switch a metric on for the group.
+    let select = format!("select[data-group-metric=\"{metric}\"]");
+    page.wait_for(
+        "the group's switch for the metric",
+        &format!("document.querySelector({select:?}) !== null"),
+    );
+    page.eval(&format!(
+        "(() => {{ const s = document.querySelector({select:?}); s.value = 'true'; s.dispatchEvent(new Event('change')); }})()"
+    ));
+    let status = page.wait_for(
+        "the group saved",
+        "document.getElementById('status').textContent.includes('for 2 members') && document.getElementById('status').textContent",
+    );
+    eprintln!("page: {status}");
+
+    // Both members follow; the third device does not.
+    for (device, id) in devices.iter().zip(ids).take(2) {
+        eventually(
+            &format!("{id} shows the group's metric"),
+            Duration::from_secs(15),
+            || {
+                device
+                    .metrics()
+                    .contains(&format!("\n{metric}{{"))
+                    .then_some(())
+            },
+        );
+    }
+    assert!(!devices[2].metrics().contains(&format!("\n{metric}{{")));
+    assert_eq!(
+        server.get("/groups/lab").json(),
+        json!({"metrics": {metric: true}})
+    );
+    let row = page.wait_for(
+        "the table shows the groups",
+        "(() => { const r = document.querySelector('#devices tr[data-device=\"edge-g1\"]'); return r && r.cells[3].textContent === 'lab' && r.cells[3].textContent; })()",
+    );
+    assert_eq!(row, "lab");
     let _ = browser.kill();
     let _ = browser.wait();
 }
