@@ -38,7 +38,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::db::{Db, Precondition, Report, WriteOutcome};
+use super::db::{Db, Listed, Precondition, Report, WriteOutcome};
 use crate::config::Secret;
 use crate::http::auth::{authorized_or_basic, bearer_token};
 use crate::http::body::{PathParam, QueryParams, bounded, read_body_limited};
@@ -746,7 +746,7 @@ async fn devices(
         .db
         .list()
         .into_iter()
-        .filter(|(_, entry, _, _)| {
+        .filter(|Listed { entry, .. }| {
             query
                 .group
                 .as_ref()
@@ -758,7 +758,13 @@ async fn devices(
                         .is_some_and(|t| crate::config::glob_match(p, t))
                 })
         })
-        .map(|(id, entry, contact, report)| {
+        .map(|listed| {
+            let Listed {
+                device_id: id,
+                entry,
+                last_contact: contact,
+                report,
+            } = listed;
             let report = report.unwrap_or_default();
             json!({
                 "device_id": id,

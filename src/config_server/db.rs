@@ -99,6 +99,16 @@ pub struct Report {
     pub pending_changes: Option<u64>,
 }
 
+/// One device in [`Db::list`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub device_id: String,
+    pub entry: Arc<Entry>,
+    /// Unix seconds of its last request.
+    pub last_contact: Option<f64>,
+    pub report: Option<Report>,
+}
+
 #[derive(Debug, Clone)]
 struct Contact {
     /// Unix seconds of the device's last request.
@@ -454,8 +464,8 @@ impl Db {
             .cloned()
     }
 
-    /// Every device: id, current entry, last contact and what it reported.
-    pub fn list(&self) -> Vec<(String, Arc<Entry>, Option<f64>, Option<Report>)> {
+    /// Every device with its last contact and report, by id.
+    pub fn list(&self) -> Vec<Listed> {
         let contacts = lock(&self.contacts);
         let mut all: Vec<_> = self
             .current
@@ -464,15 +474,15 @@ impl Db {
             .iter()
             .map(|(id, e)| {
                 let contact = contacts.get(id);
-                (
-                    id.clone(),
-                    e.clone(),
-                    contact.map(|c| c.at),
-                    contact.and_then(|c| c.report.clone()),
-                )
+                Listed {
+                    device_id: id.clone(),
+                    entry: e.clone(),
+                    last_contact: contact.map(|c| c.at),
+                    report: contact.and_then(|c| c.report.clone()),
+                }
             })
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         all
     }
 
@@ -742,17 +752,16 @@ impl Db {
         if assigned == existing.assigned {
             return Ok(WriteOutcome::Updated(existing.revision));
         }
-        let changes = self.recompute(
-            &conn,
+        let tx = conn.transaction()?;
+        let entries = match restack(
+            &tx,
             &groups,
             [(device_id.to_owned(), existing, Some(assigned))],
-        )?;
-        let changes = match changes {
-            Ok(c) => c,
+            "membership",
+        )? {
+            Ok(entries) => entries,
             Err(invalid) => return Ok(invalid),
         };
-        let tx = conn.transaction()?;
-        let entries = commit_all(&tx, changes, "membership")?;
         tx.commit()?;
         let revision = entries.first().map_or(0, |(_, e)| e.revision);
         self.set_entries(entries);
@@ -784,10 +793,6 @@ impl Db {
         });
         groups.insert(name.to_owned(), group.clone());
         let affected = self.members_before_or_after(name, &groups);
-        let changes = match self.recompute(&conn, &groups, affected)? {
-            Ok(c) => c,
-            Err(invalid) => return Ok((invalid, 0)),
-        };
         let tx = conn.transaction()?;
         let document = serde_json::Value::Object(group.document()).to_string();
         tx.execute(
@@ -809,7 +814,10 @@ impl Db {
                 updated_at
             ],
         )?;
-        let entries = commit_all(&tx, changes, &format!("group:{name}"))?;
+        let entries = match restack(&tx, &groups, affected, &format!("group:{name}"))? {
+            Ok(entries) => entries,
+            Err(invalid) => return Ok((invalid, 0)),
+        };
         tx.commit()?;
         let members = entries.len();
         *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
@@ -862,10 +870,6 @@ impl Db {
             })
             .collect();
         groups.remove(name);
-        let changes = match self.recompute(&conn, &groups, before)? {
-            Ok(c) => c,
-            Err(invalid) => return Ok((invalid, 0)),
-        };
         let revision = current + 1;
         let tx = conn.transaction()?;
         tx.execute(
@@ -873,7 +877,10 @@ impl Db {
             params![name, revision as i64, now()],
         )?;
         tx.execute("DELETE FROM groups WHERE name = ?1", params![name])?;
-        let entries = commit_all(&tx, changes, &format!("group:{name}"))?;
+        let entries = match restack(&tx, &groups, before, &format!("group:{name}"))? {
+            Ok(entries) => entries,
+            Err(invalid) => return Ok((invalid, 0)),
+        };
         tx.commit()?;
         let members = entries.len();
         *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
@@ -899,41 +906,6 @@ impl Db {
             })
             .map(|(id, e)| (id.clone(), e.clone(), None))
             .collect()
-    }
-
-    /// The new state of each device (with new assigned groups where given)
-    /// under `groups`, each checked; or the first that would be invalid.
-    #[allow(clippy::type_complexity)]
-    fn recompute(
-        &self,
-        conn: &Connection,
-        groups: &Groups,
-        devices: impl IntoIterator<Item = (String, Arc<Entry>, Option<Vec<String>>)>,
-    ) -> Result<Result<Vec<(String, u64, DeviceState)>, WriteOutcome>, DbError> {
-        let mut out = Vec::new();
-        for (id, entry, assigned) in devices {
-            let assigned = assigned.unwrap_or_else(|| entry.assigned.clone());
-            let resolved = resolve(&assigned, &id, entry.device_type.as_deref(), groups);
-            let Layers { base, overrides } = read_layers(conn, &id)?.unwrap_or_default();
-            let docs: Vec<&Doc> = resolved.iter().map(|n| &groups[n].config).collect();
-            let effective = layers::effective(&base, docs, &overrides);
-            if let Err(invalid) = check(&id, &effective) {
-                return Ok(Err(invalid));
-            }
-            out.push((
-                id,
-                entry.revision + 1,
-                DeviceState {
-                    device_type: entry.device_type.clone(),
-                    assigned,
-                    groups: resolved,
-                    base,
-                    overrides,
-                    effective,
-                },
-            ));
-        }
-        Ok(Ok(out))
     }
 
     fn set_entries(&self, entries: Vec<(String, Arc<Entry>)>) {
@@ -1004,18 +976,37 @@ struct DeviceState {
     effective: Doc,
 }
 
-/// Whether `effective` is a config the device would take.
+/// Whether `effective` is a config the device would take. Every layer was
+/// checked whole when it was written, so the metric ids are not parsed again
+/// (most of the time a check takes, with hundreds of them): the rest of the
+/// document is, and every metric entry must still be true or false.
 fn check(device_id: &str, effective: &Doc) -> Result<(), WriteOutcome> {
     let origin = format!("config of {device_id}");
-    crate::config::validate_json(
-        &serde_json::Value::Object(effective.clone()),
-        Path::new(&origin),
-    )
-    .map(|_| ())
-    .map_err(|error| WriteOutcome::Invalid {
+    let invalid = |error| WriteOutcome::Invalid {
         device_id: device_id.to_owned(),
         error: Box::new(error),
-    })
+    };
+    let mut rest = Doc::new();
+    for (key, value) in effective {
+        if key != "metrics" {
+            rest.insert(key.clone(), value.clone());
+        }
+    }
+    crate::config::validate_json(&serde_json::Value::Object(rest), Path::new(&origin))
+        .map_err(invalid)?;
+    match effective.get("metrics") {
+        None => Ok(()),
+        Some(serde_json::Value::Object(m)) if m.values().all(serde_json::Value::is_boolean) => {
+            Ok(())
+        }
+        Some(_) => Err(invalid(crate::config::ConfigError {
+            file: origin.clone().into(),
+            line: None,
+            field: Some("metrics".into()),
+            message: "metrics must map ids to true or false".into(),
+            hint: None,
+        })),
+    }
 }
 
 fn read_layers(conn: &Connection, device_id: &str) -> Result<Option<Layers>, DbError> {
@@ -1114,29 +1105,60 @@ fn store_device(
     }))
 }
 
-/// Stores each recomputed device as a new revision made by `layer`.
-fn commit_all(
-    conn: &Connection,
-    changes: Vec<(String, u64, DeviceState)>,
+/// Gives each device (with new assigned groups where given) its effective
+/// config under `groups` as a new revision made by `layer`, one device at a
+/// time inside `tx` (only the served entries are kept, so 10,000 members do not
+/// hold 10,000 parsed documents); or the first device whose config would be
+/// invalid, and the caller drops `tx` unfinished (nothing is stored).
+#[allow(clippy::type_complexity)]
+fn restack(
+    tx: &Connection,
+    groups: &Groups,
+    devices: impl IntoIterator<Item = (String, Arc<Entry>, Option<Vec<String>>)>,
     layer: &str,
-) -> Result<Vec<(String, Arc<Entry>)>, DbError> {
+) -> Result<Result<Vec<(String, Arc<Entry>)>, WriteOutcome>, DbError> {
     let updated_at = now();
-    let mut out = Vec::with_capacity(changes.len());
-    for (id, revision, state) in changes {
-        insert_history(
-            conn,
-            &id,
-            revision,
-            Some(&state.effective),
-            layer,
+    let mut out = Vec::new();
+    for (id, entry, assigned) in devices {
+        let assigned = assigned.unwrap_or_else(|| entry.assigned.clone());
+        let resolved = resolve(&assigned, &id, entry.device_type.as_deref(), groups);
+        let Layers { base, overrides } = read_layers(tx, &id)?.unwrap_or_default();
+        let docs = resolved.iter().map(|n| &groups[n].config);
+        let effective = layers::effective(&base, docs, &overrides);
+        if let Err(invalid) = check(&id, &effective) {
+            return Ok(Err(invalid));
+        }
+        let revision = entry.revision + 1;
+        let text = serde_json::Value::Object(effective).to_string();
+        tx.prepare_cached(
+            "INSERT INTO history (device_id, revision, config, updated_at, layer) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, revision as i64, text, updated_at, layer])?;
+        tx.prepare_cached(
+            "UPDATE devices SET revision = ?2, config = ?3, updated_at = ?4, groups = ?5 WHERE device_id = ?1",
+        )?
+        .execute(params![
+            id,
+            revision as i64,
+            text,
             updated_at,
-        )?;
+            serde_json::to_string(&assigned).unwrap_or_else(|_| "[]".into())
+        ])?;
+        let overrides = override_keys(&overrides).len();
         out.push((
-            id.clone(),
-            store_device(conn, &id, revision, &state, updated_at)?,
+            id,
+            Arc::new(Entry {
+                revision,
+                config: Bytes::from(text),
+                device_type: entry.device_type.clone(),
+                updated_at,
+                assigned,
+                groups: resolved,
+                overrides,
+            }),
         ));
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 #[cfg(test)]

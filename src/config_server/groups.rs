@@ -34,8 +34,8 @@ fn unknown(name: &str) -> ApiError {
 /// How many devices are in each group now.
 fn member_counts(state: &ServerState) -> std::collections::HashMap<String, usize> {
     let mut counts = std::collections::HashMap::new();
-    for (_, entry, _, _) in state.db.list() {
-        for group in &entry.groups {
+    for listed in state.db.list() {
+        for group in &listed.entry.groups {
             *counts.entry(group.clone()).or_insert(0) += 1;
         }
     }
