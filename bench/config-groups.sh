@@ -5,14 +5,16 @@
 # stored as a new revision in one transaction), then GET /config throughput with
 # wrk while the groups exist.
 # Usage: bench/config-groups.sh [seconds for the GET run, default 20]
+#        BIN=path/to/binary bench/config-groups.sh   (another build, e.g. the static musl one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q
+bin=${BIN:-./target/release/edge-metrics-exporter}
+[ -n "${BIN:-}" ] || cargo build --release -q
 work=$(mktemp -d)
 port=18481
-./target/release/edge-metrics-exporter config-server --address 127.0.0.1 --port $port \
+"$bin" config-server --address 127.0.0.1 --port $port \
   --db "$work/configs.db" 2>"$work/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
@@ -20,7 +22,7 @@ sleep 1
 base="http://127.0.0.1:$port"
 rss() { grep VmRSS /proc/$pid/status | awk '{print $2 " kB"}'; }
 
-python3 - "$port" "$pid" <<'PY'
+python3 - "$port" "$pid" "${ROUNDS:-1}" <<'PY'
 import http.client, json, sys, threading, time
 port, pid = int(sys.argv[1]), sys.argv[2]
 def rss():
@@ -88,8 +90,9 @@ c = conn()
 t = time.time()
 s, _, d = call(c, "PUT", "/groups/all", json.dumps({"match": {"hostname": "dev-*"}, "metrics": {"bench_metric_002_watts": False}}))
 assert s == 201, d
-print(f"a group matching all 10,000 devices created in {(time.time() - t) * 1000:.0f} ms")
-change("all", {"match": {"hostname": "dev-*"}, "metrics": {"bench_metric_002_watts": False}}, 10000)
+print(f"a group matching all 10,000 devices created in {(time.time() - t) * 1000:.0f} ms; RSS {rss()}")
+for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 1):
+    change("all", {"match": {"hostname": "dev-*"}, "metrics": {"bench_metric_002_watts": False}}, 10000)
 s, _, d = call(conn(), "GET", "/config/dev-20")
 cfg = json.loads(d)
 assert cfg["metrics"]["bench_metric_001_watts"] is True and cfg["metrics"]["bench_metric_002_watts"] is False, cfg["metrics"]

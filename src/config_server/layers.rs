@@ -39,11 +39,13 @@ pub fn is_group_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Keys a group may not set: what stays on each machine, and the device's type
-/// (which groups match on).
+/// Keys a group may not set: what stays on each machine, the device's type
+/// (which groups match on) and its host name label.
 pub fn forbidden_in_group(key: &str) -> Option<&'static str> {
-    if key == "device_type" {
-        return Some("device_type belongs to each device (groups match on it)");
+    match key {
+        "device_type" => return Some("device_type belongs to each device (groups match on it)"),
+        "hostname" => return Some("hostname names each device in its samples"),
+        _ => {}
     }
     doc::LOCAL_ONLY
         .contains(&key)

@@ -253,6 +253,8 @@ fn groups_api_if_match_validation_and_history() {
         (json!({"interval": "fast"}), "interval"),
         (json!({"path": {"sysfs": "/tmp"}}), "path"),
         (json!({"device_type": "jetson_orin"}), "device_type"),
+        (json!({"hostname": "same-for-all"}), "hostname"),
+        (json!({"shelly": {"secret": "x"}}), "shelly.secret"),
         (json!({"match": {"os": "linux"}}), "match"),
         (json!({"match": "jetson_*"}), "match"),
     ] {
