@@ -177,17 +177,23 @@ pub struct Db {
     /// Token checks and layer reads go through their own connection (WAL lets
     /// them run beside a commit), so they never wait for another's fsync.
     reader: Mutex<Connection>,
+    /// The tokens table as last read, behind a connection of its own: the
+    /// credential check of every request uses nothing else, so it never waits
+    /// behind a long read.
+    tokens: Mutex<(Connection, TokenCache)>,
     current: RwLock<HashMap<String, Arc<Entry>>>,
     groups: RwLock<Groups>,
     contacts: Mutex<HashMap<String, Contact>>,
-    tokens: Mutex<TokenCache>,
 }
 
-/// The tokens table as last read, and SQLite's `data_version` then: a request
-/// reads the table again only after some connection committed.
+/// The tokens table as last read. SQLite's `data_version` says without any I/O
+/// whether some connection committed since the last look; only then is the
+/// counter that triggers on `tokens` keep (`meta.tokens`) read, and only when
+/// that moved is the table read again.
 #[derive(Debug, Default)]
 struct TokenCache {
-    version: Option<i64>,
+    data_version: Option<i64>,
+    tokens_version: Option<i64>,
     by_hash: HashMap<[u8; 32], String>,
 }
 
@@ -246,6 +252,14 @@ impl Db {
                  hash BLOB NOT NULL UNIQUE,
                  created_at REAL NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens', 0);
+             CREATE TRIGGER IF NOT EXISTS tokens_added AFTER INSERT ON tokens
+                 BEGIN UPDATE meta SET value = value + 1 WHERE key = 'tokens'; END;
+             CREATE TRIGGER IF NOT EXISTS tokens_replaced AFTER UPDATE ON tokens
+                 BEGIN UPDATE meta SET value = value + 1 WHERE key = 'tokens'; END;
+             CREATE TRIGGER IF NOT EXISTS tokens_removed AFTER DELETE ON tokens
+                 BEGIN UPDATE meta SET value = value + 1 WHERE key = 'tokens'; END;
              CREATE TABLE IF NOT EXISTS groups (
                  name TEXT PRIMARY KEY,
                  revision INTEGER NOT NULL,
@@ -273,6 +287,8 @@ impl Db {
         )?;
         let reader = Connection::open(path)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let token_reader = Connection::open(path)?;
+        token_reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut groups = Groups::new();
         {
             let mut stmt =
@@ -360,10 +376,10 @@ impl Db {
         Ok(Db {
             writer: Mutex::new(conn),
             reader: Mutex::new(reader),
+            tokens: Mutex::new((token_reader, TokenCache::default())),
             current: RwLock::new(current),
             groups: RwLock::new(groups),
             contacts: Mutex::new(contacts),
-            tokens: Mutex::new(TokenCache::default()),
         })
     }
 
@@ -403,37 +419,38 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Runs `f` on the tokens table as it is now: read again only when some
-    /// connection (this server's writer, or `config-server token` in another
-    /// process) committed since the last look, which `PRAGMA data_version` tells
-    /// without touching the disk.
+    /// Runs `f` on the tokens table as it is now, also when `config-server
+    /// token` changed it from another process a moment ago (see [`TokenCache`]).
     fn with_tokens<T>(
         &self,
         f: impl FnOnce(&HashMap<[u8; 32], String>) -> T,
     ) -> Result<T, DbError> {
-        let conn = lock(&self.reader);
-        let version: i64 = conn
+        let mut guard = lock(&self.tokens);
+        let (conn, cache) = &mut *guard;
+        let data_version: i64 = conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        let mut cache = lock(&self.tokens);
-        if cache.version != Some(version) {
-            let mut stmt = conn.prepare_cached("SELECT device_id, hash FROM tokens")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?;
-            let mut by_hash = HashMap::new();
-            for row in rows {
-                let (device, hash) = row?;
-                if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
-                    by_hash.insert(hash, device);
+        if cache.data_version != Some(data_version) {
+            let tokens_version: i64 = conn
+                .prepare_cached("SELECT value FROM meta WHERE key = 'tokens'")?
+                .query_row([], |r| r.get(0))?;
+            if cache.tokens_version != Some(tokens_version) {
+                let mut stmt = conn.prepare_cached("SELECT device_id, hash FROM tokens")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?;
+                let mut by_hash = HashMap::new();
+                for row in rows {
+                    let (device, hash) = row?;
+                    if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                        by_hash.insert(hash, device);
+                    }
                 }
+                cache.by_hash = by_hash;
+                cache.tokens_version = Some(tokens_version);
             }
-            *cache = TokenCache {
-                version: Some(version),
-                by_hash,
-            };
+            cache.data_version = Some(data_version);
         }
-        drop(conn);
         Ok(f(&cache.by_hash))
     }
 

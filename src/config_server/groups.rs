@@ -104,6 +104,16 @@ fn parse_group(name: &str, value: Value) -> Result<(Doc, Option<Rules>), ApiErro
             );
         }
     }
+    if let Some(Value::Object(shelly)) = config.get("shelly") {
+        for key in crate::sync::doc::LOCAL_ONLY_SHELLY {
+            if shelly.contains_key(*key) {
+                return Err(ApiError::bad_request(format!(
+                    "shelly.{key} cannot be set by a group: it stays on each device"
+                ))
+                .detail("field", format!("shelly.{key}")));
+            }
+        }
+    }
     let origin = format!("PUT /groups/{name}");
     crate::config::validate_json(&Value::Object(config.clone()), Path::new(&origin)).map_err(
         |e| {
