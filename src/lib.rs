@@ -41,7 +41,9 @@
 //! * `sync`: the exporter's side of the config server (settings, client,
 //!   persisted queue).
 //! * `config_server`: the central config store devices sync with, over HTTP or
-//!   HTTPS, with per-device tokens (cargo feature `config-server`, on by default).
+//!   HTTPS, with per-device tokens, groups whose configs devices inherit
+//!   (`layers`: base, groups, overrides) and the fleet view (cargo feature
+//!   `config-server`, on by default).
 //!
 //! **Serving and operating**
 //! * `daemon`: `serve`, wiring everything together; `state`: what its parts share.
