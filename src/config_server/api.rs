@@ -413,6 +413,18 @@ async fn get_config(
     Ok(response)
 }
 
+/// `400` for a config that does not validate, with its field and hint.
+pub(super) fn invalid_config(e: &crate::config::ConfigError) -> ApiError {
+    let mut err = ApiError::bad_request(e.message.clone());
+    if let Some(field) = &e.field {
+        err = err.detail("field", field.clone());
+    }
+    if let Some(hint) = &e.hint {
+        err = err.detail("hint", hint.clone());
+    }
+    err
+}
+
 /// The answer to a write that did not happen.
 pub(super) fn refused(what: &str, outcome: WriteOutcome) -> ApiError {
     match outcome {
@@ -578,16 +590,8 @@ async fn put_config(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
     let origin = format!("PUT /config/{device_id}");
-    let (config, _) = crate::config::validate_json(&value, Path::new(&origin)).map_err(|e| {
-        let mut err = ApiError::bad_request(e.message.clone());
-        if let Some(field) = &e.field {
-            err = err.detail("field", field.clone());
-        }
-        if let Some(hint) = &e.hint {
-            err = err.detail("hint", hint.clone());
-        }
-        err
-    })?;
+    let (config, _) =
+        crate::config::validate_json(&value, Path::new(&origin)).map_err(|e| invalid_config(&e))?;
     if from_device(&headers) {
         state.db.touch(&device_id, report_of(&headers));
     }

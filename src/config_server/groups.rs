@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::api::{MAX_BODY_BYTES, MAX_HISTORY, ServerState, blocking, etag, precondition, refused};
+use super::api::{
+    MAX_BODY_BYTES, MAX_HISTORY, ServerState, blocking, etag, invalid_config, precondition, refused,
+};
 use super::db::WriteOutcome;
 use super::layers::{self, Doc, MATCH, Rules};
 use crate::http::body::{PathParam, QueryParams, read_body_limited};
@@ -115,18 +117,8 @@ fn parse_group(name: &str, value: Value) -> Result<(Doc, Option<Rules>), ApiErro
         }
     }
     let origin = format!("PUT /groups/{name}");
-    crate::config::validate_json(&Value::Object(config.clone()), Path::new(&origin)).map_err(
-        |e| {
-            let mut err = ApiError::bad_request(e.message.clone());
-            if let Some(field) = &e.field {
-                err = err.detail("field", field.clone());
-            }
-            if let Some(hint) = &e.hint {
-                err = err.detail("hint", hint.clone());
-            }
-            err
-        },
-    )?;
+    crate::config::validate_json(&Value::Object(config.clone()), Path::new(&origin))
+        .map_err(|e| invalid_config(&e))?;
     Ok((config, rules))
 }
 
