@@ -51,6 +51,8 @@ pub const MAX_HISTORY: usize = 10_000;
 
 const PAGE: &str = include_str!("page.html");
 
+pub mod groups;
+
 pub use crate::sync::{DEVICE_TOKEN_HEADER, FAILING_HEADER, PENDING_HEADER, REVISION_HEADER};
 
 #[derive(Debug)]
@@ -95,14 +97,14 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/devices/{device_id}/groups",
             get(device_groups).put(put_device_groups),
         )
-        .route("/groups", get(super::groups::list))
+        .route("/groups", get(groups::list))
         .route(
             "/groups/{name}",
-            get(super::groups::get_group)
-                .put(super::groups::put_group)
-                .delete(super::groups::delete_group),
+            get(groups::get_group)
+                .put(groups::put_group)
+                .delete(groups::delete_group),
         )
-        .route("/groups/{name}/history", get(super::groups::history));
+        .route("/groups/{name}/history", get(groups::history));
     json_fallbacks(routes, |path| {
         if path.contains("/overrides") {
             "DELETE"

@@ -623,7 +623,7 @@ impl Db {
             None => split_write(None, &Doc::new(), &group_docs, &Doc::new(), &body),
         };
         let effective = layers::effective(&base, group_docs.iter().copied(), &overrides);
-        if effective != body
+        if !layers::same(&effective, &body)
             && let Err(error) = check(device_id, &effective)
         {
             return Ok(error);
@@ -633,7 +633,7 @@ impl Db {
         let updated_at = now();
         let written = revision;
         let mut rows = vec![(revision, body.clone(), "device")];
-        if effective != body {
+        if !layers::same(&effective, &body) {
             revision += 1;
             rows.push((revision, effective.clone(), "groups"));
         }

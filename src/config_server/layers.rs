@@ -59,7 +59,12 @@ pub fn apply_layer(doc: &mut Doc, layer: &Doc) {
     if let (Some(Value::Object(below)), Some(Value::Object(entries))) =
         (doc.get_mut(METRICS), layer.get(METRICS))
     {
-        for pattern in entries.keys().filter(|k| is_metric_pattern(k)) {
+        // A pattern set (not one removed with null) takes over what it covers.
+        for pattern in entries
+            .iter()
+            .filter(|(k, v)| is_metric_pattern(k) && !v.is_null())
+            .map(|(k, _)| k)
+        {
             below.retain(|id, _| id == pattern || !glob_match(pattern, id));
         }
     }
@@ -78,6 +83,28 @@ pub fn effective<'a>(
     }
     apply_layer(&mut out, overrides);
     out
+}
+
+/// Whether two configs say the same: equal, where an empty `metrics:` is no
+/// `metrics:`.
+pub fn same(a: &Doc, b: &Doc) -> bool {
+    let empty = |d: &Doc| {
+        d.get(METRICS)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+    };
+    if empty(a) || empty(b) {
+        let strip = |d: &Doc| {
+            let mut d = d.clone();
+            if empty(&d) {
+                d.remove(METRICS);
+            }
+            d
+        };
+        strip(a) == strip(b)
+    } else {
+        a == b
+    }
 }
 
 /// A device's own layers after a write of `body` over its effective config
@@ -100,10 +127,20 @@ pub fn split_write(
     };
     let change = doc::diff(current, body);
     let mut base = base.clone();
+    let mut overrides = overrides.clone();
     let mut added = Doc::new();
     let mut changed = Doc::new();
     for (key, value) in &change {
         match (key.as_str(), value) {
+            // The whole `metrics:` gone: each entry it had is removed.
+            (METRICS, Value::Null) => {
+                if let Some(Value::Object(had)) = current.get(METRICS) {
+                    let target = metrics_of(&mut changed);
+                    for id in had.keys() {
+                        target.insert(id.clone(), Value::Null);
+                    }
+                }
+            }
             (METRICS, Value::Object(entries)) => {
                 let listed = current.get(METRICS).and_then(Value::as_object);
                 for (id, on) in entries {
@@ -123,7 +160,23 @@ pub fn split_write(
     }
     doc::apply(&mut base, &added);
     let below = effective(&base, groups.iter().copied(), &Doc::new());
-    let mut overrides = overrides.clone();
+    // A new id keeps its value only if nothing above the base changes it (a
+    // group that lists it, or an override that removed it): else it is an
+    // override too.
+    if let Some(Value::Object(ids)) = added.get(METRICS) {
+        for (id, on) in ids {
+            let given = below
+                .get(METRICS)
+                .and_then(|m| m.get(id))
+                .unwrap_or(&Value::Null);
+            let target = metrics_of(&mut overrides);
+            if given == on {
+                target.remove(id);
+            } else {
+                target.insert(id.clone(), on.clone());
+            }
+        }
+    }
     for (key, value) in changed {
         if key == METRICS {
             let Value::Object(entries) = value else {
@@ -141,18 +194,39 @@ pub fn split_write(
                     target.insert(id, on);
                 }
             }
-            if overrides
-                .get(METRICS)
-                .and_then(Value::as_object)
-                .is_some_and(Map::is_empty)
-            {
-                overrides.remove(METRICS);
-            }
         } else if below.get(&key).unwrap_or(&Value::Null) == &value {
             overrides.remove(&key);
         } else {
             overrides.insert(key, value);
         }
+    }
+    // An override pattern clears what it covers below it: the ids the device
+    // listed under it go with it.
+    let patterns: Vec<String> = overrides
+        .get(METRICS)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(k, v)| is_metric_pattern(k) && !v.is_null())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !patterns.is_empty()
+        && let Some(Value::Object(written)) = body.get(METRICS)
+    {
+        for (id, on) in written {
+            if patterns.iter().any(|p| p != id && glob_match(p, id)) {
+                metrics_of(&mut overrides).insert(id.clone(), on.clone());
+            }
+        }
+    }
+    if overrides
+        .get(METRICS)
+        .and_then(Value::as_object)
+        .is_some_and(Map::is_empty)
+    {
+        overrides.remove(METRICS);
     }
     (base, overrides)
 }
@@ -389,6 +463,63 @@ mod tests {
         let (base2, overrides) = split_write(Some(&current), &base, &[&group], &Doc::new(), &body);
         assert_eq!(Value::Object(overrides.clone()), json!({"interval": null}));
         assert_eq!(effective(&base2, [&group], &overrides), body);
+    }
+
+    #[test]
+    fn writes_that_replace_the_metrics_each_time_store_what_was_written() {
+        let (mut base, mut overrides) = (Doc::new(), Doc::new());
+        let mut current = Doc::new();
+        for id in ["w3_x", "w5_x", "w1_x", "w3_x", "w5_x"] {
+            let body = d(json!({"metrics": {id: true}}));
+            (base, overrides) = split_write(Some(&current), &base, &[], &overrides, &body);
+            current = effective(&base, [], &overrides);
+            assert_eq!(current, body, "after writing {id}");
+        }
+    }
+
+    /// A document from bits: which of a few keys and metric entries (ids and a
+    /// pattern) it has, and their values.
+    fn doc_from(bits: u32) -> Doc {
+        let mut doc = Doc::new();
+        if bits & 1 != 0 {
+            doc.insert("interval".into(), json!(1 + (bits >> 1 & 3)));
+        }
+        if bits & 8 != 0 {
+            doc.insert("metric_style".into(), json!("labeled"));
+        }
+        if bits & 16 != 0 {
+            let mut metrics = Map::new();
+            for (k, id) in ["a", "b", "g_1", "g_2", "g_*"].iter().enumerate() {
+                if bits >> (5 + 2 * k) & 1 != 0 {
+                    metrics.insert((*id).into(), json!(bits >> (6 + 2 * k) & 1 != 0));
+                }
+            }
+            doc.insert(METRICS.into(), Value::Object(metrics));
+        }
+        doc
+    }
+
+    proptest::proptest! {
+        /// Whatever a device had and whatever its groups say, after a write it
+        /// gets exactly what it wrote, and again after a second write.
+        #[test]
+        fn a_write_is_what_the_device_then_gets(
+            base in 0u32..1 << 15,
+            group_a in 0u32..1 << 15,
+            group_b in 0u32..1 << 15,
+            first in 0u32..1 << 15,
+            second in 0u32..1 << 15,
+        ) {
+            let groups = [doc_from(group_a), doc_from(group_b)];
+            let groups: Vec<&Doc> = groups.iter().collect();
+            let (mut base, mut overrides) = (doc_from(base), Doc::new());
+            for body in [doc_from(first), doc_from(second)] {
+                let current = effective(&base, groups.iter().copied(), &overrides);
+                (base, overrides) = split_write(Some(&current), &base, &groups, &overrides, &body);
+                let now = effective(&base, groups.iter().copied(), &overrides);
+                proptest::prop_assert!(same(&now, &body), "got {:?} for {:?}: base {:?} overrides {:?}", now, body, base, overrides);
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! `edge-metrics-exporter config-server`: the central config store many devices
 //! sync with (the spec's `GET/PUT /config/{device_id}`), with a web page for
 //! operators. Storage is one SQLite file (`db`); the HTTP API and page are `api`,
-//! the `/groups` routes `groups`; how a device's config is made of its base, its
+//! the `/groups` routes `api::groups`; how a device's config is made of its base, its
 //! groups and its overrides is `layers` (pure functions). The exporter's side of
 //! the exchange is `crate::sync`.
 
 pub mod api;
 pub mod db;
-pub mod groups;
 pub mod layers;
 pub mod tokens;
 

@@ -1,6 +1,7 @@
 //! The `/groups` routes: named partial configs that devices inherit (see
 //! `layers` for how they combine), with revisions, `If-Match`, validation and
-//! history like a device's config. Storage is `db`.
+//! history like a device's config. Storage is `db`; the router and the shared
+//! answers are the parent, `api`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,11 +12,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::api::{
+use super::{
     MAX_BODY_BYTES, MAX_HISTORY, ServerState, blocking, etag, invalid_config, precondition, refused,
 };
-use super::db::WriteOutcome;
-use super::layers::{self, Doc, MATCH, Rules};
+use crate::config_server::db::WriteOutcome;
+use crate::config_server::layers::{self, Doc, MATCH, Rules};
 use crate::http::body::{PathParam, QueryParams, read_body_limited};
 use crate::http::error::ApiError;
 
