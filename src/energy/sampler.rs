@@ -68,6 +68,9 @@ pub struct SamplerState {
     pub overruns: u64,
 }
 
+/// How long a collection waits for a new sampler's first read.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
+
 /// Handle on a running sampler, held by its collector. Dropping it stops the thread.
 #[derive(Debug)]
 pub struct Sampled {
@@ -114,6 +117,13 @@ impl Sampled {
         out: &mut SampleSink,
         mut extra: impl FnMut(&mut SampleSink, &Reading),
     ) -> Vec<Problem> {
+        // The first collection can come before the sampler's first read: wait
+        // for it (briefly), so what is reported is that read's outcome, not an
+        // empty "ok".
+        let deadline = Instant::now() + FIRST_READ_WAIT;
+        while lock(&self.state).reads == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let state = lock(&self.state);
         for channel in &state.channels {
             let r = &channel.reading;
