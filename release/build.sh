@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Release builds: static Linux binaries (musl, cargo-zigbuild) and Debian packages.
 #
-#   release/build.sh                 # aarch64 and x86_64
+#   release/build.sh                 # aarch64, x86_64 and armv7
 #   release/build.sh aarch64         # one architecture
+#   release/build.sh armv6           # Raspberry Pi 1 / Zero (not in the default set:
+#                                    # CI builds it on demand, RELEASE_ARMV6=1)
 #   release/build.sh --setup ...     # first install the tools (rustup targets,
 #                                    # ziglang from PyPI, cargo-zigbuild)
 #
 # Output in dist/:
 #   edge-metrics-exporter-VERSION-ARCH-linux-musl    static executable, any glibc/distro
+#                                                    (ARCH aarch64, x86_64, armv7, armv6;
+#                                                    the arm ones are -linux-musleabihf)
 #   edge-metrics-exporter_VERSION_DEBARCH.deb        /usr/bin binary, units, config template
+#                                                    (arm64, amd64, armhf = armv7)
 #   SHA256SUMS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,16 +23,31 @@ arches=()
 for arg in "$@"; do
     case "$arg" in
         --setup) setup=1 ;;
-        aarch64|x86_64) arches+=("$arg") ;;
+        aarch64|x86_64|armv7|armv6) arches+=("$arg") ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "release/build.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-[ ${#arches[@]} -gt 0 ] || arches=(aarch64 x86_64)
+[ ${#arches[@]} -gt 0 ] || arches=(aarch64 x86_64 armv7)
+
+# The Rust target and the file name's suffix of each architecture.
+target_of() {
+    case "$1" in
+        aarch64|x86_64) echo "$1-unknown-linux-musl" ;;
+        armv7) echo armv7-unknown-linux-musleabihf ;;   # Pi 2/3/4/Zero 2 on a 32-bit OS
+        armv6) echo arm-unknown-linux-musleabihf ;;     # Pi 1 and Zero (ARMv6, VFP)
+    esac
+}
+suffix_of() {
+    case "$1" in
+        armv7|armv6) echo linux-musleabihf ;;
+        *) echo linux-musl ;;
+    esac
+}
 
 if [ "$setup" = 1 ]; then
     for arch in "${arches[@]}"; do
-        rustup target add "$arch-unknown-linux-musl"
+        rustup target add "$(target_of "$arch")"
     done
     python3 -m pip install --quiet --disable-pip-version-check ziglang
     command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
@@ -40,6 +60,7 @@ deb_arch() {
     case "$1" in
         aarch64) echo arm64 ;;
         x86_64) echo amd64 ;;
+        armv7) echo armhf ;;
     esac
 }
 
@@ -83,17 +104,21 @@ package() {
 }
 
 for arch in "${arches[@]}"; do
-    target="$arch-unknown-linux-musl"
+    target="$(target_of "$arch")"
     echo "==> $target"
     started=$SECONDS
     # The `dist` profile (Cargo.toml): release with whole-program LTO.
     cargo zigbuild --profile dist --locked --target "$target"
-    out="dist/edge-metrics-exporter-$version-$arch-linux-musl"
+    out="dist/edge-metrics-exporter-$version-$arch-$(suffix_of "$arch")"
     cp "target/$target/dist/edge-metrics-exporter" "$out"
     echo "    built in $((SECONDS - started)) s: $out ($(stat -c %s "$out") bytes)"
     file "$out" 2>/dev/null | sed 's/^/    /' || true
-    deb="$(package "$arch" "$out")"
-    echo "    $deb ($(stat -c %s "$deb") bytes)"
+    # armv6 has no .deb: Debian's armhf is ARMv7 (Raspberry Pi OS's armhf
+    # packages for the Pi 1/Zero are its own); the static binary serves them.
+    if [ -n "$(deb_arch "$arch")" ]; then
+        deb="$(package "$arch" "$out")"
+        echo "    $deb ($(stat -c %s "$deb") bytes)"
+    fi
 done
-(cd dist && sha256sum edge-metrics-exporter-* edge-metrics-exporter_*.deb >SHA256SUMS)
+(cd dist && sha256sum edge-metrics-exporter-*-linux-* edge-metrics-exporter_*.deb >SHA256SUMS)
 echo "==> dist/SHA256SUMS"
