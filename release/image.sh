@@ -71,6 +71,9 @@ trap 'rm -rf "$context"' EXIT
 # What every image holds besides the binary.
 install -d "$context/rootfs/etc/ssl/certs" "$context/rootfs/var/lib" "$context/state"
 install -m 0644 "$ca" "$context/rootfs/etc/ssl/certs/ca-certificates.crt"
+# Nothing in the image needs a loader; a host program mounted in (a Jetson's
+# tegrastats, with the host's /usr/lib) finds its loader through /lib.
+ln -s usr/lib "$context/rootfs/lib"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nedge-metrics:x:%s:%s:edge-metrics-exporter:/var/lib/edge-metrics-exporter:/sbin/nologin\n' \
     "$uid" "$uid" >"$context/rootfs/etc/passwd"
 printf 'root:x:0:\nedge-metrics:x:%s:\n' "$uid" >"$context/rootfs/etc/group"

@@ -9,9 +9,11 @@
 #   * `systemctl reload` reaches the exporter (SIGHUP → a successful reload);
 #   * a frozen exporter (SIGSTOP) is killed by the watchdog and restarted.
 # Needs root, debootstrap and systemd-nspawn (.ci/run installs them).
+# DEBOOTSTRAP_CACHE (a tarball path) shares the Debian tree with tests/apt/upgrade.sh.
 #   tests/systemd/boot.sh [BINARY]     (default: the x86_64 release build in dist/)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib/debian-rootfs.sh
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 binary="${1:-dist/edge-metrics-exporter-$version-x86_64-linux-musl}"
@@ -24,13 +26,7 @@ done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
-mirror="$(sed -n 's/^URIs: *\(http[^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-echo "==> debootstrap bookworm (${mirror:-http://deb.debian.org/debian})"
-started=$SECONDS
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl \
-    bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 \
-    || { tail -20 "$work/debootstrap.log"; exit 1; }
-echo "    $((SECONDS - started)) s"
+debian_rootfs "$rootfs"
 
 # A Jetson as far as the exporter can tell: /etc/nv_tegra_release for `auto`, and a
 # tegrastats on PATH that replays a recording, so the tegrastats child runs under
