@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Release builds: static Linux binaries (musl, cargo-zigbuild) and Debian packages.
 #
-#   release/build.sh                 # aarch64, x86_64 and armv7
+#   release/build.sh                 # aarch64 and x86_64
 #   release/build.sh aarch64         # one architecture
-#   release/build.sh armv6           # Raspberry Pi 1 / Zero (not in the default set:
-#                                    # CI builds it on demand, RELEASE_ARMV6=1)
+#   release/build.sh armv7 armv6     # 32-bit Raspberry Pi OS (Pi 2/3/4/Zero 2) and
+#                                    # Pi 1/Zero: needs the Rust standard library of
+#                                    # those targets (rustup target add), which the
+#                                    # machines CI runs on cannot download
 #   release/build.sh --setup ...     # first install the tools (rustup targets,
 #                                    # ziglang from PyPI, cargo-zigbuild)
 #
@@ -28,7 +30,7 @@ for arg in "$@"; do
         *) echo "release/build.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-[ ${#arches[@]} -gt 0 ] || arches=(aarch64 x86_64 armv7)
+[ ${#arches[@]} -gt 0 ] || arches=(aarch64 x86_64)
 
 # The Rust target and the file name's suffix of each architecture.
 target_of() {
@@ -47,7 +49,10 @@ suffix_of() {
 
 if [ "$setup" = 1 ]; then
     for arch in "${arches[@]}"; do
-        rustup target add "$(target_of "$arch")"
+        rustup target add "$(target_of "$arch")" || {
+            echo "release/build.sh: rustup cannot install the standard library for $(target_of "$arch") here" >&2
+            exit 1
+        }
     done
     python3 -m pip install --quiet --disable-pip-version-check ziglang
     command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked

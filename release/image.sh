@@ -2,7 +2,7 @@
 # OCI images of the exporter, from the static binaries release/build.sh wrote to
 # dist/, with podman (or buildah) from Debian:
 #
-#   release/image.sh                 # amd64, arm64 and armv7
+#   release/image.sh                 # every architecture with a binary in dist/
 #   release/image.sh amd64           # one architecture
 #   release/image.sh --archive       # also a multi-arch OCI archive in dist/
 #
@@ -31,7 +31,6 @@ for arg in "$@"; do
         *) echo "release/image.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-[ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 armv7)
 
 if command -v podman >/dev/null; then
     build=(podman build) manifest=(podman manifest) images=(podman)
@@ -65,6 +64,13 @@ platform_of() {
         armv7) echo linux/arm/v7 ;;
     esac
 }
+
+if [ ${#arches[@]} -eq 0 ]; then
+    for arch in amd64 arm64 armv7; do
+        [ -x "$(binary_of "$arch")" ] && arches+=("$arch")
+    done
+fi
+[ ${#arches[@]} -gt 0 ] || { echo "release/image.sh: no binary in dist/ (run release/build.sh)" >&2; exit 1; }
 
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT

@@ -96,7 +96,8 @@ inside "/usr/bin/edge-metrics-exporter check-config --config /etc/edge-metrics-e
 echo "    upgraded to $installed; config.yaml and /etc/default edits kept"
 
 echo "==> a tampered repository is refused"
-sed -i '0,/^ [0-9a-f]\{64\} /s/^ \([0-9a-f]\)/ f/' dist/apt/dists/stable/InRelease
+sed -i 's/^Label: edge-metrics-exporter$/Label: someone else/' dist/apt/dists/stable/InRelease
+grep -q '^Label: someone else$' dist/apt/dists/stable/InRelease || fail "could not tamper with InRelease"
 if inside "apt-get update -qq 2>&1" >"$work/tampered.log"; then
     grep -qi "signature\|NO_PUBKEY\|BADSIG\|not signed" "$work/tampered.log" \
         || fail "apt accepted a tampered InRelease: $(cat "$work/tampered.log")"
