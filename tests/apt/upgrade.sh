@@ -54,9 +54,13 @@ echo "deb [signed-by=/usr/share/keyrings/edge-metrics-exporter.gpg] file:///srv/
     >"$rootfs/etc/apt/sources.list.d/edge-metrics-exporter.list"
 
 inside() {
-    systemd-nspawn -q --register=no --keep-unit -D "$rootfs" \
+    local rc=0
+    systemd-nspawn -q --pipe --register=no --keep-unit -D "$rootfs" \
         --bind-ro="$PWD/dist/apt:/srv/apt" \
-        --setenv=DEBIAN_FRONTEND=noninteractive /bin/sh -c "$1" </dev/null
+        --setenv=DEBIAN_FRONTEND=noninteractive /bin/sh -c "$1" </dev/null 2>"$work/nspawn.err" || rc=$?
+    # systemd-nspawn's own notice about the tree's mount propagation is noise.
+    grep -v 'Attempted to remove disk file system' "$work/nspawn.err" >&2 || true
+    return "$rc"
 }
 
 echo "==> apt-get install from file:///srv/apt"
@@ -64,8 +68,8 @@ inside "apt-get update -qq && apt-get install -y -qq edge-metrics-exporter >/dev
     || fail "install from the repository"
 installed="$(inside "dpkg-query -W -f '\${Version}' edge-metrics-exporter")"
 [ "$installed" = "$version" ] || fail "installed version $installed, want $version"
-inside "/usr/bin/edge-metrics-exporter --version" | grep -qx "edge-metrics-exporter $version" \
-    || fail "the installed binary"
+said="$(inside "/usr/bin/edge-metrics-exporter --version" 2>&1)"
+grep -qx "edge-metrics-exporter $version" <<<"$said" || fail "the installed binary: $said"
 echo "    $installed installed"
 
 # The operator's edits: the config the exporter owns, and a conffile.
