@@ -43,6 +43,17 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# metrics_with PORT PATTERN: polls /metrics for up to 20 s until a line matches;
+# the last answer is left in $body.
+metrics_with() {
+    body=""
+    for _ in $(seq 1 100); do
+        body="$(curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null || true)"
+        grep -q "$2" <<<"$body" && return 0
+        sleep 0.2
+    done
+    return 1
+}
 
 # The corpus's `line` column, one line per record.
 tail -n +2 tests/fixtures/tegrastats/corpus.tsv | awk -F'\t' '{print $NF}' >"$work/corpus.txt"
@@ -95,13 +106,7 @@ for arch in "${arches[@]}"; do
     CONFIG_SERVER_URL=off "${run[@]}" serve --demo --config "$work/$arch/config.yaml" \
         >"$work/$arch/log" 2>&1 &
     pids+=($!)
-    body=""
-    for _ in $(seq 1 100); do
-        body="$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null || true)"
-        grep -q '^jetson_power_vdd_gpu_soc_watts' <<<"$body" && break
-        sleep 0.2
-    done
-    grep -q '^jetson_power_vdd_gpu_soc_watts' <<<"$body" \
+    metrics_with "$port" '^jetson_power_vdd_gpu_soc_watts' \
         || fail "serve --demo did not serve Jetson metrics: $(tail -5 "$work/$arch/log")"
     rss="$(grep '^process_resident_memory_bytes' <<<"$body" | awk '{print $2}')"
     kill "${pids[-1]}"
@@ -192,13 +197,7 @@ if [ "$check_image" = 1 ]; then
         --config=/var/lib/edge-metrics-exporter/config.yaml \
         --path.sysfs=/fixture/sys --path.procfs=/fixture/proc >"$work/image.log" 2>&1 &
     pids+=($!)
-    body=""
-    for _ in $(seq 1 100); do
-        body="$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null || true)"
-        grep -q '^host_' <<<"$body" && break
-        sleep 0.2
-    done
-    grep -q '^host_' <<<"$body" || fail "the image's exporter served no host metrics: $(tail -5 "$work/image.log")"
+    metrics_with "$port" '^host_' || fail "the image's exporter served no host metrics: $(tail -5 "$work/image.log")"
     for _ in $(seq 1 50); do
         grep -q '^metrics:' "$state/config.yaml" && break
         sleep 0.2

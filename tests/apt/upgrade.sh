@@ -17,10 +17,7 @@ cd "$(dirname "$0")/../.."
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 deb="dist/edge-metrics-exporter_${version}_amd64.deb"
 [ -f "$deb" ] || { echo "upgrade.sh: $deb missing (release/build.sh x86_64)" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "upgrade.sh: run as root" >&2; exit 1; }
-for tool in debootstrap systemd-nspawn apt-ftparchive gpg; do
-    command -v "$tool" >/dev/null || { echo "upgrade.sh: $tool missing" >&2; exit 1; }
-done
+needs upgrade.sh debootstrap systemd-nspawn apt-ftparchive gpg
 
 work="$(mktemp -d)"
 saved_repo="$work/saved-apt"

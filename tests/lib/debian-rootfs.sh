@@ -3,6 +3,17 @@
 # plus systemd, dbus, curl and adduser, from the machine's Debian mirror. With
 # DEBOOTSTRAP_CACHE set to a tarball path, the first call saves the tree there and
 # later calls unpack it (one debootstrap per CI run, not one per script).
+# needs NAME TOOL…: stops NAME with a clear error unless run as root with every
+# tool on the PATH.
+needs() {
+    local name="$1" tool
+    shift
+    [ "$(id -u)" = 0 ] || { echo "$name: run as root" >&2; exit 1; }
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$name: $tool missing (.ci/run installs it)" >&2; exit 1; }
+    done
+}
+
 debian_rootfs() {
     local rootfs="$1" started=$SECONDS mirror log
     if [ -n "${DEBOOTSTRAP_CACHE:-}" ] && [ -s "$DEBOOTSTRAP_CACHE" ]; then

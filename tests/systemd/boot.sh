@@ -18,10 +18,7 @@ cd "$(dirname "$0")/../.."
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 binary="${1:-dist/edge-metrics-exporter-$version-x86_64-linux-musl}"
 [ -x "$binary" ] || { echo "boot.sh: $binary missing (release/build.sh x86_64)" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "boot.sh: run as root" >&2; exit 1; }
-for tool in debootstrap systemd-nspawn; do
-    command -v "$tool" >/dev/null || { echo "boot.sh: $tool missing (apt-get install debootstrap systemd-container)" >&2; exit 1; }
-done
+needs boot.sh debootstrap systemd-nspawn
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
