@@ -462,11 +462,16 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 /// `{"status": "success", "device_id", "revision"}` with the new ETag.
 fn written(status: StatusCode, device_id: &str, revision: u64) -> Response {
-    let mut response = (
+    tagged(
         status,
-        axum::Json(json!({"status": "success", "device_id": device_id, "revision": revision})),
+        json!({"status": "success", "device_id": device_id, "revision": revision}),
+        revision,
     )
-        .into_response();
+}
+
+/// A JSON answer with the revision it shows as its ETag.
+pub(super) fn tagged(status: StatusCode, body: serde_json::Value, revision: u64) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(header::ETAG, etag(revision));
     response
 }
@@ -515,16 +520,15 @@ async fn device_groups(
         .db
         .get(&device_id)
         .ok_or_else(|| unknown(&device_id))?;
-    let mut response = axum::Json(json!({
-        "device_id": device_id,
-        "groups": entry.assigned,
-        "effective_groups": entry.groups,
-    }))
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::ETAG, etag(entry.revision));
-    Ok(response)
+    Ok(tagged(
+        StatusCode::OK,
+        json!({
+            "device_id": device_id,
+            "groups": entry.assigned,
+            "effective_groups": entry.groups,
+        }),
+        entry.revision,
+    ))
 }
 
 async fn put_device_groups(
@@ -556,16 +560,17 @@ async fn put_device_groups(
         WriteOutcome::Updated(revision) => {
             let entry = state.db.get(&device_id);
             tracing::info!(device_id, revision, "device groups set");
-            let mut response = axum::Json(json!({
-                "status": "success",
-                "device_id": device_id,
-                "revision": revision,
-                "groups": entry.as_ref().map(|e| e.assigned.clone()),
-                "effective_groups": entry.as_ref().map(|e| e.groups.clone()),
-            }))
-            .into_response();
-            response.headers_mut().insert(header::ETAG, etag(revision));
-            Ok(response)
+            Ok(tagged(
+                StatusCode::OK,
+                json!({
+                    "status": "success",
+                    "device_id": device_id,
+                    "revision": revision,
+                    "groups": entry.as_ref().map(|e| e.assigned.clone()),
+                    "effective_groups": entry.as_ref().map(|e| e.groups.clone()),
+                }),
+                revision,
+            ))
         }
         WriteOutcome::Missing(why) => Err(ApiError::bad_request(why)),
         other => Err(refused(&device_id, other)),
@@ -641,10 +646,11 @@ async fn put_config(
     Ok(response)
 }
 
-pub(super) fn stale(device_id: &str, current: Option<u64>) -> ApiError {
+/// 412 for a device or (`what` = "group NAME") a group.
+pub(super) fn stale(what: &str, current: Option<u64>) -> ApiError {
     let message = match current {
-        Some(r) => format!("{device_id} is at revision {r}: fetch it and apply your change to it"),
-        None => format!("{device_id} does not exist"),
+        Some(r) => format!("{what} is at revision {r}: fetch it and apply your change to it"),
+        None => format!("{what} does not exist"),
     };
     let mut err = ApiError::new(StatusCode::PRECONDITION_FAILED, message);
     if let Some(r) = current {

@@ -697,12 +697,10 @@ impl Db {
         expect: Precondition,
     ) -> Result<WriteOutcome, DbError> {
         let mut conn = lock(&self.writer);
-        let Some(existing) = self.get(device_id) else {
-            return Ok(WriteOutcome::NotFound);
+        let existing = match self.to_change(device_id, &expect) {
+            Ok(existing) => existing,
+            Err(outcome) => return Ok(outcome),
         };
-        if !expect.holds(Some(existing.revision)) {
-            return Ok(WriteOutcome::PreconditionFailed(Some(existing.revision)));
-        }
         let Layers {
             base,
             mut overrides,
@@ -756,12 +754,10 @@ impl Db {
         expect: Precondition,
     ) -> Result<WriteOutcome, DbError> {
         let mut conn = lock(&self.writer);
-        let Some(existing) = self.get(device_id) else {
-            return Ok(WriteOutcome::NotFound);
+        let existing = match self.to_change(device_id, &expect) {
+            Ok(existing) => existing,
+            Err(outcome) => return Ok(outcome),
         };
-        if !expect.holds(Some(existing.revision)) {
-            return Ok(WriteOutcome::PreconditionFailed(Some(existing.revision)));
-        }
         let groups = self.groups();
         if let Some(unknown) = assigned.iter().find(|n| !groups.contains_key(*n)) {
             return Ok(WriteOutcome::Missing(format!("Unknown group: {unknown}")));
@@ -787,6 +783,7 @@ impl Db {
 
     /// Creates or replaces a group (`config` without `match`); every device it
     /// had or now has gets its effective config again, as one transaction.
+    /// Returns the outcome and how many devices are its members now.
     pub fn put_group(
         &self,
         name: &str,
@@ -836,7 +833,12 @@ impl Db {
             Err(invalid) => return Ok((invalid, 0)),
         };
         tx.commit()?;
-        let members = entries.len();
+        // Its members now (devices its old rules matched and the new do not got
+        // a new revision too, but are not members).
+        let members = entries
+            .iter()
+            .filter(|(_, e)| e.groups.iter().any(|g| g == name))
+            .count();
         *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
         self.set_entries(entries);
         Ok((
@@ -923,6 +925,20 @@ impl Db {
             })
             .map(|(id, e)| (id.clone(), e.clone(), None))
             .collect()
+    }
+
+    /// The device a change is for, if it exists and `expect` holds for it
+    /// (called with the writer locked).
+    fn to_change(
+        &self,
+        device_id: &str,
+        expect: &Precondition,
+    ) -> Result<Arc<Entry>, WriteOutcome> {
+        let existing = self.get(device_id).ok_or(WriteOutcome::NotFound)?;
+        if !expect.holds(Some(existing.revision)) {
+            return Err(WriteOutcome::PreconditionFailed(Some(existing.revision)));
+        }
+        Ok(existing)
     }
 
     fn set_entries(&self, entries: Vec<(String, Arc<Entry>)>) {
@@ -1405,6 +1421,40 @@ mod tests {
         );
         assert_eq!(db.group("jetsons").expect("group").revision, 2);
         assert_eq!(db.group_history("lab", 10).expect("history").len(), 2);
+    }
+
+    #[test]
+    fn rules_that_stop_matching_give_the_leavers_a_revision_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("configs.db")).expect("open");
+        let file = json!({"device_type": "jetson_orin", "interval": 15});
+        db.put("orin-1", &file, "jetson_orin", Precondition::None)
+            .expect("put");
+        let rules = |p: &str| Some(Rules::parse(&json!({"device_type": p})).expect("rules"));
+        let (_, members) = db
+            .put_group(
+                "slow",
+                doc(json!({"interval": 60})),
+                rules("jetson_*"),
+                Precondition::None,
+            )
+            .expect("group");
+        assert_eq!(members, 1);
+        assert_eq!(effective(&db, "orin-1")["interval"], 60);
+        let before = db.get("orin-1").expect("entry").revision;
+        let (_, members) = db
+            .put_group(
+                "slow",
+                doc(json!({"interval": 60})),
+                rules("raspberry_*"),
+                Precondition::None,
+            )
+            .expect("group");
+        assert_eq!(members, 0, "no member left");
+        let entry = db.get("orin-1").expect("entry");
+        assert_eq!(entry.revision, before + 1, "the leaver's config changed");
+        assert!(entry.groups.is_empty());
+        assert_eq!(effective(&db, "orin-1")["interval"], 15);
     }
 
     #[test]

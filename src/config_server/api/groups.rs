@@ -145,27 +145,15 @@ pub async fn put_group(
         other => return Err(refused(&name, other)),
     };
     tracing::info!(group = name, revision, members, "group stored");
-    let mut response = (
+    Ok(super::tagged(
         status,
-        axum::Json(
-            json!({"status": "success", "group": name, "revision": revision, "members": members}),
-        ),
-    )
-        .into_response();
-    response.headers_mut().insert(header::ETAG, etag(revision));
-    Ok(response)
+        json!({"status": "success", "group": name, "revision": revision, "members": members}),
+        revision,
+    ))
 }
 
 fn stale(name: &str, current: Option<u64>) -> ApiError {
-    let message = match current {
-        Some(r) => format!("group {name} is at revision {r}: fetch it and apply your change to it"),
-        None => format!("group {name} does not exist"),
-    };
-    let mut err = ApiError::new(StatusCode::PRECONDITION_FAILED, message);
-    if let Some(r) = current {
-        err = err.detail("revision", r);
-    }
-    err
+    super::stale(&format!("group {name}"), current)
 }
 
 pub async fn delete_group(
