@@ -94,11 +94,6 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     tls.set(load_tls(&config, store.path())?);
     let metrics_tls = Arc::new(crate::http::tls::ServerTls::default());
     metrics_tls.set(load_metrics_tls(&config, store.path())?);
-    if let Some(web) = &config.web.config
-        && !web.ignored.is_empty()
-    {
-        tracing::warn!(file = %web.path.display(), keys = ?web.ignored, "web config keys this version does not apply");
-    }
     // `--web.listen-address` (each a listener) wins over `listen_address`/`port`.
     let metrics_addrs = if config.web.listen.is_empty() {
         vec![SocketAddr::new(config.listen_address, config.port)]

@@ -69,15 +69,32 @@ pub fn reload_samples(out: &mut Vec<Sample>) {
 async fn apply_file_inner(state: &AppState) -> Result<ReloadOutcome, ConfigError> {
     let _one_at_a_time = state.reload_lock.lock().await;
     let store = state.store.clone();
-    let reloaded = tokio::task::spawn_blocking(move || store.reload())
-        .await
-        .map_err(|e| ConfigError {
-            file: state.store.path().to_owned(),
-            line: None,
-            field: None,
-            message: format!("reload failed: {e}"),
-            hint: None,
-        })??;
+    let path = state.store.path().to_owned();
+    // Everything that can fail (the file, its validation, the web config, both
+    // TLS setups: certificates read, keys matched, CAs found) is done before
+    // anything is swapped: a reload that fails changes nothing.
+    let reloaded = tokio::task::spawn_blocking(move || {
+        store.reload_checked(|new| {
+            let api = load_tls(new, &path)?;
+            let metrics = load_metrics_tls(new, &path)?;
+            Ok((api, metrics))
+        })
+    })
+    .await
+    .map_err(|e| ConfigError {
+        file: state.store.path().to_owned(),
+        line: None,
+        field: None,
+        message: format!("reload failed: {e}"),
+        hint: None,
+    })?;
+    let (reloaded, (api_tls, metrics_tls)) = match reloaded {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected; the running configuration stays, all of it");
+            return Err(e);
+        }
+    };
     warn_port_change(state.bound_port, reloaded.new.port);
     warn_port_change(state.bound_reload_port, reloaded.new.reload_port);
     if reloaded.old.listen_address != reloaded.new.listen_address
@@ -88,22 +105,11 @@ async fn apply_file_inner(state: &AppState) -> Result<ReloadOutcome, ConfigError
             "listen address change detected but cannot be applied; restart the service to apply it"
         );
     }
-    let restarted = state.scheduler.apply(&reloaded.new);
     // Read again even when the paths did not change: a renewed certificate is
-    // picked up by SIGHUP. A broken one leaves the previous one serving.
-    let both = load_tls(&reloaded.new, state.store.path()).and_then(|api| {
-        load_metrics_tls(&reloaded.new, state.store.path()).map(|metrics| (api, metrics))
-    });
-    match both {
-        Ok((api, metrics)) => {
-            state.tls.set(api);
-            state.metrics_tls.set(metrics);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "TLS not reloaded; the previous certificate stays in use");
-            return Err(e);
-        }
-    }
+    // picked up by SIGHUP.
+    state.tls.set(api_tls);
+    state.metrics_tls.set(metrics_tls);
+    let restarted = state.scheduler.apply(&reloaded.new);
     tracing::info!(restarted = ?restarted, "configuration reloaded");
     Ok(ReloadOutcome {
         source: state.store.source().as_str(),
@@ -135,9 +141,8 @@ pub async fn reload_on_sighup(state: Arc<AppState>, shutdown: CancellationToken)
             _ = shutdown.cancelled() => return,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received, reloading");
-                if let Err(e) = reload(&state).await {
-                    tracing::error!(error = %e, "reload rejected; the running configuration stays");
-                }
+                // A rejected reload is logged (and counted) where it is decided.
+                let _ = reload(&state).await;
             }
         }
     }
@@ -163,7 +168,7 @@ pub fn load_metrics_tls(
             field: Some("tls_server_config".into()),
             message: message.to_string(),
             hint: Some(
-                "cert_file and key_file must be readable PEM files of one certificate and its key"
+                "cert_file/cert and key_file/key must be readable PEM of one certificate and its key; client_ca_file/client_ca PEM CA certificates"
                     .into(),
             ),
         })

@@ -74,18 +74,29 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
         }
     );
     println!("  reload_port: {}", config.reload_port);
+    // The same TLS setup `serve` builds (files read, key matched to certificate,
+    // CAs found), so check-config agrees with serve on every web config.
+    if let Err(e) = crate::reload::load_tls(&config, path)
+        .and_then(|_| crate::reload::load_metrics_tls(&config, path))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match &config.web.config {
         Some(web) => {
             println!(
-                "  web config: {} (TLS {}, {} basic auth users, {} headers)  [--web.config.file]",
+                "  web config: {} (TLS {}, {} basic auth users, {} headers, rate limit {})  [--web.config.file]",
                 web.path.display(),
-                if web.tls.is_some() { "on" } else { "off" },
+                web.tls
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), describe_tls),
                 web.users.len(),
-                web.headers.len()
+                web.headers.len(),
+                web.rate_limit.map_or_else(
+                    || "off".to_owned(),
+                    |r| format!("{} per {:?}", r.burst, r.interval)
+                ),
             );
-            if !web.ignored.is_empty() {
-                println!("  web config keys not applied: {}", web.ignored.join(", "));
-            }
         }
         None => println!(
             "  metrics TLS: {}  [tls: in the file]",
@@ -136,4 +147,29 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
         println!("  unknown keys (kept, unused): {}", unknown.join(", "));
     }
     ExitCode::SUCCESS
+}
+
+/// What a web config's TLS enforces, in one line.
+fn describe_tls(tls: &crate::config::ServerTlsConfig) -> String {
+    let mut parts = vec![
+        format!(
+            "on: {}..{}",
+            tls.min_version.as_str(),
+            tls.max_version.as_str()
+        ),
+        format!("client certificates {}", tls.client_auth.as_str()),
+    ];
+    if let Some(sans) = &tls.client_allowed_sans {
+        parts.push(format!("allowed SANs {}", sans.join("/")));
+    }
+    if let Some(suites) = &tls.cipher_suites {
+        let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
+        parts.push(format!("TLS 1.2 suites {}", names.join("/")));
+    }
+    if let Some(curves) = &tls.curve_preferences {
+        let names: Vec<&str> = curves.iter().map(|c| c.name()).collect();
+        parts.push(format!("groups {}", names.join("/")));
+    }
+    parts.push(if tls.http2 { "HTTP/2" } else { "HTTP/1.1 only" }.to_owned());
+    parts.join(", ")
 }

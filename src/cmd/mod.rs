@@ -85,13 +85,9 @@ fn shelly_server(args: ShellyServerArgs) -> ExitCode {
         secret: args.secret.and_then(Secret::new),
         hub: HubConfig::default(),
         ws_tls: match (args.ws_tls_cert_file, args.ws_tls_key_file) {
-            (Some(cert_file), Some(key_file)) => Some(crate::config::ServerTlsConfig {
-                cert_file,
-                key_file,
-                client_ca_file: None,
-                client_cert_optional: false,
-                tls13_only: false,
-            }),
+            (Some(cert_file), Some(key_file)) => {
+                Some(crate::config::ServerTlsConfig::files(cert_file, key_file))
+            }
             _ => None,
         },
     };
@@ -141,13 +137,10 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
         return config_server::tokens::run(command);
     }
     let tls = match (args.tls_cert_file, args.tls_key_file) {
-        (Some(cert_file), Some(key_file)) => Some(crate::config::ServerTlsConfig {
-            cert_file,
-            key_file,
-            client_ca_file: args.client_ca_file,
-            client_cert_optional: false,
-            tls13_only: false,
-        }),
+        (Some(cert_file), Some(key_file)) => Some(
+            crate::config::ServerTlsConfig::files(cert_file, key_file)
+                .with_client_ca(args.client_ca_file),
+        ),
         _ => None,
     };
     let options = ServerOptions {

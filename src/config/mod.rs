@@ -16,6 +16,7 @@ mod error;
 mod json;
 pub mod raw;
 pub mod store;
+pub mod tls;
 mod validate;
 pub mod web;
 
@@ -33,6 +34,7 @@ pub use error::{ConfigError, Source, line_of};
 pub use json::{validate_json, yaml_to_json};
 pub use raw::{RawConfig, parse_raw};
 pub use store::Store;
+pub use tls::{ClientAuth, Curve, Pem, ServerTlsConfig, Tls12Suite, TlsVersion};
 
 /// Whether a `metrics:` key is a glob pattern (`*` any run of characters, `?` one).
 pub fn is_metric_pattern(key: &str) -> bool {
@@ -239,19 +241,6 @@ pub enum RemoteAuth {
 pub struct BasicCredentials {
     pub username: String,
     pub password: Secret,
-}
-
-/// The files of the exporter's own TLS (read at start and at every reload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerTlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
-    /// With `client_ca_file`: a client may also connect without a certificate
-    /// (exporter-toolkit's `VerifyClientCertIfGiven`).
-    pub client_cert_optional: bool,
-    /// TLS 1.3 only (`min_version: TLS13`).
-    pub tls13_only: bool,
 }
 
 /// How an outbound TLS connection checks its peer.

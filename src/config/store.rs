@@ -248,6 +248,17 @@ impl Store {
     /// Re-reads the file. An invalid file is rejected with its reason and the
     /// running config stays; the file is left as it is.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        self.reload_checked(|_| Ok(()))
+            .map(|(reloaded, ())| reloaded)
+    }
+
+    /// [`Store::reload`] that also runs `prepare` on the new config before it
+    /// replaces the running one (the TLS setups are built there): when either
+    /// fails, nothing changes, neither the live config nor the document.
+    pub fn reload_checked<T>(
+        &self,
+        prepare: impl FnOnce(&Config) -> Result<T, ConfigError>,
+    ) -> Result<(Reloaded, T), ConfigError> {
         let guard = self.lock();
         let text = fs::read_to_string(&self.path).map_err(|e| read_error(&self.path, &e))?;
         let new = Config::parse(
@@ -258,6 +269,7 @@ impl Store {
                 text: &text,
             },
         )?;
+        let prepared = prepare(&new)?;
         self.document.store(Arc::new(parse_document(&text)));
         let new = Arc::new(new);
         let old = self.live.swap(new.clone());
@@ -266,10 +278,13 @@ impl Store {
         {
             tracing::warn!(error = %e, "could not rewrite enabled_metrics as metrics");
         }
-        Ok(Reloaded {
-            old,
-            new: self.live(),
-        })
+        Ok((
+            Reloaded {
+                old,
+                new: self.live(),
+            },
+            prepared,
+        ))
     }
 
     /// Enables or disables known metrics. Every name is checked before anything

@@ -89,12 +89,8 @@ pub(super) fn config(
             source,
         )?,
         api_basic_auth: basic_credentials(raw.api_basic_auth, "api_basic_auth", source)?,
-        tls: raw.tls.map(|t| ServerTlsConfig {
-            cert_file: t.cert_file,
-            key_file: t.key_file,
-            client_ca_file: t.client_ca_file,
-            client_cert_optional: false,
-            tls13_only: false,
+        tls: raw.tls.map(|t| {
+            ServerTlsConfig::files(t.cert_file, t.key_file).with_client_ca(t.client_ca_file)
         }),
         hostname,
         tegrastats,

@@ -13,7 +13,7 @@ use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::access::{Access, Listener, require_access, web_headers};
+use super::access::{Access, Listener, RateGate, rate_limited, require_access, web_headers};
 use crate::exposition::Format;
 use crate::state::AppState;
 
@@ -44,6 +44,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), web_headers))
+        // Outermost, as in exporter-toolkit: a refused request costs nothing more.
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), Arc::new(RateGate::default())),
+            rate_limited,
+        ))
         .with_state(state)
 }
 

@@ -18,3 +18,4 @@ pub mod probes;
 pub mod runs;
 pub mod serve;
 pub mod tls;
+pub mod x509;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -190,6 +190,9 @@ pub async fn serve_with(
                 Some(config) => {
                     let accept = TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(handshake, accept).await {
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            serve_h2(stream, router, shutdown).await
+                        }
                         Ok(Ok(stream)) => serve_connection(builder, stream, router, shutdown).await,
                         Ok(Err(e)) => {
                             HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +242,39 @@ async fn serve_connection<I>(
     // Errors here are per connection (a client that hung up or idled out).
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Streams one HTTP/2 client may have open at once.
+pub const H2_STREAMS: u32 = 16;
+/// Largest header block an HTTP/2 client may send (as the HTTP/1.1 side).
+const H2_HEADER_LIST: u32 = 64 * 1024;
+
+/// Serves an HTTP/2 connection (TLS with ALPN `h2`, which the web config's
+/// `http2` offers): bounded streams and headers, the same idle limit beneath.
+async fn serve_h2<I>(io: I, router: Router, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS)
+        .max_header_list_size(H2_HEADER_LIST)
+        .max_pending_accept_reset_streams(Some(H2_STREAMS as usize))
+        .max_local_error_reset_streams(Some(H2_STREAMS as usize));
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
     }
 }
 

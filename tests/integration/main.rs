@@ -32,3 +32,4 @@ mod support;
 mod tegrastats_child;
 mod tegrastats_parse;
 mod tls;
+mod web_config;
