@@ -440,6 +440,16 @@ fn config_server_over_tls_with_device_tokens_and_a_proxy() {
     wait_log(&mut server.child, &log, "TLS certificate re-read");
     let fresh = Https::new(&base, &pki.ca);
     assert_eq!(fresh.send("GET", "/devices", Some(ADMIN), "").0, 200);
+    // A renewal that went wrong (the key of another certificate) changes
+    // nothing: the previous pair keeps serving.
+    let (_, other_key) = pki.leaf("other");
+    std::fs::copy(&other_key, &key).expect("copy");
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status();
+    wait_log(&mut server.child, &log, "the previous one stays");
+    let after = Https::new(&base, &pki.ca);
+    assert_eq!(after.send("GET", "/devices", Some(ADMIN), "").0, 200);
 }
 
 #[test]
