@@ -8,9 +8,13 @@
 //! looks at what it swapped out, so an edit saved at any moment (in place or with a
 //! rename) is noticed and handed back, never overwritten. [`remove_leftovers`]
 //! removes the temp files a crash left behind.
+//!
+//! Appends to the line files (`runs.jsonl`, the health log) go through
+//! [`append_line`]: a whole record or nothing, also when the disk fills up
+//! part-way through the write.
 
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +37,82 @@ pub fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let staged = Staged::write(path, contents)?;
     staged.rename()
+}
+
+/// Appends `line` (one record, ending in a newline) to `path` and syncs it, or
+/// leaves the file as it was: a write that fails part-way (a full disk, a quota)
+/// is cut back to where it started before the error is returned. A last line
+/// without its newline (a crash mid-append, or a cut that itself failed) is cut
+/// off first, so a new record never glues onto half of an old one.
+pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
+    let result = append_line_inner(path, line);
+    if result.is_err() {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        *crate::lock::lock(&APPEND_FAILURES).entry(name).or_default() += 1;
+    }
+    result
+}
+
+/// Appends that failed (nothing written, nothing acknowledged), by file name.
+static APPEND_FAILURES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// How many appends to each file failed since the start.
+pub fn append_failures() -> Vec<(String, u64)> {
+    crate::lock::lock(&APPEND_FAILURES)
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+fn append_line_inner(path: &Path, line: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let end = whole_lines_end(&mut file, len)?;
+    if end < len {
+        tracing::warn!(path = %path.display(), cut = len - end, "a torn last line was cut off");
+        file.set_len(end)?;
+    }
+    file.seek(SeekFrom::Start(end))?;
+    let mut record = line.to_vec();
+    if !record.ends_with(b"\n") {
+        record.push(b'\n');
+    }
+    if let Err(e) = file.write_all(&record).and_then(|()| file.sync_data()) {
+        // Whatever part of it reached the file goes again; if even this fails,
+        // the next append cuts the torn line.
+        let _ = file.set_len(end).and_then(|()| file.sync_data());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Where the last whole line of `file` (of length `len`) ends: `len` when it
+/// ends in a newline, else just after the last newline (0 when there is none).
+fn whole_lines_end(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if end == len && chunk[n - 1] == b'\n' {
+            return Ok(len);
+        }
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// How [`replace_if_unchanged`] ended.
@@ -210,6 +290,29 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn appends_whole_lines_and_cuts_a_torn_one_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runs.jsonl");
+        append_line(&path, b"{\"a\":1}\n").expect("append");
+        append_line(&path, b"{\"b\":2}").expect("append adds the newline");
+        assert_eq!(fs::read(&path).expect("read"), b"{\"a\":1}\n{\"b\":2}\n");
+        // A crash (or a full disk) left half a record.
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"{\"").expect("torn");
+        drop(f);
+        append_line(&path, b"{\"c\":3}\n").expect("append");
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+        // A long torn tail, over several chunks, with no newline before it.
+        let only = dir.path().join("only.jsonl");
+        fs::write(&only, vec![b'x'; 10_000]).expect("write");
+        append_line(&only, b"ok\n").expect("append");
+        assert_eq!(fs::read(&only).expect("read"), b"ok\n");
     }
 
     #[test]

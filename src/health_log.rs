@@ -9,7 +9,6 @@
 //! Path and interval come from the config or, winning over it,
 //! `EDGE_EXPORTER_TELEMETRY_LOG` and `EDGE_EXPORTER_TELEMETRY_INTERVAL`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,18 +61,14 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
     })
 }
 
+/// Appends one line, whole or not at all (a full disk cuts nothing in half).
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() >= MAX_BYTES) {
         let mut old = path.as_os_str().to_owned();
         old.push(".1");
         std::fs::rename(path, PathBuf::from(old))?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(line.as_bytes())?;
-    file.write_all(b"\n")
+    crate::atomic_file::append_line(path, line.as_bytes())
 }
 
 /// Appends a line every interval while a path is set (checked each time, so a
@@ -93,7 +88,12 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
         let result =
             tokio::task::spawn_blocking(move || append(&path, &line).map_err(|e| (path, e))).await;
         match result {
-            Ok(Ok(())) => warned = false,
+            Ok(Ok(())) => {
+                if warned {
+                    tracing::info!("the health log is written again");
+                }
+                warned = false;
+            }
             Ok(Err((path, e))) if !warned => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the health log");
                 warned = true;

@@ -70,6 +70,11 @@ static HANDSHAKES_FAILED: Family = Family::counter(
     "TLS handshakes that failed on the HTTPS listeners (plain HTTP, untrusted clients)",
     "",
 );
+static APPEND_FAILURES: Family = Family::counter(
+    "edge_exporter_append_failures_total",
+    "Records that could not be appended to a file (a full disk): nothing of them was written",
+    "",
+);
 static FDS: Family = Family::gauge("process_open_fds", "Open file descriptors", "");
 static MAX_FDS: Family = Family::gauge("process_max_fds", "Limit of open file descriptors", "");
 static THREADS: Family = Family::gauge("process_threads", "Operating system threads", "");
@@ -211,6 +216,9 @@ pub fn samples(out: &mut Vec<Sample>) {
         &HANDSHAKES_FAILED,
         crate::http::serve::HANDSHAKE_FAILURES.load(Ordering::Relaxed) as f64,
     ));
+    for (file, n) in crate::atomic_file::append_failures() {
+        out.push(Sample::own(&APPEND_FAILURES, n as f64).const_label("file", file));
+    }
     let p = process();
     let mut push = |family: &'static Family, v: Option<f64>| {
         if let Some(v) = v {

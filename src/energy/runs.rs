@@ -8,7 +8,6 @@
 //! never a metric label: its numbers live here only.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -155,7 +154,12 @@ struct OpenRun {
 struct State {
     open: Vec<OpenRun>,
     recent: VecDeque<RunReport>,
+    /// Runs stopped whose record could not be written (a full disk): the next
+    /// stop of each writes it again.
+    unsaved: Vec<RunReport>,
     last_id: u64,
+    /// A storage failure was logged; the next success says it is over.
+    failing: bool,
 }
 
 /// The runs of one daemon (or of one `measure` without a daemon).
@@ -182,7 +186,9 @@ impl Runs {
             state: Mutex::new(State {
                 open: Vec::new(),
                 recent,
+                unsaved: Vec::new(),
                 last_id,
+                failing: false,
             }),
         }
     }
@@ -233,8 +239,9 @@ impl Runs {
             ));
         }
         state
-            .recent
+            .unsaved
             .iter()
+            .chain(state.recent.iter())
             .find(|r| r.id == id)
             .cloned()
             .ok_or_else(|| RunError::NotFound(id.to_owned()))
@@ -253,30 +260,49 @@ impl Runs {
         now: Instant,
     ) -> Result<RunReport, RunError> {
         let mut state = lock(&self.state);
-        let Some(i) = state.open.iter().position(|r| r.id.to_string() == id) else {
-            return Err(if state.recent.iter().any(|r| r.id == id) {
-                RunError::Stopped(id.to_owned())
-            } else {
-                RunError::NotFound(id.to_owned())
-            });
+        let finished = if let Some(i) = state.unsaved.iter().position(|r| r.id == id) {
+            // Its first stop was measured but not recorded: record it now.
+            state.unsaved.remove(i)
+        } else {
+            let Some(i) = state.open.iter().position(|r| r.id.to_string() == id) else {
+                return Err(if state.recent.iter().any(|r| r.id == id) {
+                    RunError::Stopped(id.to_owned())
+                } else {
+                    RunError::NotFound(id.to_owned())
+                });
+            };
+            let open = state.open.remove(i);
+            report(
+                &open,
+                now,
+                Some(exit_code),
+                self.registry.close_run(open.id, now),
+            )
         };
-        let open = state.open.remove(i);
-        let finished = report(
-            &open,
-            now,
-            Some(exit_code),
-            self.registry.close_run(open.id, now),
-        );
+        if let Some(path) = &self.file {
+            let mut line = serde_json::to_vec(&finished).map_err(|e| RunError::Storage {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })?;
+            line.push(b'\n');
+            if let Err(e) = append(path, &line) {
+                if !std::mem::replace(&mut state.failing, true) {
+                    tracing::error!(path = %path.display(), error = %e, run = %finished.id, "cannot record a stopped run; it stays stoppable, and the next stop writes it again");
+                }
+                state.unsaved.push(finished);
+                return Err(RunError::Storage {
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                });
+            }
+            if std::mem::replace(&mut state.failing, false) {
+                tracing::info!(path = %path.display(), "stopped runs are recorded again");
+            }
+        }
         if state.recent.len() >= RECENT {
             state.recent.pop_back();
         }
         state.recent.push_front(finished.clone());
-        if let Some(path) = &self.file {
-            append(path, &finished).map_err(|e| RunError::Storage {
-                path: path.display().to_string(),
-                error: e.to_string(),
-            })?;
-        }
         Ok(finished)
     }
 
@@ -290,6 +316,7 @@ impl Runs {
             .rev()
             .map(|o| report(o, now, None, self.registry.peek_run(o.id, now)))
             .collect();
+        all.extend(state.unsaved.iter().rev().cloned());
         all.extend(state.recent.iter().cloned());
         all
     }
@@ -359,25 +386,21 @@ fn load(path: &Path) -> VecDeque<RunReport> {
     runs
 }
 
-/// Appends one run and syncs it; past [`MAX_FILE_BYTES`] the file is rewritten
-/// (atomically) with its newer half.
-fn append(path: &Path, run: &RunReport) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(run).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(&line)?;
-    file.sync_data()?;
-    if file.metadata()?.len() > MAX_FILE_BYTES {
+/// Appends one run's line and syncs it, whole or not at all; past
+/// [`MAX_FILE_BYTES`] the file is rewritten (atomically) with its newer half.
+fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    crate::atomic_file::append_line(path, line)?;
+    if std::fs::metadata(path)?.len() > MAX_FILE_BYTES {
         let text = std::fs::read(path)?;
         let keep_from = text.len().saturating_sub((MAX_FILE_BYTES / 2) as usize);
         let start = text[keep_from..]
             .iter()
             .position(|&b| b == b'\n')
             .map_or(text.len(), |i| keep_from + i + 1);
-        crate::atomic_file::write_atomically(path, &text[start..])?;
+        // A failed trim keeps the longer file; the run is recorded either way.
+        if let Err(e) = crate::atomic_file::write_atomically(path, &text[start..]) {
+            tracing::warn!(path = %path.display(), error = %e, "could not trim the runs file");
+        }
     }
     Ok(())
 }
@@ -456,6 +479,26 @@ mod tests {
         assert_eq!(again.list(), vec![report]);
         let next = again.start(request("next")).expect("start");
         assert!(next.parse::<u64>().expect("id") > id.parse::<u64>().expect("id"));
+    }
+
+    #[test]
+    fn a_stop_that_could_not_be_recorded_stays_stoppable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Its directory is not there yet: the record cannot be written.
+        let file = dir.path().join("later").join("runs.jsonl");
+        let runs = Runs::new(Registry::new(), Some(file.clone()));
+        let id = runs.start(request("job")).expect("start");
+        let Err(RunError::Storage { .. }) = runs.stop(&id, Some(0)) else {
+            panic!("the record could not be written");
+        };
+        // Not lost: listed, found, and not "stopped already".
+        assert!(!runs.get(&id).expect("found").running);
+        std::fs::create_dir(dir.path().join("later")).expect("mkdir");
+        let report = runs.stop(&id, None).expect("the second stop records it");
+        assert_eq!(report.exit_code, Some(0), "the first stop's report");
+        assert_eq!(runs.stop(&id, None), Err(RunError::Stopped(id.clone())));
+        let again = Runs::new(Registry::new(), Some(file));
+        assert_eq!(again.list(), vec![report]);
     }
 
     #[test]

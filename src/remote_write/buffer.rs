@@ -11,7 +11,14 @@
 //! one.
 //!
 //! The buffer is bounded: when its segments exceed the size limit, the oldest
-//! segment is deleted and its unsent samples are counted as dropped.
+//! segment is deleted and its unsent samples are counted as dropped
+//! (`buffer_full`). An append is whole or nothing: a write that fails part-way is
+//! cut back to the last whole record. When the disk is full, the oldest segments
+//! are deleted (`disk_full`) until the new records fit; when nothing of the
+//! buffer's is left to delete, the new records are dropped and counted instead,
+//! and appends resume by themselves once there is space. Sending needs no space,
+//! so delivery goes on meanwhile. A record that fails its CRC when it is read is
+//! skipped and counted (`corrupt`), never a reason to stall.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -45,6 +52,41 @@ struct Segment {
     records: Vec<Record>,
 }
 
+/// Why samples were dropped unsent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The buffer reached its size limit; its oldest segment went.
+    BufferFull,
+    /// The disk (or a quota) had no room.
+    DiskFull,
+    /// A record on disk failed its check when read.
+    Corrupt,
+    /// Writing failed for another reason (an I/O error, permissions).
+    WriteError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::BufferFull,
+        DropReason::DiskFull,
+        DropReason::Corrupt,
+        DropReason::WriteError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BufferFull => "buffer_full",
+            DropReason::DiskFull => "disk_full",
+            DropReason::Corrupt => "corrupt",
+            DropReason::WriteError => "write_error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Up to a batch size of records, ready to send.
 #[derive(Debug)]
 pub struct Batch {
@@ -64,8 +106,12 @@ pub struct Buffer {
     active: Option<File>,
     cursor: Position,
     pending: u64,
-    /// Samples dropped because the buffer was full, since it was opened.
-    pub dropped: u64,
+    /// Samples dropped unsent since it was opened, by [`DropReason`].
+    dropped: [u64; 4],
+    /// Appends are failing, and why (said once, and once when over).
+    failing: Option<DropReason>,
+    /// The cursor file could not be written (said once).
+    cursor_unsaved: bool,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -112,15 +158,28 @@ impl Buffer {
         Ok(Buffer {
             dir: dir.to_owned(),
             max_bytes,
-            // Small enough that dropping one segment frees little; large enough
-            // that a file holds many records.
-            segment_max: (max_bytes / 8).clamp(64 * 1024, 16 * 1024 * 1024),
+            // Small enough that dropping one segment (the buffer is full, or
+            // the disk) frees little; large enough that a file holds many
+            // records: 2 MiB for the default 64 MiB.
+            segment_max: (max_bytes / 32).clamp(32 * 1024, 4 * 1024 * 1024),
             segments,
             active: None,
             cursor,
             pending,
-            dropped: 0,
+            dropped: [0; 4],
+            failing: None,
+            cursor_unsaved: false,
         })
+    }
+
+    /// Samples dropped unsent for `reason` since the buffer was opened.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    /// All samples dropped unsent since the buffer was opened.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
     }
 
     /// Samples waiting to be sent.
@@ -133,11 +192,49 @@ impl Buffer {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// Appends records of (sample count, compressed payload) and syncs them.
+    /// Appends records of (sample count, compressed payload) and syncs them, all
+    /// or none. On a full disk the oldest segments make room; when none is left
+    /// to delete, or writing fails otherwise, the records are dropped and
+    /// counted: the buffer stays whole either way.
     pub fn append(&mut self, records: &[(u32, Vec<u8>)]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
+        let samples: u64 = records.iter().map(|(n, _)| u64::from(*n)).sum();
+        loop {
+            match self.write_records(records) {
+                Ok(()) => {
+                    if self.failing.take().is_some() {
+                        tracing::info!(dir = %self.dir.display(), "remote write buffer: writable again; samples are buffered again");
+                    }
+                    return self.enforce_limit();
+                }
+                Err(e) if is_no_space(&e) => {
+                    if self.failing.replace(DropReason::DiskFull) != Some(DropReason::DiskFull) {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "remote write buffer: the disk is full; the oldest samples make room, and the newest are dropped when nothing is left to drop");
+                    }
+                    if self.drop_oldest(DropReason::DiskFull) {
+                        continue;
+                    }
+                    self.dropped[DropReason::DiskFull.index()] += samples;
+                    return Ok(());
+                }
+                Err(e) => {
+                    if self.failing.replace(DropReason::WriteError) != Some(DropReason::WriteError)
+                    {
+                        tracing::error!(dir = %self.dir.display(), error = %e, "remote write buffer: cannot write; new samples are dropped until it can");
+                    }
+                    self.dropped[DropReason::WriteError.index()] += samples;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Writes `records` at the end of the active segment (rolling to a new one
+    /// when it is full) and syncs them; on failure, the segment is cut back to
+    /// its last whole record.
+    fn write_records(&mut self, records: &[(u32, Vec<u8>)]) -> io::Result<()> {
         let roll = self
             .segments
             .back()
@@ -150,6 +247,11 @@ impl Buffer {
             } else {
                 self.segments.back().map_or(1, |s| s.id)
             };
+            let file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(segment_path(&self.dir, id))?;
             if roll {
                 self.segments.push_back(Segment {
                     id,
@@ -157,12 +259,7 @@ impl Buffer {
                     records: Vec::new(),
                 });
             }
-            self.active = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(segment_path(&self.dir, id))?,
-            );
+            self.active = Some(file);
         }
         let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no active segment"));
@@ -183,59 +280,98 @@ impl Buffer {
             });
             offset += len;
         }
-        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
-            // A partial write is cut off at the next open; this handle is dropped so
-            // the next append starts from a fresh one.
+        let written = file
+            .seek(SeekFrom::Start(segment.bytes))
+            .and_then(|_| file.write_all(&bytes))
+            .and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // Cut back what reached the file. If even that fails, this segment
+            // takes no more records (the next append starts a new one) and its
+            // torn tail is cut when the buffer opens again.
+            if file
+                .set_len(segment.bytes)
+                .and_then(|()| file.sync_data())
+                .is_err()
+            {
+                segment.bytes = segment.bytes.max(self.segment_max);
+            }
             self.active = None;
             return Err(e);
         }
         segment.bytes = offset;
         self.pending += added.iter().map(|r| u64::from(r.samples)).sum::<u64>();
         segment.records.extend(added);
-        self.enforce_limit()
+        Ok(())
     }
 
     /// Drops the oldest segments while the buffer is over its limit.
     fn enforce_limit(&mut self) -> io::Result<()> {
         while self.bytes() > self.max_bytes && self.segments.len() > 1 {
-            let Some(oldest) = self.segments.pop_front() else {
-                break;
-            };
-            let unsent: u64 = oldest
-                .records
-                .iter()
-                .filter(|r| (oldest.id, r.offset) >= (self.cursor.segment, self.cursor.offset))
-                .map(|r| u64::from(r.samples))
-                .sum();
-            self.pending -= unsent;
-            self.dropped += unsent;
-            if unsent > 0 {
-                tracing::warn!(
-                    samples = unsent,
-                    "remote write buffer full: oldest samples dropped"
-                );
-            }
-            let _ = fs::remove_file(segment_path(&self.dir, oldest.id));
-            if self.cursor.segment <= oldest.id
-                && let Some(next) = self.segments.front()
-            {
-                self.cursor = Position {
-                    segment: next.id,
-                    offset: 0,
-                };
-                self.save_cursor()?;
-            }
+            self.drop_oldest(DropReason::BufferFull);
         }
         Ok(())
     }
 
-    /// The next records from the cursor, up to `max_samples` (at least one record).
-    pub fn peek(&self, max_samples: u64) -> io::Result<Option<Batch>> {
+    /// Deletes the oldest segment and counts its unsent samples as dropped for
+    /// `reason`; false when there is none.
+    fn drop_oldest(&mut self, reason: DropReason) -> bool {
+        let Some(oldest) = self.segments.pop_front() else {
+            return false;
+        };
+        let unsent: u64 = oldest
+            .records
+            .iter()
+            .filter(|r| (oldest.id, r.offset) >= (self.cursor.segment, self.cursor.offset))
+            .map(|r| u64::from(r.samples))
+            .sum();
+        self.pending -= unsent;
+        self.dropped[reason.index()] += unsent;
+        if unsent > 0 {
+            tracing::warn!(
+                samples = unsent,
+                reason = reason.as_str(),
+                "remote write buffer: oldest samples dropped"
+            );
+        }
+        let _ = fs::remove_file(segment_path(&self.dir, oldest.id));
+        if self.segments.is_empty() {
+            // It was the one being appended to.
+            self.active = None;
+        }
+        if self.cursor.segment <= oldest.id {
+            self.cursor = Position {
+                segment: self.segments.front().map_or(oldest.id + 1, |s| s.id),
+                offset: 0,
+            };
+            // On a full disk the cursor may not be saved; a restart then starts
+            // at the first segment left, which is the same place.
+            if let Err(e) = self.save_cursor() {
+                tracing::debug!(error = %e, "remote write buffer: cursor not saved");
+            }
+        }
+        true
+    }
+
+    /// The next records from the cursor, up to `max_samples` (at least one
+    /// record). A record that fails its CRC or does not decompress is skipped
+    /// (the cursor moves past it) and counted as dropped (`corrupt`).
+    pub fn peek(&mut self, max_samples: u64) -> io::Result<Option<Batch>> {
+        loop {
+            if let Some(found) = self.peek_once(max_samples)? {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// One pass of [`Buffer::peek`]: `None` when it skipped corrupt records
+    /// only (the cursor moved past them; look again).
+    fn peek_once(&mut self, max_samples: u64) -> io::Result<Option<Option<Batch>>> {
         let mut body = Vec::new();
         let mut samples = 0u64;
         let mut end = self.cursor;
         let mut decoder = snap::raw::Decoder::new();
-        for segment in self.segments.iter().filter(|s| s.id >= self.cursor.segment) {
+        let mut corrupt = Vec::new();
+        'segments: for segment in self.segments.iter().filter(|s| s.id >= self.cursor.segment) {
             let records: Vec<&Record> = segment
                 .records
                 .iter()
@@ -247,23 +383,47 @@ impl Buffer {
             let mut file = File::open(segment_path(&self.dir, segment.id))?;
             for record in records {
                 if samples > 0 && samples + u64::from(record.samples) > max_samples {
-                    return Ok(Some(Batch { body, samples, end }));
+                    break 'segments;
                 }
-                file.seek(SeekFrom::Start(record.offset + HEADER))?;
-                let mut payload = vec![0; (record.len - HEADER) as usize];
-                file.read_exact(&mut payload)?;
-                let plain = decoder
-                    .decompress_vec(&payload)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                body.extend_from_slice(&plain);
-                samples += u64::from(record.samples);
-                end = Position {
+                let mut raw = vec![0; record.len as usize];
+                file.seek(SeekFrom::Start(record.offset))?;
+                file.read_exact(&mut raw)?;
+                let payload = &raw[HEADER as usize..];
+                let crc = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
+                let plain = (crc32fast::hash(payload) == crc)
+                    .then(|| decoder.decompress_vec(payload).ok())
+                    .flatten();
+                let next = Position {
                     segment: segment.id,
                     offset: record.offset + record.len,
                 };
+                match plain {
+                    Some(plain) => {
+                        body.extend_from_slice(&plain);
+                        samples += u64::from(record.samples);
+                    }
+                    None => corrupt.push((u64::from(record.samples), next)),
+                }
+                end = next;
             }
         }
-        Ok((samples > 0).then_some(Batch { body, samples, end }))
+        if !corrupt.is_empty() {
+            let lost: u64 = corrupt.iter().map(|(n, _)| n).sum();
+            tracing::error!(samples = lost, dir = %self.dir.display(), "remote write buffer: records that fail their check were skipped");
+            self.dropped[DropReason::Corrupt.index()] += lost;
+            self.pending = self.pending.saturating_sub(lost);
+            if samples == 0 {
+                // Nothing good read: move past the bad ones now.
+                if let Some((_, past)) = corrupt.last() {
+                    self.cursor = *past;
+                    let _ = self.save_cursor();
+                }
+                return Ok(None);
+            }
+        }
+        // A batch's samples count only the good records; the bad ones among
+        // them are passed with it.
+        Ok(Some((samples > 0).then_some(Batch { body, samples, end })))
     }
 
     /// Moves the cursor past a batch the receiver accepted (or refused for good),
@@ -274,7 +434,15 @@ impl Buffer {
         }
         self.cursor = batch.end;
         self.pending = self.pending.saturating_sub(batch.samples);
-        self.save_cursor()?;
+        // Unsaved (a full disk), a restart sends the batch again: never lost.
+        match self.save_cursor() {
+            Ok(()) => self.cursor_unsaved = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.cursor_unsaved, true) {
+                    tracing::warn!(error = %e, "remote write buffer: cannot save the position; after a restart the last batches are sent again");
+                }
+            }
+        }
         while self.segments.len() > 1
             && self
                 .segments
@@ -292,6 +460,14 @@ impl Buffer {
         let bytes = serde_json::to_vec(&self.cursor).map_err(io::Error::other)?;
         crate::atomic_file::write_atomically(&self.dir.join("cursor"), &bytes)
     }
+}
+
+/// Whether an I/O error means there is no room (a full disk or a quota).
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Reads a segment's records; a torn or corrupt tail is cut off.
@@ -401,9 +577,38 @@ mod tests {
     }
 
     #[test]
+    fn a_record_gone_bad_on_disk_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::open(dir.path(), 1 << 20).expect("open");
+        b.append(&[record(3, 1), record(4, 2), record(5, 3)])
+            .expect("append");
+        // A bit flips in the first record's payload after it was written.
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes[HEADER as usize + 2] ^= 0x40;
+        fs::write(&seg, &bytes).expect("write");
+        let batch = b.peek(100).expect("peek").expect("batch");
+        assert_eq!(batch.samples, 9, "the other two records");
+        assert_eq!(batch.body[0], 2);
+        assert_eq!(b.dropped(DropReason::Corrupt), 3);
+        b.commit(&batch).expect("commit");
+        assert_eq!(b.pending(), 0);
+        // Only bad records ahead: skipped, then nothing.
+        b.append(&[record(2, 7)]).expect("append");
+        let mut bytes = fs::read(&seg).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        fs::write(&seg, &bytes).expect("write");
+        assert!(b.peek(100).expect("peek").is_none());
+        assert_eq!(b.dropped(DropReason::Corrupt), 5);
+        b.append(&[record(1, 8)]).expect("append");
+        assert_eq!(b.peek(100).expect("peek").expect("batch").body[0], 8);
+    }
+
+    #[test]
     fn full_drops_the_oldest_and_counts_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // 256 KiB: 64 KiB segments. Incompressible records of about 10 KiB.
+        // 256 KiB: 32 KiB segments. Incompressible records of about 10 KiB.
         let mut b = Buffer::open(dir.path(), 256 * 1024).expect("open");
         let noise = |seed: u32| -> (u32, Vec<u8>) {
             let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -425,10 +630,12 @@ mod tests {
         for i in 0..60 {
             b.append(&[noise(i + 1)]).expect("append");
         }
-        assert!(b.bytes() <= 256 * 1024 + 64 * 1024, "{}", b.bytes());
-        assert!(b.dropped > 0);
+        assert!(b.bytes() <= 256 * 1024 + 32 * 1024, "{}", b.bytes());
+        let dropped = b.dropped(DropReason::BufferFull);
+        assert!(dropped > 0);
+        assert_eq!(b.dropped_total(), dropped);
         assert_eq!(
-            b.pending() + b.dropped,
+            b.pending() + dropped,
             600,
             "every sample is sent or counted"
         );
@@ -438,7 +645,7 @@ mod tests {
             seen += batch.samples;
             b.commit(&batch).expect("commit");
         }
-        assert_eq!(seen + b.dropped, 600);
+        assert_eq!(seen + dropped, 600);
         let files = fs::read_dir(dir.path()).expect("dir").count();
         assert!(files <= 3, "sent segments are deleted ({files} files)");
     }

@@ -48,7 +48,7 @@ static FAILED: Family = Family::counter(
 );
 static DROPPED: Family = Family::counter(
     "edge_exporter_remote_write_samples_dropped_total",
-    "Samples dropped unsent because the on-disk buffer was full",
+    "Samples dropped unsent, by reason: buffer_full (its size limit; the oldest go), disk_full (no room on the disk; the oldest go, then the newest), corrupt (a record failed its check)",
     "",
 );
 static RETRIES: Family = Family::counter(
@@ -77,7 +77,8 @@ static LAST_SUCCESS: Family = Family::gauge(
 pub struct Stats {
     sent: AtomicU64,
     failed: AtomicU64,
-    dropped: AtomicU64,
+    /// By [`buffer::DropReason`].
+    dropped: [AtomicU64; 4],
     retries: AtomicU64,
     pending: AtomicU64,
     bytes: AtomicU64,
@@ -95,12 +96,17 @@ impl Stats {
         for (family, value) in [
             (&SENT, get(&self.sent)),
             (&FAILED, get(&self.failed)),
-            (&DROPPED, get(&self.dropped)),
             (&RETRIES, get(&self.retries)),
             (&PENDING, get(&self.pending)),
             (&BYTES, get(&self.bytes)),
         ] {
             out.push(Sample::own(family, value));
+        }
+        for reason in buffer::DropReason::ALL {
+            out.push(
+                Sample::own(&DROPPED, get(&self.dropped[reason as usize]))
+                    .const_label("reason", reason.as_str()),
+            );
         }
         let last = self.last_success_ms.load(Ordering::Relaxed);
         if last > 0 {
@@ -117,17 +123,22 @@ impl Stats {
         Some(serde_json::json!({
             "buffer_samples": self.pending.load(Ordering::Relaxed),
             "samples_sent": self.sent.load(Ordering::Relaxed),
-            "samples_dropped": self.dropped.load(Ordering::Relaxed),
+            "samples_dropped": self.dropped.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>(),
             "last_success": (last > 0).then(|| crate::clock::rfc3339(last as f64 / 1000.0)),
         }))
     }
 
-    fn observe(&self, buffer: &Buffer, dropped_before: &mut u64) {
+    /// Takes the buffer's gauges, and its drops since `dropped_before` (what
+    /// this buffer had dropped when last observed; a new buffer starts at 0).
+    fn observe(&self, buffer: &Buffer, dropped_before: &mut [u64; 4]) {
         self.pending.store(buffer.pending(), Ordering::Relaxed);
         self.bytes.store(buffer.bytes(), Ordering::Relaxed);
-        self.dropped
-            .fetch_add(buffer.dropped - *dropped_before, Ordering::Relaxed);
-        *dropped_before = buffer.dropped;
+        for reason in buffer::DropReason::ALL {
+            let now = buffer.dropped(reason);
+            let i = reason as usize;
+            self.dropped[i].fetch_add(now - dropped_before[i], Ordering::Relaxed);
+            dropped_before[i] = now;
+        }
     }
 }
 
@@ -210,7 +221,7 @@ struct Pusher {
     wake: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
     sender: tokio::task::JoinHandle<()>,
-    dropped_seen: u64,
+    dropped_seen: [u64; 4],
 }
 
 impl Pusher {
@@ -237,7 +248,7 @@ impl Pusher {
         } else {
             None
         };
-        let mut dropped_seen = 0;
+        let mut dropped_seen = [0; 4];
         stats.observe(&buffer, &mut dropped_seen);
         stats.active.store(true, Ordering::Relaxed);
         let buffer = Arc::new(Mutex::new(buffer));

@@ -9,6 +9,7 @@ mod board_sensors;
 mod config_page;
 mod config_sync;
 mod deploy;
+mod disk_full;
 mod dropin;
 mod energy;
 mod fleet;

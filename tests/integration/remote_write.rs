@@ -49,15 +49,15 @@ struct PbSample {
 }
 
 /// A series as a sorted label set (including `__name__`).
-type Series = BTreeMap<String, String>;
+pub type Series = BTreeMap<String, String>;
 /// One stored point: series, timestamp (ms), value bits.
-type Point = (Series, i64, u64);
+pub type Point = (Series, i64, u64);
 
 /// Forwards remote write requests to `upstream` and records what it accepted.
-struct Proxy {
-    url: String,
-    accepted: Arc<Mutex<Vec<Point>>>,
-    requests: Arc<Mutex<Vec<u16>>>,
+pub struct Proxy {
+    pub url: String,
+    pub accepted: Arc<Mutex<Vec<Point>>>,
+    pub requests: Arc<Mutex<Vec<u16>>>,
 }
 
 /// A request's headers and body.
@@ -87,7 +87,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
     Some((headers, body))
 }
 
-fn start_proxy(upstream: String) -> Proxy {
+pub fn start_proxy(upstream: String) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!(
         "http://{}/api/v1/write",
@@ -170,7 +170,7 @@ pub struct Receiver {
 impl Receiver {
     /// Stops the receiver as a service manager would (SIGTERM), so it writes out
     /// what it acknowledged.
-    fn stop(mut self) {
+    pub fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -231,7 +231,7 @@ pub fn start_receiver(kind: &'static str, program: &Path, dir: &Path, port: u16)
 }
 
 /// Every stored point of the series with `site="<site>"`, raw.
-fn stored(receiver: &Receiver, site: &str) -> Vec<Point> {
+pub fn stored(receiver: &Receiver, site: &str) -> Vec<Point> {
     let mut points = Vec::new();
     if receiver.kind == "prometheus" {
         let query = format!("{{site=\"{site}\"}}[1h]");
@@ -278,7 +278,7 @@ fn stored(receiver: &Receiver, site: &str) -> Vec<Point> {
 
 /// The same points: series and timestamps exactly, values exactly too except
 /// that VictoriaMetrics keeps 12 significant digits.
-fn assert_same(back: &[Point], accepted: &[Point], kind: &str) {
+pub fn assert_same(back: &[Point], accepted: &[Point], kind: &str) {
     let differ: Vec<String> = back
         .iter()
         .zip(accepted)
@@ -312,7 +312,7 @@ fn assert_same(back: &[Point], accepted: &[Point], kind: &str) {
     );
 }
 
-fn exporter_config(root: &Path, url: &str, site: &str, extra: &str) -> String {
+pub fn exporter_config(root: &Path, url: &str, site: &str, extra: &str) -> String {
     fixture_config(
         root,
         &format!(
@@ -452,7 +452,10 @@ fn an_outage_with_an_exporter_restart_loses_nothing() {
     });
     let metrics = exporter.metrics();
     for counter in [
-        "edge_exporter_remote_write_samples_dropped_total",
+        "edge_exporter_remote_write_samples_dropped_total{reason=\"buffer_full\"}",
+        "edge_exporter_remote_write_samples_dropped_total{reason=\"disk_full\"}",
+        "edge_exporter_remote_write_samples_dropped_total{reason=\"corrupt\"}",
+        "edge_exporter_remote_write_samples_dropped_total{reason=\"write_error\"}",
         "edge_exporter_remote_write_samples_failed_total",
     ] {
         assert_eq!(sample_value(&metrics, counter), Some(0.0), "{counter}");

@@ -76,6 +76,9 @@ pub struct Options<'a> {
     pub program: Option<PathBuf>,
     /// Limit of open files (soft and hard) the exporter runs with.
     pub nofile: Option<u64>,
+    /// The directory of `config.yaml` (and what lives beside it: `runs.jsonl`,
+    /// the remote-write buffer) instead of the exporter's temp directory.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl<'a> Options<'a> {
@@ -88,6 +91,7 @@ impl<'a> Options<'a> {
             uid: None,
             program: None,
             nofile: None,
+            config_dir: None,
         }
     }
 }
@@ -109,7 +113,11 @@ impl Exporter {
 
     pub fn start_with(options: Options<'_>) -> Exporter {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("config.yaml");
+        let config_path = options
+            .config_dir
+            .as_deref()
+            .unwrap_or(dir.path())
+            .join("config.yaml");
         if options.write_config {
             std::fs::write(&config_path, options.config).expect("write config");
         }
