@@ -75,6 +75,7 @@ pub mod config;
 pub mod config_server;
 pub mod daemon;
 pub mod energy;
+pub mod escape;
 pub mod exposition;
 pub mod health;
 pub mod health_log;

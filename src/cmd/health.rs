@@ -44,12 +44,12 @@ pub fn run(args: &HealthArgs) -> ExitCode {
             eprintln!(
                 "unreachable: {url} answered {} ({})",
                 r.status,
-                String::from_utf8_lossy(&r.body).trim()
+                crate::escape::Escaped(String::from_utf8_lossy(&r.body).trim())
             );
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("unreachable: {e}");
+            eprintln!("unreachable: {}", crate::escape::Escaped(&e));
             return ExitCode::from(2);
         }
     };
@@ -62,7 +62,10 @@ pub fn run(args: &HealthArgs) -> ExitCode {
         let raw: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
         println!("{raw:#}");
     } else {
-        print!("{}", health.summary(&args.url));
+        // Line by line, each escaped: collector errors quote what hardware said.
+        for line in health.summary(&args.url).lines() {
+            println!("{}", crate::escape::Escaped(line));
+        }
     }
     if health.is_healthy() {
         ExitCode::SUCCESS

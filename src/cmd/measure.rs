@@ -298,9 +298,10 @@ async fn collect_all(collectors: &Arc<std::sync::Mutex<Vec<Box<dyn collectors::C
 }
 
 fn print_table(report: &RunReport) {
+    use crate::escape::Escaped;
     println!(
         "{}: {:.3} s, exit {}",
-        report.name,
+        Escaped(&report.name),
         report.duration_s,
         report.exit_code.unwrap_or(0)
     );
@@ -322,9 +323,9 @@ fn print_table(report: &RunReport) {
     let watts = |w: Option<f64>| w.map_or("-".to_owned(), |w| format!("{w:.3}"));
     for s in &report.sources {
         let name = if s.total {
-            format!("{} (total)", s.source)
+            format!("{} (total)", Escaped(&s.source))
         } else {
-            s.source.clone()
+            Escaped(&s.source).to_string()
         };
         println!(
             "{name:<width$}  {:>12.3}  {:>9}  {:>9}  {:>7}",

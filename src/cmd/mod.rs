@@ -208,7 +208,8 @@ fn init_logging(args: &LogArgs, config_file: Option<&std::path::Path>) {
         .with_ansi(std::io::stderr().is_terminal() && format == LogFormat::Text)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        // Every field escaped: a plug's id or a peer's answer cannot forge lines.
+        LogFormat::Text => builder.fmt_fields(crate::escape::LogFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

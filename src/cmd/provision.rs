@@ -16,6 +16,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::escape::Escaped;
 use hyper::Method;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
@@ -231,7 +232,8 @@ pub fn run(args: &ProvisionArgs) -> ExitCode {
     match runtime.block_on(provision(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The plug's answers are in some errors: escaped for the terminal.
+            eprintln!("error: {}", Escaped(&e.to_string()));
             ExitCode::from(match e {
                 ProvisionError::Usage(_) => 2,
                 _ => 1,
@@ -281,12 +283,18 @@ async fn provision(args: &ProvisionArgs) -> Result<(), ProvisionError> {
         .and_then(Value::as_str)
         .unwrap_or("?")
         .to_owned();
+    // What the plug says of itself reaches the terminal escaped: a model or
+    // firmware string cannot carry escape sequences to it.
     println!(
-        "plug {id} ({}, gen {generation}, firmware {}) at {base}",
-        info.get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("model unknown"),
-        info.get("ver").and_then(Value::as_str).unwrap_or("?"),
+        "plug {} ({}, gen {generation}, firmware {}) at {}",
+        Escaped(&id),
+        Escaped(
+            info.get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("model unknown")
+        ),
+        Escaped(info.get("ver").and_then(Value::as_str).unwrap_or("?")),
+        Escaped(&base),
     );
     // 2. Already pointed here?
     let current = rpc.json_rpc("Ws.GetConfig", json!({})).await?;

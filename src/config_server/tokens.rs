@@ -54,7 +54,12 @@ fn list(store: &Db) -> Result<(), String> {
         eprintln!("no device tokens");
     }
     for (device, created) in tokens {
-        println!("{device}\t{}", crate::clock::rfc3339(created));
+        // Device ids come from the devices: escaped for the terminal.
+        println!(
+            "{}\t{}",
+            crate::escape::Escaped(&device),
+            crate::clock::rfc3339(created)
+        );
     }
     Ok(())
 }

@@ -100,6 +100,8 @@ pub struct Plug {
     refresh: tokio::sync::Mutex<()>,
     /// `Shelly.GetDeviceInfo`, asked once per connection.
     info: Mutex<Option<DeviceInfo>>,
+    /// Parts of its statuses left out (bounds), by [`shelly::Refusal`].
+    refused: [AtomicU64; 3],
     closed: CancellationToken,
 }
 
@@ -114,10 +116,14 @@ pub struct DeviceInfo {
     pub app: Option<String>,
 }
 
+/// Longest plug id (`src`), alias or device-info value kept; Shelly's are
+/// a few dozen characters.
+pub const MAX_NAME: usize = 128;
+
 impl DeviceInfo {
     fn from_result(v: &Value) -> DeviceInfo {
         let text = |k: &str| match v.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_NAME => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
@@ -157,6 +163,37 @@ impl Plug {
     /// How old the status is (`None`: never brought up to date).
     pub fn age(&self) -> Option<Duration> {
         lock(&self.updated).map(|t| t.elapsed())
+    }
+
+    /// When the status was last brought up to date.
+    pub fn updated_at(&self) -> Option<std::time::Instant> {
+        *lock(&self.updated)
+    }
+
+    /// Parts of this plug's statuses left out, by reason.
+    pub fn refused(&self) -> [(shelly::Refusal, u64); 3] {
+        shelly::Refusal::ALL.map(|r| (r, self.refused[r as usize].load(Ordering::Relaxed)))
+    }
+
+    /// Applies a status (full or partial) and counts what was left out, saying
+    /// so in the log for the first and then every hundredth refusal.
+    fn apply_status(&self, params: &Map<String, Value>, full: bool) {
+        let refused = lock(&self.status).apply(params, full);
+        if !refused.any() {
+            return;
+        }
+        let mut before = 0;
+        for (i, n) in refused.0.iter().enumerate() {
+            before += self.refused[i].fetch_add(*n, Ordering::Relaxed);
+        }
+        let total = before + refused.0.iter().sum::<u64>();
+        if before == 0 || before / 100 != total / 100 {
+            tracing::warn!(
+                plug = %self.id,
+                refused = total,
+                "parts of a plug's status left out: non-canonical component keys, too many components or too large (see shelly_plug_status_refused_total)"
+            );
+        }
     }
 
     /// The status and its age, read together.
@@ -350,7 +387,7 @@ impl Hub {
                 "no power component (switch with apower, pm1, em1, em) in the status".into(),
             ));
         }
-        lock(&plug.status).apply(&status, true);
+        plug.apply_status(&status, true);
         plug.touch();
         Ok(reading)
     }
@@ -449,10 +486,16 @@ impl Hub {
                     src,
                     method,
                     params,
-                }) => (src, method, params),
+                }) if src.len() <= MAX_NAME => (src, method, params),
                 other => {
                     self.stats.invalid_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(frame = ?other.err(), "a connection's first frame is not a notification with a src; closing it");
+                    let why = match other {
+                        Ok(_) => {
+                            format!("not a notification with a src of at most {MAX_NAME} bytes")
+                        }
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(error = %why, "a connection's first frame is not a plug's; closing it");
                     let _ = sink.close().await;
                     return;
                 }
@@ -474,6 +517,7 @@ impl Hub {
             updated: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             info: Mutex::new(None),
+            refused: Default::default(),
             closed: shutdown.child_token(),
         });
         apply_notification(&plug, &method, &params);
@@ -607,8 +651,8 @@ impl Hub {
 
 fn apply_notification(plug: &Plug, method: &str, params: &Map<String, Value>) {
     match method {
-        "NotifyFullStatus" => lock(&plug.status).apply(params, true),
-        "NotifyStatus" => lock(&plug.status).apply(params, false),
+        "NotifyFullStatus" => plug.apply_status(params, true),
+        "NotifyStatus" => plug.apply_status(params, false),
         // Events (button presses, config changes) carry no status.
         _ => return,
     }

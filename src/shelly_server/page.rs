@@ -4,10 +4,15 @@
 //! reports one, what the plug is (`shelly_plug_info`) and how it is (Wi-Fi, uptime,
 //! pending update).
 //!
+//! Each channel is labelled with its component's type and index (`component`,
+//! `channel`), so `switch:0` and `pm1:0` of one device never share a series.
+//!
 //! `?max_age=SECONDS` (default 60): a plug whose status is older gets one
 //! `Shelly.GetStatus` (shared with other readers), all such plugs at once within the
 //! RPC timeout; a plug whose status is still older than three times `max_age` is
-//! left out, as the exporter drops samples older than three intervals.
+//! left out, as the exporter drops samples older than three intervals, unless it
+//! answered during this request: `?max_age=0` asks every plug now and shows those
+//! that answered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +62,7 @@ families! {
     UPTIME gauge "shelly_plug_uptime_seconds" "Seconds since the plug started" "seconds";
     UPDATE gauge "shelly_plug_update_available" "A firmware update is available for the plug (1) or not (0)" "";
     AGE gauge "shelly_plug_status_age_seconds" "Age of the plug status the page was made from" "seconds";
+    REFUSED counter "shelly_plug_status_refused_total" "Parts of a plug's statuses the hub left out, by reason: bad_key (a component index that is not canonical, like switch:00), too_many_components, too_large" "";
     CONNECTED gauge "shelly_plugs_connected" "Plugs connected to the hub" "";
 }
 
@@ -75,6 +81,7 @@ pub async fn plugs_metrics(
         }
     };
     let plugs = hub.plugs();
+    let asked_at = std::time::Instant::now();
     // Stale plugs get one RPC each (shared with other readers), all at once.
     let stale: Vec<Arc<Plug>> = plugs
         .iter()
@@ -96,7 +103,7 @@ pub async fn plugs_metrics(
     let oldest = max_age * 3;
     let pages: Vec<PlugPage> = plugs
         .iter()
-        .filter_map(|p| PlugPage::of(p, oldest))
+        .filter_map(|p| PlugPage::of(p, oldest, asked_at))
         .collect();
     let body = render(plugs.len(), &plugs, &pages);
     (
@@ -122,7 +129,10 @@ struct PlugPage {
     rssi: Option<f64>,
     uptime: Option<f64>,
     update: Option<f64>,
-    /// Extra labels of each channel (`,channel="0"` or with `,phase="a"`).
+    /// Parts of its statuses left out, by reason.
+    refused: Vec<(String, f64)>,
+    /// Extra labels of each channel (`,component="switch",channel="0"`, with
+    /// `,phase="a"` for the phases of an `em`).
     channels: Vec<(String, Measurements)>,
     total: Option<Measurements>,
 }
@@ -140,9 +150,12 @@ fn plug_labels(plug: &Plug) -> String {
 }
 
 impl PlugPage {
-    fn of(plug: &Plug, oldest: Duration) -> Option<PlugPage> {
+    /// `None` when the plug's status is older than `oldest` and it did not
+    /// answer after `asked_at`.
+    fn of(plug: &Plug, oldest: Duration, asked_at: std::time::Instant) -> Option<PlugPage> {
         let (status, age) = plug.snapshot();
-        let age = age.filter(|a| *a <= oldest)?;
+        let answered_now = plug.updated_at().is_some_and(|t| t >= asked_at);
+        let age = age.filter(|a| *a <= oldest || answered_now)?;
         let (channels, total) = shelly::channels(&status.to_map());
         Some(PlugPage {
             labels: plug_labels(plug),
@@ -152,10 +165,17 @@ impl PlugPage {
             update: status
                 .flag("sys.update_available")
                 .map(|b| f64::from(u8::from(b))),
+            refused: plug
+                .refused()
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (format!(",reason=\"{}\"", r.as_str()), *n as f64))
+                .collect(),
             channels: channels
                 .into_iter()
                 .map(|c| {
-                    let mut extra = format!(",channel=\"{}\"", c.index);
+                    let mut extra =
+                        format!(",component=\"{}\",channel=\"{}\"", c.component, c.index);
                     if let Some(p) = c.phase {
                         extra.push_str(&format!(",phase=\"{p}\""));
                     }
@@ -245,6 +265,15 @@ fn render(connected: usize, plugs: &[Arc<Plug>], pages: &[PlugPage]) -> String {
             pages.iter().map(|p| (p.labels.as_str(), "", get(p))),
         );
     }
+    family(
+        &mut out,
+        &REFUSED,
+        pages.iter().flat_map(|p| {
+            p.refused
+                .iter()
+                .map(move |(extra, n)| (p.labels.as_str(), extra.as_str(), Some(*n)))
+        }),
+    );
     let per_channel: [(&Family, MeasurementValue); 9] = [
         (&POWER, |m| m.power_total_watts),
         (&VOLTAGE, |m| m.power_voltage_volts),

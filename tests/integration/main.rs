@@ -24,6 +24,7 @@ mod metrics_endpoint;
 mod operations;
 mod prometheus;
 mod remote_write;
+mod shelly_bounds;
 mod shelly_exporter;
 mod shelly_fleet;
 mod shelly_hub;

@@ -85,7 +85,7 @@ fn every_plug_on_one_page_per_channel_from_what_it_pushes() {
     });
     let value = |body: &str, series: &str| sample_value(body, series);
     // The quiet plug, from its notifications.
-    let quiet_power = "shelly_plug_power_watts{plug=\"shellyplusplugs-000000000001\",alias=\"orin-01\",channel=\"0\"}";
+    let quiet_power = "shelly_plug_power_watts{plug=\"shellyplusplugs-000000000001\",alias=\"orin-01\",component=\"switch\",channel=\"0\"}";
     assert_eq!(value(&body, quiet_power), Some(45.3), "{body}");
     quiet.update("switch:0", json!({"apower": 50.25}));
     eventually("the notified value", Duration::from_secs(5), || {
@@ -108,16 +108,19 @@ fn every_plug_on_one_page_per_channel_from_what_it_pushes() {
     let two = "plug=\"shellyplus2pm-000000000002\"";
     for (series, want) in [
         (
-            format!("shelly_plug_power_watts{{{two},channel=\"0\"}}"),
+            format!("shelly_plug_power_watts{{{two},component=\"switch\",channel=\"0\"}}"),
             120.5,
         ),
         (
-            format!("shelly_plug_power_watts{{{two},channel=\"1\"}}"),
+            format!("shelly_plug_power_watts{{{two},component=\"switch\",channel=\"1\"}}"),
             0.0,
         ),
-        (format!("shelly_plug_relay_on{{{two},channel=\"1\"}}"), 0.0),
         (
-            format!("shelly_plug_energy_joules_total{{{two},channel=\"1\"}}"),
+            format!("shelly_plug_relay_on{{{two},component=\"switch\",channel=\"1\"}}"),
+            0.0,
+        ),
+        (
+            format!("shelly_plug_energy_joules_total{{{two},component=\"switch\",channel=\"1\"}}"),
             900_000.0,
         ),
         (format!("shelly_plug_wifi_rssi_dbm{{{two}}}"), -61.0),
@@ -135,20 +138,26 @@ fn every_plug_on_one_page_per_channel_from_what_it_pushes() {
     let three = "plug=\"shellypro3em-000000000003\"";
     for (series, want) in [
         (
-            format!("shelly_plug_power_watts{{{three},channel=\"0\",phase=\"a\"}}"),
+            format!(
+                "shelly_plug_power_watts{{{three},component=\"em\",channel=\"0\",phase=\"a\"}}"
+            ),
             200.0,
         ),
         (
-            format!("shelly_plug_power_watts{{{three},channel=\"0\",phase=\"b\"}}"),
+            format!(
+                "shelly_plug_power_watts{{{three},component=\"em\",channel=\"0\",phase=\"b\"}}"
+            ),
             400.0,
         ),
         (
-            format!("shelly_plug_voltage_volts{{{three},channel=\"0\",phase=\"c\"}}"),
+            format!(
+                "shelly_plug_voltage_volts{{{three},component=\"em\",channel=\"0\",phase=\"c\"}}"
+            ),
             229.9,
         ),
         (
             format!(
-                "shelly_plug_returned_energy_joules_total{{{three},channel=\"0\",phase=\"c\"}}"
+                "shelly_plug_returned_energy_joules_total{{{three},component=\"em\",channel=\"0\",phase=\"c\"}}"
             ),
             3600.0,
         ),
@@ -174,7 +183,7 @@ fn every_plug_on_one_page_per_channel_from_what_it_pushes() {
     if let Some(prom) = crate::prometheus::prometheus() {
         prom.add_target_path("hub", &server.api_url, "/plugs/metrics");
         prom.wait_value("shelly_plug_total_power_watts{test=\"hub\"}");
-        prom.wait_value("shelly_plug_power_watts{test=\"hub\",plug=\"shellyplus2pm-000000000002\",channel=\"0\"}");
+        prom.wait_value("shelly_plug_power_watts{test=\"hub\",plug=\"shellyplus2pm-000000000002\",component=\"switch\",channel=\"0\"}");
         // The dashboard's hub panels answer for every plug.
         for (title, query) in crate::deploy::dashboard_queries_bound("job=\"edge\",test=\"hub\"") {
             let plugs = eventually(

@@ -380,3 +380,35 @@ fn digest_auth_and_the_failures_say_why() {
     let (code, _, _) = provision(&["--plug", &lost.url, "--hub", "http://x"]);
     assert_eq!(code, Some(2));
 }
+
+/// A plug that answers with control characters in its id: `provision` prints it
+/// escaped, and the hub it connects to logs it escaped, so neither the terminal
+/// nor the log can be driven or forged.
+#[test]
+fn what_a_plug_says_reaches_the_terminal_and_the_log_escaped() {
+    let mut server = ShellyServer::start(None);
+    let id = "evil\x1b]0;owned\x07\nINFO forged";
+    let plug = HttpPlug::start(id, 2, None);
+    let (code, out, err) = provision(&[
+        "--plug",
+        &plug.url,
+        "--hub",
+        &server.ws_url,
+        "--timeout",
+        "15",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains('\x1b') && !err.contains('\x1b'), "{out:?}");
+    assert!(
+        out.contains("plug evil\\x1b]0;owned\\x07\\nINFO forged (SNPL-00112EU"),
+        "{out}"
+    );
+    server.wait_log("plug connected");
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(!log.contains('\x1b'), "{log:?}");
+    assert!(log.lines().all(|l| !l.starts_with("INFO forged")), "{log}");
+    assert!(
+        log.contains("plug=evil\\x1b]0;owned\\x07\\nINFO forged"),
+        "{log}"
+    );
+}

@@ -19,8 +19,8 @@ pub mod status;
 
 pub use frame::{FrameError, Incoming, RpcError, parse_frame, request};
 pub use status::{
-    Channel, CompactStatus, ERROR_FLAGS, Measurements, PlugReading, Reading, apply_status,
-    channels, error_flag, gen1_reading, reading,
+    Channel, CompactStatus, ERROR_FLAGS, Measurements, PlugReading, Reading, Refusal, Refused,
+    apply_status, channels, component_index, error_flag, gen1_reading, reading,
 };
 
 use std::time::Duration;

@@ -22,6 +22,76 @@ fn is_power_component(key: &str) -> bool {
     POWER_COMPONENTS.contains(&kind)
 }
 
+/// The type and index of a component key as Shelly writes them, `switch:0`:
+/// the index in canonical decimal (`0`, `1`, `12`; never `00`, `+0` or `1e0`,
+/// which would otherwise become the same channel as `0`), at most
+/// [`MAX_COMPONENT_INDEX`].
+pub fn component_index(key: &str) -> Option<(&str, u32)> {
+    let (kind, index) = key.split_once(':')?;
+    let canonical = !index.is_empty()
+        && index.len() <= 3
+        && index.bytes().all(|b| b.is_ascii_digit())
+        && (index == "0" || !index.starts_with('0'));
+    let n: u32 = index.parse().ok().filter(|_| canonical)?;
+    (n <= MAX_COMPONENT_INDEX).then_some((kind, n))
+}
+
+/// Highest component index a plug may report (Shelly's devices count from 0 to
+/// a handful).
+pub const MAX_COMPONENT_INDEX: u32 = 255;
+/// Power components kept per plug (a Pro 4PM has four switches, a Pro 3EM an
+/// `em` and an `emdata`); more are refused.
+pub const MAX_COMPONENTS: usize = 32;
+/// Values kept per plug, over all its components.
+pub const MAX_LEAVES: usize = 1024;
+/// Longest path of a kept value (`switch:0.aenergy.total`), and deepest nesting.
+const MAX_PATH: usize = 96;
+const MAX_DEPTH: usize = 4;
+/// Most error strings kept per component, and their length.
+const MAX_ERRORS: usize = 16;
+const MAX_ERROR_LEN: usize = 64;
+
+/// Why part of a status was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A power component key whose index is not canonical (`switch:00`).
+    BadKey,
+    /// Past [`MAX_COMPONENTS`].
+    TooManyComponents,
+    /// Past [`MAX_LEAVES`], [`MAX_PATH`] or [`MAX_DEPTH`], or an error list too long.
+    TooLarge,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::BadKey,
+        Refusal::TooManyComponents,
+        Refusal::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BadKey => "bad_key",
+            Refusal::TooManyComponents => "too_many_components",
+            Refusal::TooLarge => "too_large",
+        }
+    }
+}
+
+/// How many parts of one status were refused, by [`Refusal`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused(pub [u64; 3]);
+
+impl Refused {
+    fn add(&mut self, why: Refusal) {
+        self.0[why as usize] += 1;
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.iter().any(|n| *n > 0)
+    }
+}
+
 /// Applies a notification or a `Shelly.GetStatus` result to the status document
 /// of power components: a full status replaces it, a partial one is merged
 /// component by component, field by field.
@@ -45,7 +115,9 @@ pub fn apply_status(document: &mut Map<String, Value>, params: &Map<String, Valu
 /// A plug's power-component status kept compactly, for hubs that hold thousands
 /// of plugs: one entry per numeric, boolean or error-list leaf
 /// (`switch:0.aenergy.total` → 1234.5), sorted by path. Strings and other arrays
-/// (`source`, `by_minute`) are not kept; nothing reads them.
+/// (`source`, `by_minute`) are not kept; nothing reads them. Bounded whatever a
+/// plug sends: [`MAX_COMPONENTS`] components, [`MAX_LEAVES`] values, short paths;
+/// the rest is refused and counted.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CompactStatus {
     leaves: Vec<(Box<str>, Value)>,
@@ -59,17 +131,57 @@ fn is_kept(key: &str) -> bool {
 }
 
 impl CompactStatus {
-    /// Same semantics as [`apply_status`]: full replaces, partial merges.
-    pub fn apply(&mut self, params: &Map<String, Value>, full: bool) {
+    /// Same semantics as [`apply_status`]: full replaces, partial merges. What
+    /// does not fit the bounds is left out and counted in the answer.
+    pub fn apply(&mut self, params: &Map<String, Value>, full: bool) -> Refused {
         if full {
             self.leaves.clear();
         }
+        let mut refused = Refused::default();
+        let mut components = self.components();
         for (key, value) in params {
-            if is_kept(key) {
-                self.flatten(key, value);
+            if !is_kept(key) {
+                continue;
             }
+            if is_power_component(key) {
+                if component_index(key).is_none() {
+                    refused.add(Refusal::BadKey);
+                    continue;
+                }
+                if !components.iter().any(|c| c == key) {
+                    if components.len() >= MAX_COMPONENTS {
+                        refused.add(Refusal::TooManyComponents);
+                        continue;
+                    }
+                    components.push(key.clone());
+                }
+            }
+            self.flatten(key, value, 0, &mut refused);
         }
         self.leaves.shrink_to_fit();
+        refused
+    }
+
+    /// The power components kept now.
+    fn components(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (path, _) in &self.leaves {
+            let head = path.split('.').next().unwrap_or("");
+            if is_power_component(head) && out.last().is_none_or(|l| l != head) {
+                out.push(head.to_owned());
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// Values kept.
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
     }
 
     /// A kept numeric leaf, e.g. `wifi.rssi`.
@@ -89,31 +201,45 @@ impl CompactStatus {
             .and_then(|i| self.leaves[i].1.as_bool())
     }
 
-    fn flatten(&mut self, path: &str, value: &Value) {
+    fn flatten(&mut self, path: &str, value: &Value, depth: usize, refused: &mut Refused) {
+        if path.len() > MAX_PATH || depth > MAX_DEPTH {
+            refused.add(Refusal::TooLarge);
+            return;
+        }
         if path == "sys.available_updates" {
             // `{"stable": {"version": "1.4.4"}}` or `{}`: kept as one flag.
             let any = value.as_object().is_some_and(|m| !m.is_empty());
-            self.set("sys.update_available", Value::Bool(any));
+            self.set("sys.update_available", Value::Bool(any), refused);
             return;
         }
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
-                    self.flatten(&format!("{path}.{k}"), v);
+                    self.flatten(&format!("{path}.{k}"), v, depth + 1, refused);
                 }
             }
-            Value::Number(_) | Value::Bool(_) => self.set(path, value.clone()),
+            Value::Number(_) | Value::Bool(_) => self.set(path, value.clone(), refused),
             Value::Array(items) if path.ends_with(".errors") => {
-                self.set(path, Value::Array(items.clone()))
+                let errors: Vec<Value> = items
+                    .iter()
+                    .filter(|e| e.as_str().is_some_and(|e| e.len() <= MAX_ERROR_LEN))
+                    .take(MAX_ERRORS)
+                    .cloned()
+                    .collect();
+                if errors.len() < items.len() {
+                    refused.add(Refusal::TooLarge);
+                }
+                self.set(path, Value::Array(errors), refused)
             }
             Value::Null => self.remove(path),
             _ => {}
         }
     }
 
-    fn set(&mut self, path: &str, value: Value) {
+    fn set(&mut self, path: &str, value: Value, refused: &mut Refused) {
         match self.leaves.binary_search_by(|(k, _)| (**k).cmp(path)) {
             Ok(i) => self.leaves[i].1 = value,
+            Err(_) if self.leaves.len() >= MAX_LEAVES => refused.add(Refusal::TooLarge),
             Err(i) => self.leaves.insert(i, (path.into(), value)),
         }
     }
@@ -275,13 +401,14 @@ fn first(slot: &mut Option<f64>, value: Option<f64>) {
     }
 }
 
-/// Component keys in a stable order: by type, then index.
+/// Component keys in a stable order: by type, then index (keys whose index is
+/// not canonical are not components, see [`component_index`]).
 fn components<'a>(status: &'a Map<String, Value>, kind: &str) -> Vec<(&'a String, &'a Value)> {
     let mut found: Vec<(u32, (&String, &Value))> = status
         .iter()
         .filter_map(|(k, v)| {
-            let (t, i) = k.split_once(':')?;
-            (t == kind).then(|| i.parse().ok().map(|i| (i, (k, v))))?
+            let (t, i) = component_index(k)?;
+            (t == kind).then_some((i, (k, v)))
         })
         .collect();
     found.sort_by_key(|(i, _)| *i);
@@ -354,6 +481,9 @@ pub fn reading(status: &Map<String, Value>) -> Reading {
 /// three-phase EM), for the hub's per-plug page.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Channel {
+    /// The component's type (`switch`, `pm1`, `em1`, `em`): channels of two
+    /// types never share a series.
+    pub component: &'static str,
     /// The component's index (`switch:1` → 1).
     pub index: u32,
     /// `a`, `b` or `c` for the phases of an `em` component.
@@ -364,9 +494,9 @@ pub struct Channel {
 /// A device's channels and, where the device reports one, its total (the `em`
 /// component's `total_act_power` and `emdata`'s totals).
 pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measurements>) {
-    let index = |key: &str| key.split_once(':').and_then(|(_, i)| i.parse::<u32>().ok());
+    let index = |key: &str| component_index(key).map(|(_, i)| i);
     let mut out = Vec::new();
-    let channel = |index: u32, s: &Value, power_key: &str| {
+    let channel = |component: &'static str, index: u32, s: &Value, power_key: &str| {
         let mut m = Measurements {
             power_total_watts: num(s, power_key),
             power_voltage_volts: num(s, "voltage"),
@@ -382,6 +512,7 @@ pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measuremen
             m.temperature_celsius = None;
         }
         Channel {
+            component,
             index,
             phase: None,
             metrics: m,
@@ -391,17 +522,17 @@ pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measuremen
         if s.get("apower").is_some()
             && let Some(i) = index(key)
         {
-            out.push(channel(i, s, "apower"));
+            out.push(channel("switch", i, s, "apower"));
         }
     }
     for (key, s) in components(status, "pm1") {
         if let Some(i) = index(key) {
-            out.push(channel(i, s, "apower"));
+            out.push(channel("pm1", i, s, "apower"));
         }
     }
     for (key, s) in components(status, "em1") {
         if let Some(i) = index(key) {
-            let mut c = channel(i, s, "act_power");
+            let mut c = channel("em1", i, s, "act_power");
             if let Some(d) = status.get(&format!("em1data:{i}")) {
                 c.metrics.energy_total_wh = num(d, "total_act_energy");
                 c.metrics.energy_returned_wh = num(d, "total_act_ret_energy");
@@ -417,6 +548,7 @@ pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measuremen
             let f = |k: &str| num(s, &format!("{phase}_{k}"));
             let d = |k: &str| data.and_then(|d| num(d, &format!("{phase}_{k}")));
             out.push(Channel {
+                component: "em",
                 index: i,
                 phase: Some(phase),
                 metrics: Measurements {
