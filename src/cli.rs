@@ -174,6 +174,17 @@ pub struct ConfigServerArgs {
     #[arg(long, env = "CONFIG_SERVER_ALLOW_ENROLL")]
     pub allow_enroll: bool,
 
+    /// Revisions of history kept per device and per group; older ones are
+    /// deleted as new ones come (the database stops growing with changes).
+    #[arg(
+        long,
+        env = "CONFIG_SERVER_HISTORY_KEEP",
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub history_keep: u64,
+
     #[command(subcommand)]
     pub command: Option<ConfigServerCommand>,
 }

@@ -81,6 +81,7 @@ pub mod health;
 pub mod health_log;
 pub mod http;
 pub mod lock;
+pub mod memory;
 pub mod paths;
 pub mod recordings;
 pub mod reload;

@@ -9,5 +9,7 @@ use clap::Parser;
 use edge_metrics_exporter::cli::Cli;
 
 fn main() -> ExitCode {
+    // Before any thread starts (the runtime's, the blocking pool's).
+    edge_metrics_exporter::memory::limit_arenas();
     edge_metrics_exporter::cmd::main(Cli::parse())
 }

@@ -149,6 +149,7 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
         token: args.token.and_then(Secret::new),
         tls,
         allow_enroll: args.allow_enroll,
+        history_keep: args.history_keep,
     };
     run_until_signal(|shutdown| config_server::run(options, shutdown))
 }

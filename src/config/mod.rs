@@ -13,6 +13,7 @@
 
 pub mod edit;
 mod error;
+pub mod glob;
 mod json;
 pub mod raw;
 pub mod store;
@@ -41,29 +42,7 @@ pub fn is_metric_pattern(key: &str) -> bool {
     key.contains(['*', '?'])
 }
 
-/// Whether `id` matches the glob `pattern` (`*` any run, `?` one character).
-pub fn glob_match(pattern: &str, id: &str) -> bool {
-    let (p, s) = (pattern.as_bytes(), id.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    // Where the last `*` was, and where in `id` it started matching.
-    let mut star: Option<(usize, usize)> = None;
-    while j < s.len() {
-        if i < p.len() && (p[i] == b'?' || p[i] == s[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == b'*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|c| *c == b'*')
-}
+pub use glob::{Glob, glob_match};
 
 /// The template shipped as `config.yaml.template`.
 pub const TEMPLATE: &str = include_str!("../../config.yaml.template");
@@ -427,9 +406,9 @@ pub struct Config {
     pub reload_port: u16,
     /// `metrics:` as written: exact ids and glob patterns (`host_cpu_core*_usage_percent`).
     pub metrics: BTreeMap<String, bool>,
-    /// The patterns of `metrics:`, longest first: the first that matches an id
-    /// without an exact entry decides it.
-    pub metric_patterns: Vec<(String, bool)>,
+    /// The patterns of `metrics:`, compiled, longest first: the first that
+    /// matches an id without an exact entry decides it.
+    pub metric_patterns: Vec<(Glob, bool)>,
     pub new_metrics_enabled: bool,
     /// Most ids auto-discovery adds up to (with those listed already); beyond it,
     /// new ids are counted and neither added nor served.
@@ -503,7 +482,7 @@ impl Config {
     pub fn pattern_for(&self, id: &str) -> Option<bool> {
         self.metric_patterns
             .iter()
-            .find(|(p, _)| glob_match(p, id))
+            .find(|(p, _)| p.matches(id))
             .map(|(_, on)| *on)
     }
 

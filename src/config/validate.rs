@@ -57,13 +57,19 @@ pub(super) fn config(
         port,
         reload_port: raw.reload_port.unwrap_or(DEFAULT_RELOAD_PORT),
         metric_patterns: {
-            let mut patterns: Vec<(String, bool)> = metrics
+            let mut patterns: Vec<(super::Glob, bool)> = metrics
                 .iter()
                 .filter(|(k, _)| super::is_metric_pattern(k))
-                .map(|(k, v)| (k.clone(), *v))
+                // Checked by `metrics` below.
+                .filter_map(|(k, v)| Some((super::Glob::new(k).ok()?, *v)))
                 .collect();
             // Longest first; equal lengths in a fixed order.
-            patterns.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+            patterns.sort_by(|a, b| {
+                b.0.as_str()
+                    .len()
+                    .cmp(&a.0.as_str().len())
+                    .then(a.0.as_str().cmp(b.0.as_str()))
+            });
             patterns
         },
         metrics,
@@ -186,6 +192,11 @@ fn interval(secs: Option<f64>, source: &Source<'_>) -> Result<Duration, ConfigEr
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Longest metric id (or pattern) of `metrics:`; real ids are under 100.
+pub const MAX_METRIC_KEY: usize = 256;
+/// Most glob patterns in `metrics:`.
+pub const MAX_METRIC_PATTERNS: usize = 64;
+
 /// `metrics:` with the legacy `enabled_metrics:` list folded in; whether the list
 /// was there (the store rewrites it).
 fn metrics(
@@ -194,12 +205,40 @@ fn metrics(
     source: &Source<'_>,
 ) -> Result<(BTreeMap<String, bool>, bool), ConfigError> {
     let mut metrics = map.unwrap_or_default();
+    let mut patterns = 0;
     for name in metrics.keys() {
         // A pattern is an id with `*` and `?` in it.
         let as_id = name.replace(['*', '?'], "a");
         if !is_valid_metric_name(&as_id) {
             return Err(source.error(&["metrics", name], format!("Invalid metric name: {name}")));
         }
+        if name.len() > MAX_METRIC_KEY {
+            return Err(source.error(
+                &["metrics", name],
+                format!(
+                    "Invalid metric name: {}… (a metric id is at most {MAX_METRIC_KEY} characters, got {})",
+                    &name[..32],
+                    name.len()
+                ),
+            ));
+        }
+        if super::is_metric_pattern(name) {
+            patterns += 1;
+            if let Err(e) = super::Glob::new(name) {
+                return Err(source.error(
+                    &["metrics", name],
+                    format!("Invalid metric name: {name} ({e})"),
+                ));
+            }
+        }
+    }
+    if patterns > MAX_METRIC_PATTERNS {
+        return Err(source.error(
+            &["metrics"],
+            format!(
+                "metrics: at most {MAX_METRIC_PATTERNS} patterns, got {patterns} (each is matched against every id)"
+            ),
+        ));
     }
     let has_legacy_list = legacy.is_some();
     for name in legacy.unwrap_or_default() {

@@ -184,7 +184,15 @@ pub struct Db {
     current: RwLock<HashMap<String, Arc<Entry>>>,
     groups: RwLock<Groups>,
     contacts: Mutex<HashMap<String, Contact>>,
+    /// Revisions of history kept per device and per group (`--history-keep`).
+    history_keep: u64,
 }
+
+/// Devices changed at once past which freed memory is handed back.
+const TRIM_AFTER: usize = 1000;
+
+/// Revisions of history kept per device and per group by default.
+pub const DEFAULT_HISTORY_KEEP: u64 = 100;
 
 /// The tokens table as last read. SQLite's `data_version` says without any I/O
 /// whether some connection committed since the last look; only then is the
@@ -225,11 +233,22 @@ fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Resul
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        Db::open_keeping(path, DEFAULT_HISTORY_KEEP)
+    }
+
+    /// [`Db::open`] keeping the last `history_keep` revisions of each device's
+    /// and each group's history (older ones are deleted as new ones come, and
+    /// at once here).
+    pub fn open_keeping(path: &Path, history_keep: u64) -> Result<Db, DbError> {
+        let history_keep = history_keep.max(1);
         let conn = Connection::open(path)?;
         // WAL lets reads and the writer overlap; FULL syncs every commit, so an
         // acknowledged PUT survives a power cut.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The WAL grows with a big transaction (a group change restacks every
+        // member); after a checkpoint it is cut back to this.
+        conn.pragma_update(None, "journal_size_limit", 32 * 1024 * 1024)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS devices (
@@ -373,6 +392,7 @@ impl Db {
                 );
             }
         }
+        prune_all_history(&conn, history_keep)?;
         Ok(Db {
             writer: Mutex::new(conn),
             reader: Mutex::new(reader),
@@ -380,6 +400,7 @@ impl Db {
             current: RwLock::new(current),
             groups: RwLock::new(groups),
             contacts: Mutex::new(contacts),
+            history_keep,
         })
     }
 
@@ -646,7 +667,15 @@ impl Db {
             effective,
         };
         for (r, doc, layer) in &rows {
-            insert_history(&tx, device_id, *r, Some(doc), layer, updated_at)?;
+            insert_history(
+                &tx,
+                self.history_keep,
+                device_id,
+                *r,
+                Some(doc),
+                layer,
+                updated_at,
+            )?;
         }
         let entry = store_device(&tx, device_id, revision, &state, updated_at)?;
         tx.commit()?;
@@ -674,7 +703,15 @@ impl Db {
         }
         let revision = existing.revision + 1;
         let tx = conn.transaction()?;
-        insert_history(&tx, device_id, revision, None, "device", now())?;
+        insert_history(
+            &tx,
+            self.history_keep,
+            device_id,
+            revision,
+            None,
+            "device",
+            now(),
+        )?;
         tx.execute(
             "DELETE FROM devices WHERE device_id = ?1",
             params![device_id],
@@ -734,6 +771,7 @@ impl Db {
         let updated_at = now();
         insert_history(
             &tx,
+            self.history_keep,
             device_id,
             revision,
             Some(&state.effective),
@@ -768,6 +806,7 @@ impl Db {
         let tx = conn.transaction()?;
         let entries = match restack(
             &tx,
+            self.history_keep,
             &groups,
             [(device_id.to_owned(), existing, Some(assigned))],
             "membership",
@@ -777,7 +816,7 @@ impl Db {
         };
         tx.commit()?;
         let revision = entries.first().map_or(0, |(_, e)| e.revision);
-        self.set_entries(entries);
+        self.set_entries_and_trim(entries);
         Ok(WriteOutcome::Updated(revision))
     }
 
@@ -809,9 +848,13 @@ impl Db {
         let affected = self.members_before_or_after(name, &groups);
         let tx = conn.transaction()?;
         let document = serde_json::Value::Object(group.document()).to_string();
-        tx.execute(
-            "INSERT INTO group_history (name, revision, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, revision as i64, document, updated_at],
+        insert_group_history(
+            &tx,
+            self.history_keep,
+            name,
+            revision,
+            Some(document),
+            updated_at,
         )?;
         let rules_text = group
             .rules
@@ -828,7 +871,13 @@ impl Db {
                 updated_at
             ],
         )?;
-        let entries = match restack(&tx, &groups, affected, &format!("group:{name}"))? {
+        let entries = match restack(
+            &tx,
+            self.history_keep,
+            &groups,
+            affected,
+            &format!("group:{name}"),
+        )? {
             Ok(entries) => entries,
             Err(invalid) => return Ok((invalid, 0)),
         };
@@ -840,7 +889,7 @@ impl Db {
             .filter(|(_, e)| e.groups.iter().any(|g| g == name))
             .count();
         *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
-        self.set_entries(entries);
+        self.set_entries_and_trim(entries);
         Ok((
             if current.is_some() {
                 WriteOutcome::Updated(revision)
@@ -891,19 +940,22 @@ impl Db {
         groups.remove(name);
         let revision = current + 1;
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO group_history (name, revision, config, updated_at) VALUES (?1, ?2, NULL, ?3)",
-            params![name, revision as i64, now()],
-        )?;
+        insert_group_history(&tx, self.history_keep, name, revision, None, now())?;
         tx.execute("DELETE FROM groups WHERE name = ?1", params![name])?;
-        let entries = match restack(&tx, &groups, before, &format!("group:{name}"))? {
+        let entries = match restack(
+            &tx,
+            self.history_keep,
+            &groups,
+            before,
+            &format!("group:{name}"),
+        )? {
             Ok(entries) => entries,
             Err(invalid) => return Ok((invalid, 0)),
         };
         tx.commit()?;
         let members = entries.len();
         *self.groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
-        self.set_entries(entries);
+        self.set_entries_and_trim(entries);
         Ok((WriteOutcome::Deleted(revision), members))
     }
 
@@ -939,6 +991,16 @@ impl Db {
             return Err(WriteOutcome::PreconditionFailed(Some(existing.revision)));
         }
         Ok(existing)
+    }
+
+    /// [`Db::set_entries`]; after a change to many devices (a group's), the
+    /// memory its old entries and its work held goes back to the system.
+    fn set_entries_and_trim(&self, entries: Vec<(String, Arc<Entry>)>) {
+        let many = entries.len() >= TRIM_AFTER;
+        self.set_entries(entries);
+        if many {
+            crate::memory::release_free();
+        }
     }
 
     fn set_entries(&self, entries: Vec<(String, Arc<Entry>)>) {
@@ -1084,6 +1146,7 @@ fn next_group_revision(conn: &Connection, name: &str) -> Result<u64, DbError> {
 
 fn insert_history(
     conn: &Connection,
+    keep: u64,
     device_id: &str,
     revision: u64,
     config: Option<&Doc>,
@@ -1095,6 +1158,48 @@ fn insert_history(
         "INSERT INTO history (device_id, revision, config, updated_at, layer) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![device_id, revision as i64, text, updated_at, layer])?;
+    // Only the newest `keep` revisions stay.
+    if revision > keep {
+        conn.prepare_cached("DELETE FROM history WHERE device_id = ?1 AND revision <= ?2")?
+            .execute(params![device_id, (revision - keep) as i64])?;
+    }
+    Ok(())
+}
+
+/// Records a group's revision (`None`: its deletion), keeping its newest `keep`.
+fn insert_group_history(
+    conn: &Connection,
+    keep: u64,
+    name: &str,
+    revision: u64,
+    document: Option<String>,
+    updated_at: f64,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO group_history (name, revision, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![name, revision as i64, document, updated_at])?;
+    if revision > keep {
+        conn.prepare_cached("DELETE FROM group_history WHERE name = ?1 AND revision <= ?2")?
+            .execute(params![name, (revision - keep) as i64])?;
+    }
+    Ok(())
+}
+
+/// Cuts every device's and group's history to its newest `keep` revisions
+/// (a database from before the limit, or a smaller limit).
+fn prune_all_history(conn: &Connection, keep: u64) -> Result<(), DbError> {
+    let keep = keep as i64;
+    let removed = conn.execute(
+        "DELETE FROM history WHERE revision <= (SELECT MAX(h.revision) FROM history h WHERE h.device_id = history.device_id) - ?1",
+        params![keep],
+    )? + conn.execute(
+        "DELETE FROM group_history WHERE revision <= (SELECT MAX(g.revision) FROM group_history g WHERE g.name = group_history.name) - ?1",
+        params![keep],
+    )?;
+    if removed > 0 {
+        tracing::info!(removed, keep, "history beyond the newest revisions removed");
+    }
     Ok(())
 }
 
@@ -1146,6 +1251,7 @@ fn store_device(
 #[allow(clippy::type_complexity)]
 fn restack(
     tx: &Connection,
+    keep: u64,
     groups: &Groups,
     devices: impl IntoIterator<Item = (String, Arc<Entry>, Option<Vec<String>>)>,
     layer: &str,
@@ -1162,11 +1268,8 @@ fn restack(
             return Ok(Err(invalid));
         }
         let revision = entry.revision + 1;
+        insert_history(tx, keep, &id, revision, Some(&effective), layer, updated_at)?;
         let text = serde_json::Value::Object(effective).to_string();
-        tx.prepare_cached(
-            "INSERT INTO history (device_id, revision, config, updated_at, layer) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![id, revision as i64, text, updated_at, layer])?;
         tx.prepare_cached(
             "UPDATE devices SET revision = ?2, config = ?3, updated_at = ?4, groups = ?5 WHERE device_id = ?1",
         )?
@@ -1421,6 +1524,41 @@ mod tests {
         );
         assert_eq!(db.group("jetsons").expect("group").revision, 2);
         assert_eq!(db.group_history("lab", 10).expect("history").len(), 2);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_revisions_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("configs.db");
+        let db = Db::open_keeping(&path, 5).expect("open");
+        for i in 0..12 {
+            db.put(
+                "orin-1",
+                &json!({"device_type": "jetson_orin", "interval": i + 1}),
+                "jetson_orin",
+                Precondition::None,
+            )
+            .expect("put");
+            db.put_group(
+                "lab",
+                doc(json!({"interval": i + 1})),
+                None,
+                Precondition::None,
+            )
+            .expect("group");
+        }
+        let history = db.history("orin-1", 1000).expect("history");
+        assert_eq!(history.len(), 5, "{history:?}");
+        let newest = db.get("orin-1").expect("entry").revision;
+        // Oldest first.
+        assert_eq!(history[4].revision, newest);
+        assert_eq!(history[0].revision, newest - 4);
+        assert_eq!(db.group_history("lab", 1000).expect("history").len(), 5);
+        drop(db);
+        // A smaller limit applies at once when the database opens.
+        let db = Db::open_keeping(&path, 2).expect("reopen");
+        assert_eq!(db.history("orin-1", 1000).expect("history").len(), 2);
+        assert_eq!(db.group_history("lab", 1000).expect("history").len(), 2);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::config::{glob_match, is_metric_pattern};
+use crate::config::{Glob, glob_match, is_metric_pattern};
 use crate::sync::doc;
 pub use crate::sync::doc::Doc;
 
@@ -65,7 +65,12 @@ pub fn apply_layer(doc: &mut Doc, layer: &Doc) {
             .filter(|(k, v)| is_metric_pattern(k) && !v.is_null())
             .map(|(k, _)| k)
         {
-            below.retain(|id, _| id == pattern || !glob_match(pattern, id));
+            // Compiled once, matched in one pass per id (a pattern too long to
+            // compile was refused when it was written).
+            let Ok(glob) = Glob::new(pattern) else {
+                continue;
+            };
+            below.retain(|id, _| id == pattern || !glob.matches(id));
         }
     }
     doc::apply(doc, layer);
@@ -143,11 +148,18 @@ pub fn split_write(
             }
             (METRICS, Value::Object(entries)) => {
                 let listed = current.get(METRICS).and_then(Value::as_object);
+                let globs: Vec<Glob> = listed
+                    .map(|m| {
+                        m.keys()
+                            .filter(|p| is_metric_pattern(p))
+                            .filter_map(|p| Glob::new(p).ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 for (id, on) in entries {
                     let new_id = !on.is_null()
                         && listed.is_none_or(|m| {
-                            !m.contains_key(id)
-                                && !m.keys().any(|p| is_metric_pattern(p) && glob_match(p, id))
+                            !m.contains_key(id) && !globs.iter().any(|g| g.matches(id))
                         });
                     let into = if new_id { &mut added } else { &mut changed };
                     metrics_of(into).insert(id.clone(), on.clone());
@@ -202,13 +214,13 @@ pub fn split_write(
     }
     // An override pattern clears what it covers below it: the ids the device
     // listed under it go with it.
-    let patterns: Vec<String> = overrides
+    let patterns: Vec<Glob> = overrides
         .get(METRICS)
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
                 .filter(|(k, v)| is_metric_pattern(k) && !v.is_null())
-                .map(|(k, _)| k.clone())
+                .filter_map(|(k, _)| Glob::new(k).ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -216,7 +228,7 @@ pub fn split_write(
         && let Some(Value::Object(written)) = body.get(METRICS)
     {
         for (id, on) in written {
-            if patterns.iter().any(|p| p != id && glob_match(p, id)) {
+            if patterns.iter().any(|p| p.as_str() != id && p.matches(id)) {
                 metrics_of(&mut overrides).insert(id.clone(), on.clone());
             }
         }
@@ -294,9 +306,10 @@ impl Rules {
         };
         let mut out = Rules::default();
         for (key, pattern) in rules {
-            let Some(pattern) = pattern.as_str().filter(|p| (1..=128).contains(&p.len())) else {
+            let max = crate::config::glob::MAX_PATTERN;
+            let Some(pattern) = pattern.as_str().filter(|p| (1..=max).contains(&p.len())) else {
                 return Err(format!(
-                    "match.{key} must be a glob pattern of 1 to 128 characters"
+                    "match.{key} must be a glob pattern of 1 to {max} characters"
                 ));
             };
             match key.as_str() {

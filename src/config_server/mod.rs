@@ -31,6 +31,8 @@ pub struct ServerOptions {
     /// HTTPS with this certificate, key and optional client CA (re-read on SIGHUP).
     pub tls: Option<crate::config::ServerTlsConfig>,
     pub allow_enroll: bool,
+    /// Revisions of history kept per device and per group.
+    pub history_keep: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +52,8 @@ pub enum ServerError {
 
 /// Opens the database, listens, and serves until `shutdown`.
 pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<(), ServerError> {
-    let path = options.db.clone();
-    let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
+    let (path, keep) = (options.db.clone(), options.history_keep);
+    let db = tokio::task::spawn_blocking(move || db::Db::open_keeping(&path, keep))
         .await
         .map_err(|e| ServerError::Runtime(e.to_string()))?
         .map_err(|source| ServerError::Db {

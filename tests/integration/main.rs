@@ -7,6 +7,7 @@
 mod api;
 mod board_sensors;
 mod config_page;
+mod config_server_bounds;
 mod config_sync;
 mod deploy;
 mod disk_full;

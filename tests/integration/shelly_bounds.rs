@@ -43,10 +43,7 @@ fn an_amplifying_plug_costs_what_a_four_channel_plug_costs() {
             // Indexes 1..255 are canonical (32 components at most are kept);
             // the rest are not.
             let index = frame * 1_500 + i + 1;
-            params.insert(
-                format!("switch:{index}"),
-                json!({"apower": 1.0}),
-            );
+            params.insert(format!("switch:{index}"), json!({"apower": 1.0}));
         }
         let text = json!({"src": "shellyplus-amplifier", "dst": "ws", "method": "NotifyStatus",
                           "params": params})
