@@ -18,7 +18,7 @@ if [ "${1:-}" = "--setup" ]; then
 fi
 seconds="${1:-30}"
 export RUSTC_BOOTSTRAP=1
-targets=(tegrastats_line config shelly_frame api_body)
+targets=(tegrastats_line config shelly_frame api_body web_config hub_status)
 # Every target in one cargo run first (their last crates build side by side), so
 # that each `cargo fuzz run` below only starts its binary.
 echo "==> cargo fuzz build"

@@ -175,6 +175,11 @@ impl CompactStatus {
         out
     }
 
+    /// Power components kept.
+    pub fn component_count(&self) -> usize {
+        self.components().len()
+    }
+
     /// Values kept.
     pub fn len(&self) -> usize {
         self.leaves.len()
