@@ -6,6 +6,7 @@
 # wrk while the groups exist.
 # Usage: bench/config-groups.sh [seconds for the GET run, default 20]
 #        BIN=path/to/binary bench/config-groups.sh   (another build, e.g. the static musl one)
+#        ROUNDS=N (the big change N times), HISTORY_KEEP=N (--history-keep, default 100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -15,19 +16,22 @@ bin=${BIN:-./target/release/edge-metrics-exporter}
 work=$(mktemp -d)
 port=18481
 "$bin" config-server --address 127.0.0.1 --port $port \
-  --db "$work/configs.db" 2>"$work/log" &
+  --db "$work/configs.db" --history-keep "${HISTORY_KEEP:-100}" 2>"$work/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 sleep 1
 base="http://127.0.0.1:$port"
 rss() { grep VmRSS /proc/$pid/status | awk '{print $2 " kB"}'; }
 
-python3 - "$port" "$pid" "${ROUNDS:-1}" <<'PY'
-import http.client, json, sys, threading, time
+python3 - "$port" "$pid" "${ROUNDS:-1}" "$work/configs.db" <<'PY'
+import http.client, json, os, sys, threading, time
 port, pid = int(sys.argv[1]), sys.argv[2]
 def rss():
     with open(f"/proc/{pid}/status") as f:
         return next(l.split()[1] for l in f if l.startswith("VmRSS")) + " kB"
+def db():
+    size = lambda p: os.path.getsize(p) if os.path.exists(p) else 0
+    return f"{size(sys.argv[4]) / 1e6:.0f} MB + WAL {size(sys.argv[4] + '-wal') / 1e6:.0f} MB"
 metrics = {f"bench_metric_{i:03d}_watts": i % 3 == 0 for i in range(1, 201)}
 body = json.dumps({"device_type": "jetson_orin", "interval": 1, "metrics": metrics})
 
@@ -82,7 +86,7 @@ def change(name, doc, members):
         assert s in (200, 201), d
         assert json.loads(d)["members"] == members, d
     print(f"group change, {members} members: " + ", ".join(f"{x * 1000:.0f} ms" for x in times)
-          + f" ({min(times) / members * 1e6:.0f} us per member); RSS {rss()}")
+          + f" ({min(times) / members * 1e6:.0f} us per member); RSS {rss()}; database {db()}")
 
 change("g00", {"metrics": {"bench_metric_001_watts": True, "bench_metric_050_watts": False}}, 500)
 # The whole fleet by a match rule (first creation, then changes).
@@ -91,7 +95,7 @@ t = time.time()
 s, _, d = call(c, "PUT", "/groups/all", json.dumps({"match": {"hostname": "dev-*"}, "metrics": {"bench_metric_002_watts": False}}))
 assert s == 201, d
 print(f"a group matching all 10,000 devices created in {(time.time() - t) * 1000:.0f} ms; RSS {rss()}")
-for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 1):
+for _ in range(int(sys.argv[3])):
     change("all", {"match": {"hostname": "dev-*"}, "metrics": {"bench_metric_002_watts": False}}, 10000)
 s, _, d = call(conn(), "GET", "/config/dev-20")
 cfg = json.loads(d)
