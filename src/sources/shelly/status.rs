@@ -225,12 +225,24 @@ impl CompactStatus {
             }
             Value::Number(_) | Value::Bool(_) => self.set(path, value.clone(), refused),
             Value::Array(items) if path.ends_with(".errors") => {
-                let errors: Vec<Value> = items
-                    .iter()
-                    .filter(|e| e.as_str().is_some_and(|e| e.len() <= MAX_ERROR_LEN))
-                    .take(MAX_ERRORS)
-                    .cloned()
-                    .collect();
+                // The documented flags first (each once), then one of the rest
+                // (it reads as `other`): junk cannot push a real flag out.
+                let mut errors: Vec<Value> = Vec::new();
+                let mut other = false;
+                for e in items.iter().filter_map(Value::as_str) {
+                    if e.len() > MAX_ERROR_LEN || errors.len() >= MAX_ERRORS {
+                        continue;
+                    }
+                    let known = error_flag(e) != "other";
+                    if (known
+                        && !errors
+                            .iter()
+                            .any(|x| x.as_str().map(error_flag) == Some(error_flag(e))))
+                        || (!known && !std::mem::replace(&mut other, true))
+                    {
+                        errors.push(Value::String(e.to_owned()));
+                    }
+                }
                 if errors.len() < items.len() {
                     refused.add(Refusal::TooLarge);
                 }
