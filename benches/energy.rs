@@ -132,7 +132,7 @@ fn main() {
             while t.as_secs_f64() <= 5.0 {
                 let now = t.as_secs_f64();
                 if !opened && now >= start {
-                    m.open(1, t0 + Duration::from_secs_f64(start));
+                    m.open(1, t0 + Duration::from_secs_f64(start), None);
                     opened = true;
                 }
                 if opened && got.is_none() && now >= start + 0.3 {
@@ -141,7 +141,7 @@ fn main() {
                 m.record(t0 + t, job(now));
                 t += step;
             }
-            let j = got.map_or(0.0, |w| w.joules);
+            let j = got.map_or(0.0, |(w, _)| w.joules);
             lo = lo.min(j);
             hi = hi.max(j);
         }
@@ -154,7 +154,14 @@ fn main() {
     // Cost of one reading (record), with the publish window and one run open.
     let t0 = Instant::now();
     let mut m = Meter::power(Duration::from_millis(10), t0);
-    m.open(1, t0);
+    let budget = edge_metrics_exporter::energy::TraceBudget::new(usize::MAX);
+    m.open(
+        1,
+        t0,
+        Some(edge_metrics_exporter::energy::Trace::new(
+            t0, 1_000_000, budget,
+        )),
+    );
     let n = 10_000_000u32;
     let start = Instant::now();
     for i in 1..=n {
@@ -164,6 +171,8 @@ fn main() {
         );
     }
     let per = start.elapsed().as_nanos() as f64 / f64::from(n);
-    println!("one reading: {per:.1} ns (publish window and one run open)");
+    println!(
+        "one reading: {per:.1} ns (publish window and one run open, with its trace of at most 1,000,000 points)"
+    );
     std::hint::black_box(m.joules());
 }

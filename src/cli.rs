@@ -53,8 +53,9 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct MeasureArgs {
-    /// The running exporter's management API; when none answers, the sources of
-    /// `--config` are sampled here.
+    /// The running exporter's management API; when nothing answers there, the
+    /// sources of `--config` are sampled here. An answer it cannot use (401,
+    /// 429, 5xx) is an error.
     #[arg(
         long,
         env = "EDGE_EXPORTER_API_URL",
@@ -62,12 +63,17 @@ pub struct MeasureArgs {
     )]
     pub url: String,
 
-    /// Config file whose sources are sampled when no exporter answers (the
+    /// Sample the sources of `--config` here, without asking an exporter.
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// Config file whose sources are sampled when measuring here (the
     /// embedded default when it does not exist; never written).
     #[arg(long, env = "LOCAL_CONFIG_PATH", default_value = "config.yaml")]
     pub config: PathBuf,
 
-    /// Print the run as JSON.
+    /// Print the run (or, with repeats or several commands, every run and the
+    /// summary) as JSON.
     #[arg(long)]
     pub json: bool,
 
@@ -80,6 +86,37 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
 
+    /// Runs of each command that are measured.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub repeat: u32,
+
+    /// Runs of each command before the measured ones, not measured.
+    #[arg(long, value_name = "K", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub warmup: u32,
+
+    /// First measure this many seconds of idle; each run's energy above idle
+    /// power is then reported too.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle: Option<f64>,
+
+    /// A command run through `sh -c` (repeatable: each is measured and
+    /// compared with the first).
+    #[arg(short = 'c', long = "command", value_name = "CMD")]
+    pub commands: Vec<String>,
+
+    /// Write one row per command, repetition and source.
+    #[arg(long, value_name = "FILE")]
+    pub export_csv: Option<PathBuf>,
+
+    /// Write the run's readings (`t_s,source,watts`; with repeats or several
+    /// commands, `command,repetition,` first).
+    #[arg(long, value_name = "FILE.csv")]
+    pub trace: Option<PathBuf>,
+
+    /// Draw the (last measured) run's power over time per source as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
     /// CA certificate (PEM) of an `https://` URL (default: the system's roots).
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
@@ -88,8 +125,8 @@ pub struct MeasureArgs {
     #[arg(long)]
     pub insecure: bool,
 
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The command and its arguments, after `--` (or use `-c`).
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

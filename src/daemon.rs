@@ -221,6 +221,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         Limits::new(API_CONNECTIONS),
     ));
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
+    tracker.spawn(keep_runs(state.runs.clone(), shutdown.clone()));
     tracker.spawn(crate::health_log::run(state.clone(), shutdown.clone()));
     tracing::info!(
         device_type = state.scheduler.device().resolved.device_type.as_str(),
@@ -234,6 +235,10 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    // Open runs are closed and stored as ended by the shutdown.
+    let runs = state.runs.clone();
+    let _ = tokio::task::spawn_blocking(move || runs.close_all(crate::energy::runs::End::Shutdown))
+        .await;
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
@@ -242,6 +247,25 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not stop in time; exiting anyway");
     }
     Ok(())
+}
+
+/// Every second: closes runs past their timeout and writes the journal of the
+/// open ones (a crash then loses at most a second of a run).
+async fn keep_runs(runs: Arc<crate::energy::runs::Runs>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let runs = runs.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            runs.expire(Instant::now());
+            runs.checkpoint();
+        })
+        .await;
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {

@@ -1,13 +1,19 @@
-//! `measure [--url URL] [--config PATH] [--json] -- COMMAND [ARGS…]`: runs a
-//! command and says how much energy each power source used while it ran.
+//! `measure [--url URL | --standalone] [--repeat N] [--warmup K] [--idle S]
+//! [-c CMD …] [--json] [--export-csv F] [--trace F.csv] [--plot F.svg] -- COMMAND
+//! [ARGS…]`: runs commands and says how much energy each power source used
+//! while they ran.
 //!
-//! With an exporter running, it opens a run on it (`POST /runs` on the
-//! management API, `EDGE_EXPORTER_API_TOKEN` when set) and stops it when the
-//! command ends, so the numbers come from the exporter's own meters. When no
-//! exporter answers, it builds the collectors the config asks for, samples them
-//! itself every `power.sample_interval`, and reads its own meters. Either way it
-//! prints a table (or, with `--json`, the run's JSON) and exits with the
-//! command's exit status.
+//! With an exporter answering at `--url`, each measured run is a run on it
+//! (`POST /runs` on the management API, `EDGE_EXPORTER_API_TOKEN` when set),
+//! so the numbers come from the exporter's own meters, read fast while the run
+//! is open. When nothing answers there (or with `--standalone`) it builds the
+//! collectors the config asks for and samples them itself, fast. An answer it
+//! cannot use (401, 429, 5xx) is an error: it never measures something else
+//! quietly.
+//!
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to the running command;
+//! `measure` waits for it, stores and prints what was measured, and exits
+//! 128 + the signal. Otherwise it exits with the (last) command's status.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -15,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,21 +29,95 @@ use crate::cli::MeasureArgs;
 use crate::collectors::{self, BuildContext};
 use crate::config::{Config, Overrides, Source, Store};
 use crate::energy::Registry;
-use crate::energy::runs::{RunReport, RunRequest, Runs};
+use crate::energy::plot;
+use crate::energy::runs::{End, RunReport, RunRequest, RunTrace, Runs};
+use crate::escape::Escaped;
 use crate::sample::SampleSink;
 
-/// How long the exporter may take to open or stop a run.
+/// How long the exporter may take to answer.
 const API_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `measure`: the command's exit status, or 1 when nothing could be measured
-/// (127 when the command cannot be started, as a shell says).
+/// A command to measure.
+#[derive(Debug, Clone)]
+enum Command {
+    /// `-- PROGRAM ARGS…`
+    Argv(Vec<String>),
+    /// `-c 'CMD'`, through `sh -c`.
+    Shell(String),
+}
+
+impl Command {
+    fn line(&self) -> String {
+        match self {
+            Command::Argv(argv) => argv.join(" "),
+            Command::Shell(text) => text.clone(),
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    /// Its exit status (128 + the signal that ended it).
+    code: i32,
+    /// A signal `measure` received (and passed on) meanwhile.
+    signal: Option<i32>,
+}
+
+/// The four signals passed on to the command, waited on all the time.
+struct Signals(Vec<(i32, Signal)>);
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        let mut all = Vec::new();
+        for (number, kind) in [
+            (libc::SIGINT, SignalKind::interrupt()),
+            (libc::SIGTERM, SignalKind::terminate()),
+            (libc::SIGHUP, SignalKind::hangup()),
+            (libc::SIGQUIT, SignalKind::quit()),
+        ] {
+            all.push((number, signal(kind)?));
+        }
+        Ok(Signals(all))
+    }
+
+    /// The next signal received.
+    async fn next(&mut self) -> i32 {
+        let waits = self.0.iter_mut().map(|(n, s)| {
+            let n = *n;
+            Box::pin(async move {
+                s.recv().await;
+                n
+            })
+        });
+        futures_util::future::select_all(waits).await.0
+    }
+}
+
+/// `measure`: the command's exit status, 128 + a signal received, 1 when
+/// nothing could be measured, 2 for a wrong command line (127 when the command
+/// cannot be started, as a shell says).
 pub fn run(args: &MeasureArgs) -> ExitCode {
-    let Some((program, program_args)) = args.command.split_first() else {
-        eprintln!("error: measure needs a command: measure -- COMMAND [ARGS...]");
-        return ExitCode::from(2);
+    let commands: Vec<Command> = match (args.commands.is_empty(), args.command.is_empty()) {
+        (false, true) => args.commands.iter().cloned().map(Command::Shell).collect(),
+        (true, false) => vec![Command::Argv(args.command.clone())],
+        (false, false) => {
+            eprintln!("error: give commands either with -c or after --, not both");
+            return ExitCode::from(2);
+        }
+        (true, true) => {
+            eprintln!("error: measure needs a command: measure -- COMMAND [ARGS...] or -c 'CMD'");
+            return ExitCode::from(2);
+        }
     };
-    let request = match request(args) {
-        Ok(r) => r,
+    if let Some(s) = args.idle
+        && !(s.is_finite() && s > 0.0 && s <= 3600.0)
+    {
+        eprintln!("error: --idle must be seconds above 0 and at most 3600, got {s}");
+        return ExitCode::from(2);
+    }
+    let labels = match labels(args) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -46,57 +127,10 @@ pub fn run(args: &MeasureArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let api = Api::new(args);
-    let outcome = rt.block_on(async {
-        match api.open(&request).await {
-            Ok(id) => {
-                let status = run_command(program, program_args).await;
-                let report = api.stop(&id).await;
-                (
-                    status,
-                    report.map_err(|e| format!("stopping run {id} on {}: {e}", api.base)),
-                )
-            }
-            Err(why) => {
-                tracing::info!(reason = %why, "no exporter answers; sampling the sources here");
-                measure_here(args, request, program, program_args).await
-            }
-        }
-    });
-    let (status, report) = outcome;
-    let code = match status {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: cannot run {program}: {e}");
-            127
-        }
-    };
-    match report {
-        Ok(mut report) => {
-            report.exit_code = Some(code);
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("error: {e}"),
-                }
-            } else {
-                print_table(&report);
-            }
-        }
-        Err(e) => eprintln!("error: no measurement: {e}"),
-    }
-    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+    rt.block_on(measure(args, commands, labels))
 }
 
-/// The run's name (`--name`, else the command line) and labels.
-fn request(args: &MeasureArgs) -> Result<RunRequest, String> {
-    let name = args.name.clone().unwrap_or_else(|| {
-        let line = args.command.join(" ");
-        line.chars()
-            .filter(|c| !c.is_control())
-            .take(crate::energy::runs::MAX_NAME)
-            .collect()
-    });
+fn labels(args: &MeasureArgs) -> Result<BTreeMap<String, String>, String> {
     let mut labels = BTreeMap::new();
     for pair in &args.label {
         let (k, v) = pair
@@ -104,24 +138,372 @@ fn request(args: &MeasureArgs) -> Result<RunRequest, String> {
             .ok_or_else(|| format!("--label {pair:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_owned(), v.to_owned());
     }
-    let request = RunRequest { name, labels };
-    request.validate().map_err(|e| e.to_string())?;
-    Ok(request)
+    RunRequest {
+        name: "check".into(),
+        labels: labels.clone(),
+        timeout_s: None,
+    }
+    .validate()
+    .map_err(|e| e.to_string())?;
+    Ok(labels)
 }
 
-/// Runs the command with this process's stdin, stdout and stderr; its exit
-/// status (128 + the signal when a signal ended it).
-async fn run_command(program: &str, args: &[String]) -> std::io::Result<i32> {
-    let status = tokio::process::Command::new(program)
-        .args(args)
-        .kill_on_drop(true)
-        .status()
-        .await?;
+/// A run's name: the given one or the command line, without control
+/// characters, cut to the longest name a run takes.
+fn run_name(base: &str, suffix: &str) -> String {
+    let room = crate::energy::runs::MAX_NAME.saturating_sub(suffix.chars().count());
+    let mut name: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(room)
+        .collect();
+    if name.trim().is_empty() {
+        name = "run".into();
+    }
+    name.push_str(suffix);
+    name
+}
+
+/// What one command came to.
+struct Measured {
+    command: Command,
+    runs: Vec<RunReport>,
+    traces: Vec<RunTrace>,
+}
+
+async fn measure(
+    args: &MeasureArgs,
+    commands: Vec<Command>,
+    labels: BTreeMap<String, String>,
+) -> ExitCode {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let meter = match Meter::connect(args).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {}", Escaped(&e));
+            return ExitCode::from(1);
+        }
+    };
+    let want_trace = args.trace.is_some() || args.plot.is_some();
+    let single = commands.len() == 1 && args.repeat == 1 && args.idle.is_none();
+    let mut received: Option<i32> = None;
+    let mut last_code = 0;
+    let mut failure: Option<String> = None;
+
+    // Idle first: what the device draws doing nothing.
+    let mut idle: Option<RunReport> = None;
+    if let Some(seconds) = args.idle {
+        match meter
+            .open(&RunRequest {
+                name: "idle".into(),
+                labels: labels.clone(),
+                timeout_s: None,
+            })
+            .await
+        {
+            Ok(id) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {}
+                    n = signals.next() => received = Some(n),
+                }
+                match meter.stop(&id, None, End::Stop).await {
+                    Ok(report) => idle = Some(report),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+
+    let mut measured: Vec<Measured> = Vec::new();
+    'commands: for (k, command) in commands.iter().enumerate() {
+        if received.is_some() || failure.is_some() {
+            break;
+        }
+        for _ in 0..args.warmup {
+            match run_command(command, &mut signals).await {
+                Ok(outcome) if outcome.signal.is_some() => {
+                    received = outcome.signal;
+                    break 'commands;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("error: cannot run {}: {e}", Escaped(&command.line()));
+                    return finish(meter, ExitCode::from(127)).await;
+                }
+            }
+        }
+        let base = match (&args.name, commands.len()) {
+            (Some(name), 1) => name.clone(),
+            (Some(name), _) => format!("{name} [{}]", k + 1),
+            (None, _) => command.line(),
+        };
+        let mut this = Measured {
+            command: command.clone(),
+            runs: Vec::new(),
+            traces: Vec::new(),
+        };
+        for i in 0..args.repeat {
+            let suffix = if args.repeat > 1 {
+                format!(" ({}/{})", i + 1, args.repeat)
+            } else {
+                String::new()
+            };
+            let request = RunRequest {
+                name: run_name(&base, &suffix),
+                labels: labels.clone(),
+                timeout_s: None,
+            };
+            let id = match meter.open(&request).await {
+                Ok(id) => id,
+                Err(e) => {
+                    failure = Some(e);
+                    break 'commands;
+                }
+            };
+            let outcome = run_command(command, &mut signals).await;
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: cannot run {}: {e}", Escaped(&command.line()));
+                    let _ = meter.stop(&id, Some(127), End::Exit).await;
+                    return finish(meter, ExitCode::from(127)).await;
+                }
+            };
+            last_code = outcome.code;
+            match meter.stop(&id, Some(outcome.code), End::Exit).await {
+                Ok(report) => {
+                    if want_trace {
+                        match meter.trace(&id).await {
+                            Ok(t) => this.traces.push(t),
+                            Err(e) => eprintln!("warning: no trace of run {id}: {}", Escaped(&e)),
+                        }
+                    }
+                    this.runs.push(report);
+                }
+                Err(e) => failure = Some(e),
+            }
+            if outcome.signal.is_some() {
+                received = outcome.signal;
+            }
+            if received.is_some() || failure.is_some() {
+                measured.push(this);
+                break 'commands;
+            }
+        }
+        measured.push(this);
+    }
+
+    if let Some(e) = &failure {
+        eprintln!("error: no measurement: {}", Escaped(e));
+    }
+    if single {
+        if let Some(report) = measured.first().and_then(|m| m.runs.first()) {
+            if args.json {
+                match serde_json::to_string_pretty(report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            } else {
+                print_table(report);
+            }
+        }
+    } else if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary_json(idle.as_ref(), &measured, args.warmup))
+                .unwrap_or_default()
+        );
+    } else {
+        print_summary(idle.as_ref(), &measured, args.warmup);
+    }
+    write_files(args, &measured, single);
+    let code = match (received, &failure) {
+        (Some(n), _) => ExitCode::from(u8::try_from(128 + n).unwrap_or(1)),
+        (None, Some(_)) if measured.iter().all(|m| m.runs.is_empty()) => ExitCode::from(1),
+        _ => ExitCode::from(u8::try_from(last_code.clamp(0, 255)).unwrap_or(1)),
+    };
+    finish(meter, code).await
+}
+
+async fn finish(meter: Meter, code: ExitCode) -> ExitCode {
+    meter.close().await;
+    code
+}
+
+/// `--export-csv`, `--trace`, `--plot`.
+fn write_files(args: &MeasureArgs, measured: &[Measured], single: bool) {
+    let write = |path: &std::path::Path, text: String| {
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+        }
+    };
+    if let Some(path) = &args.export_csv {
+        let mut out = String::from(
+            "command,repetition,source,joules,joules_bound,duration_s,mean_watts,peak_watts,samples,exit_code\n",
+        );
+        for m in measured {
+            let command = csv_text(&m.command.line());
+            for (i, run) in m.runs.iter().enumerate() {
+                for s in &run.sources {
+                    out.push_str(&format!(
+                        "{command},{},{},{},{},{},{},{},{},{}\n",
+                        i + 1,
+                        csv_text(&s.source),
+                        s.joules,
+                        s.joules_bound,
+                        run.duration_s,
+                        s.mean_watts.map(|v| v.to_string()).unwrap_or_default(),
+                        s.peak_watts.map(|v| v.to_string()).unwrap_or_default(),
+                        s.samples,
+                        run.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        write(path, out);
+    }
+    if let Some(path) = &args.trace {
+        if single {
+            if let Some(t) = measured.first().and_then(|m| m.traces.first()) {
+                write(path, plot::trace_csv(t));
+            }
+        } else {
+            let mut out = String::from("command,repetition,t_s,source,watts\n");
+            for m in measured {
+                let command = csv_text(&m.command.line());
+                for (i, t) in m.traces.iter().enumerate() {
+                    for line in plot::trace_csv(t).lines().skip(1) {
+                        out.push_str(&format!("{command},{},{line}\n", i + 1));
+                    }
+                }
+            }
+            write(path, out);
+        }
+    }
+    if let Some(path) = &args.plot
+        && let Some(m) = measured.iter().rev().find(|m| !m.runs.is_empty())
+        && let (Some(report), Some(trace)) = (m.runs.last(), m.traces.last())
+    {
+        write(path, plot::svg(report, trace, 960, 420));
+    }
+}
+
+/// A CSV field, quoted.
+fn csv_text(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// Runs `command` with this process's stdin, stdout and stderr, passing on the
+/// four signals; waits for it whatever it does with them.
+async fn run_command(command: &Command, signals: &mut Signals) -> std::io::Result<Outcome> {
+    let mut child = match command {
+        Command::Argv(argv) => {
+            let (program, rest) = argv
+                .split_first()
+                .ok_or_else(|| std::io::Error::other("no command"))?;
+            tokio::process::Command::new(program).args(rest).spawn()?
+        }
+        Command::Shell(text) => tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(text)
+            .spawn()?,
+    };
+    let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+    let mut received = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            n = signals.next() => {
+                received = Some(n);
+                if let (Some(pid), Ok(sig)) = (pid, nix::sys::signal::Signal::try_from(n)) {
+                    let _ = nix::sys::signal::kill(pid, sig);
+                }
+            }
+        }
+    };
     use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1))
+    Ok(Outcome {
+        code: status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1),
+        signal: received,
+    })
+}
+
+/// Where runs are measured: a running exporter, or the sources sampled here.
+enum Meter {
+    Api(Box<Api>),
+    Local(Local),
+}
+
+impl Meter {
+    /// The exporter at `--url` when it answers, the sources here when nothing
+    /// answers there (or with `--standalone`); an error for an answer that
+    /// cannot be used.
+    async fn connect(args: &MeasureArgs) -> Result<Meter, String> {
+        if args.standalone {
+            return Local::start(args).await.map(Meter::Local);
+        }
+        let api = Api::new(args);
+        match api.call(Method::GET, "/runs", Vec::new()).await {
+            Ok((200, _)) => Ok(Meter::Api(Box::new(api))),
+            Ok((status, body)) => Err(format!(
+                "{} answered {status} ({}): it cannot measure this; fix that, or use --standalone to sample the sources here",
+                api.base,
+                String::from_utf8_lossy(&body).trim()
+            )),
+            Err(why) => {
+                tracing::info!(url = %api.base, reason = %why, "no exporter answers; sampling the sources here");
+                Local::start(args).await.map(Meter::Local)
+            }
+        }
+    }
+
+    async fn open(&self, request: &RunRequest) -> Result<String, String> {
+        match self {
+            Meter::Api(api) => api.open(request).await,
+            Meter::Local(local) => local.runs.start(request.clone()).map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn stop(&self, id: &str, exit_code: Option<i32>, end: End) -> Result<RunReport, String> {
+        match self {
+            Meter::Api(api) => api.stop(id, exit_code, end).await,
+            Meter::Local(local) => {
+                // One more collection, for sources read at each collection.
+                local.collect().await;
+                local
+                    .runs
+                    .stop(id, exit_code, end)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn trace(&self, id: &str) -> Result<RunTrace, String> {
+        match self {
+            Meter::Api(api) => api.trace(id).await,
+            Meter::Local(local) => local
+                .runs
+                .trace(id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "no trace".to_owned()),
+        }
+    }
+
+    async fn close(self) {
+        if let Meter::Local(local) = self {
+            local.stop().await;
+        }
+    }
 }
 
 /// The management API of a running exporter.
@@ -152,6 +534,7 @@ impl Api {
         }
     }
 
+    /// A request; its status and body, or why nothing answered.
     async fn call(
         &self,
         method: Method,
@@ -161,26 +544,30 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let mut headers = self.headers.clone();
         headers.push((hyper::header::CONTENT_TYPE, "application/json".into()));
+        headers.push((hyper::header::ACCEPT, "application/json".into()));
         let r = self
             .client
-            .request(method, &url, &headers, body.into(), API_TIMEOUT, 4 << 20)
+            .request(method, &url, &headers, body.into(), API_TIMEOUT, 256 << 20)
             .await
             .map_err(|e| e.to_string())?;
         Ok((r.status, r.body.to_vec()))
     }
 
-    /// Opens a run; its id, or why not.
+    fn refused(&self, status: u16, body: &[u8]) -> String {
+        format!(
+            "{} answered {status}: {}",
+            self.base,
+            String::from_utf8_lossy(body).trim()
+        )
+    }
+
     async fn open(&self, request: &RunRequest) -> Result<String, String> {
         let body = serde_json::json!({"name": request.name, "labels": request.labels});
         let (status, body) = self
             .call(Method::POST, "/runs", body.to_string().into_bytes())
             .await?;
         if status != 201 {
-            return Err(format!(
-                "{} answered {status}: {}",
-                self.base,
-                String::from_utf8_lossy(&body).trim()
-            ));
+            return Err(self.refused(status, &body));
         }
         let value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
@@ -190,17 +577,119 @@ impl Api {
             .ok_or_else(|| "no run id in the answer".to_owned())
     }
 
-    async fn stop(&self, id: &str) -> Result<RunReport, String> {
+    async fn stop(&self, id: &str, exit_code: Option<i32>, end: End) -> Result<RunReport, String> {
+        let body = serde_json::json!({"exit_code": exit_code, "end": end});
         let (status, body) = self
-            .call(Method::POST, &format!("/runs/{id}/stop"), Vec::new())
+            .call(
+                Method::POST,
+                &format!("/runs/{id}/stop"),
+                body.to_string().into_bytes(),
+            )
             .await?;
         if status != 200 {
-            return Err(format!(
-                "answered {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ));
+            return Err(self.refused(status, &body));
         }
         serde_json::from_slice(&body).map_err(|e| format!("not a run report: {e}"))
+    }
+
+    async fn trace(&self, id: &str) -> Result<RunTrace, String> {
+        let (status, body) = self
+            .call(Method::GET, &format!("/runs/{id}/trace"), Vec::new())
+            .await?;
+        if status != 200 {
+            return Err(self.refused(status, &body));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+        let sources = value["sources"]
+            .as_array()
+            .ok_or("no sources in the trace")?
+            .iter()
+            .filter_map(|s| {
+                let name = s["source"].as_str()?.to_owned();
+                let ts = s["t_s"].as_array()?;
+                let ws = s["watts"].as_array()?;
+                let points = ts
+                    .iter()
+                    .zip(ws)
+                    .filter_map(|(t, w)| Some((t.as_f64()? as f32, w.as_f64()? as f32)))
+                    .collect();
+                let stride = s["stride"].as_u64().unwrap_or(1) as u32;
+                Some((name, crate::energy::TracePoints { points, stride }))
+            })
+            .collect();
+        Ok(RunTrace { sources })
+    }
+}
+
+/// The sources of the config, sampled here (fast) by their collectors.
+struct Local {
+    runs: Runs,
+    collectors: Arc<std::sync::Mutex<Vec<Box<dyn collectors::Collector>>>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Local {
+    async fn start(args: &MeasureArgs) -> Result<Local, String> {
+        let config = load_config(&args.config)?;
+        let device = collectors::resolve_device(&config);
+        let registry = Registry::new();
+        // Measuring is all this process does: the sources go fast at once.
+        registry.force_fast(true);
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let ctx = BuildContext {
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+            hub: None,
+            energy: registry.clone(),
+        };
+        let specs = collectors::plan(&config, &device);
+        let built = tokio::task::spawn_blocking(move || {
+            specs.iter().map(|s| s.build(&ctx)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| "the collectors could not be built".to_owned())?;
+        let local = Local {
+            runs: Runs::new(registry, None),
+            collectors: Arc::new(std::sync::Mutex::new(built)),
+            cancel,
+            tracker,
+        };
+        // A first reading of everything, and the samplers' first reads.
+        let period = config
+            .power
+            .run_sample_interval
+            .max(config.power.sample_interval);
+        local.collect().await;
+        tokio::time::sleep(period).await;
+        // Sources read at each collection (not by a sampler) are collected here
+        // every sample interval.
+        let (collectors, cancel) = (local.collectors.clone(), local.cancel.clone());
+        let every = config.power.sample_interval;
+        local.tracker.spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => collect_all(&collectors).await,
+                }
+            }
+        });
+        Ok(local)
+    }
+
+    async fn collect(&self) {
+        collect_all(&self.collectors).await;
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        drop(self.collectors);
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await;
     }
 }
 
@@ -213,73 +702,6 @@ fn load_config(path: &std::path::Path) -> Result<Config, String> {
         Config::parse(crate::config::TEMPLATE, &overrides, &Source::embedded())
             .map_err(|e| e.to_string())
     }
-}
-
-/// Without an exporter: the configured collectors, sampled here.
-async fn measure_here(
-    args: &MeasureArgs,
-    request: RunRequest,
-    program: &str,
-    program_args: &[String],
-) -> (std::io::Result<i32>, Result<RunReport, String>) {
-    let config = match load_config(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            // Still run the command: the caller asked for it.
-            let status = run_command(program, program_args).await;
-            return (status, Err(e));
-        }
-    };
-    let device = collectors::resolve_device(&config);
-    let registry = Registry::new();
-    let tracker = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    let ctx = BuildContext {
-        tracker: tracker.clone(),
-        cancel: cancel.clone(),
-        hub: None,
-        energy: registry.clone(),
-    };
-    let specs = collectors::plan(&config, &device);
-    let built = tokio::task::spawn_blocking(move || {
-        specs.iter().map(|s| s.build(&ctx)).collect::<Vec<_>>()
-    })
-    .await;
-    let Ok(collectors) = built else {
-        let status = run_command(program, program_args).await;
-        return (status, Err("the collectors could not be built".into()));
-    };
-    let collectors = Arc::new(std::sync::Mutex::new(collectors));
-    let period = config.power.sample_interval;
-    // A first reading of everything, and the samplers' first reads, before the run.
-    collect_all(&collectors).await;
-    tokio::time::sleep(period).await;
-    let runs = Runs::new(registry, None);
-    let started = runs.start(request);
-    let id = match started {
-        Ok(id) => id,
-        Err(e) => {
-            let status = run_command(program, program_args).await;
-            return (status, Err(e.to_string()));
-        }
-    };
-    let command = run_command(program, program_args);
-    tokio::pin!(command);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let status = loop {
-        tokio::select! {
-            status = &mut command => break status,
-            _ = ticker.tick() => collect_all(&collectors).await,
-        }
-    };
-    collect_all(&collectors).await;
-    let report = runs.stop(&id, None).map_err(|e| e.to_string());
-    cancel.cancel();
-    drop(collectors);
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
-    (status, report)
 }
 
 /// One collection of every collector, for the readings it records in the meters.
@@ -298,7 +720,6 @@ async fn collect_all(collectors: &Arc<std::sync::Mutex<Vec<Box<dyn collectors::C
 }
 
 fn print_table(report: &RunReport) {
-    use crate::escape::Escaped;
     println!(
         "{}: {:.3} s, exit {}",
         Escaped(&report.name),
@@ -317,8 +738,8 @@ fn print_table(report: &RunReport) {
         .unwrap_or(6)
         .max(6);
     println!(
-        "{:<width$}  {:>12}  {:>9}  {:>9}  {:>7}",
-        "source", "energy (J)", "mean (W)", "peak (W)", "samples"
+        "{:<width$}  {:>12}  {:>10}  {:>9}  {:>9}  {:>7}",
+        "source", "energy (J)", "± (J)", "mean (W)", "peak (W)", "samples"
     );
     let watts = |w: Option<f64>| w.map_or("-".to_owned(), |w| format!("{w:.3}"));
     for s in &report.sources {
@@ -328,8 +749,9 @@ fn print_table(report: &RunReport) {
             Escaped(&s.source).to_string()
         };
         println!(
-            "{name:<width$}  {:>12.3}  {:>9}  {:>9}  {:>7}",
+            "{name:<width$}  {:>12.3}  {:>10.4}  {:>9}  {:>9}  {:>7}",
             s.joules,
+            s.joules_bound,
             watts(s.mean_watts),
             watts(s.peak_watts),
             s.samples
@@ -337,5 +759,275 @@ fn print_table(report: &RunReport) {
     }
     if report.totals().next().is_none() {
         println!("(no source here measures the whole device: rails are parts, never add them up)");
+    }
+}
+
+/// Mean, sample standard deviation, min and max.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Stat {
+    pub mean: f64,
+    pub stddev: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    pub fn of(values: &[f64]) -> Option<Stat> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Some(Stat {
+            mean,
+            stddev: var.sqrt(),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n,
+        })
+    }
+
+    /// The standard error of the mean.
+    fn error(&self) -> f64 {
+        self.stddev / (self.n as f64).sqrt()
+    }
+}
+
+/// `b / a` and its uncertainty from the two means' standard errors.
+pub fn ratio(a: &Stat, b: &Stat) -> Option<(f64, f64)> {
+    if a.mean == 0.0 || !a.mean.is_finite() || !b.mean.is_finite() {
+        return None;
+    }
+    let r = b.mean / a.mean;
+    let rel_a = a.error() / a.mean;
+    let rel_b = if b.mean == 0.0 {
+        0.0
+    } else {
+        b.error() / b.mean
+    };
+    Some((r, r.abs() * (rel_a * rel_a + rel_b * rel_b).sqrt()))
+}
+
+/// Per source of one command's runs: energy, duration and mean power, and the
+/// energy above idle power when idle was measured.
+#[derive(Debug, serde::Serialize)]
+struct SourceSummary {
+    source: String,
+    total: bool,
+    joules: Stat,
+    duration_s: Stat,
+    mean_watts: Stat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    net_joules: Option<Stat>,
+}
+
+fn summarize(runs: &[RunReport], idle: Option<&RunReport>) -> Vec<SourceSummary> {
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for r in runs {
+        for s in &r.sources {
+            if !names.iter().any(|(n, _)| *n == s.source) {
+                names.push((s.source.clone(), s.total));
+            }
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|(name, total)| {
+            let rows: Vec<(f64, f64)> = runs
+                .iter()
+                .filter_map(|r| {
+                    let s = r.sources.iter().find(|s| s.source == name)?;
+                    Some((s.joules, r.duration_s))
+                })
+                .collect();
+            let joules: Vec<f64> = rows.iter().map(|r| r.0).collect();
+            let durations: Vec<f64> = rows.iter().map(|r| r.1).collect();
+            let power: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.1 > 0.0)
+                .map(|r| r.0 / r.1)
+                .collect();
+            let idle_watts = idle
+                .and_then(|i| i.sources.iter().find(|s| s.source == name))
+                .and_then(|s| s.mean_watts);
+            let net: Option<Vec<f64>> =
+                idle_watts.map(|w| rows.iter().map(|r| r.0 - w * r.1).collect());
+            Some(SourceSummary {
+                source: name,
+                total,
+                joules: Stat::of(&joules)?,
+                duration_s: Stat::of(&durations)?,
+                mean_watts: Stat::of(&power)?,
+                net_joules: net.as_deref().and_then(Stat::of),
+            })
+        })
+        .collect()
+}
+
+/// The energy each command takes relative to the first's, per source both
+/// have (net of idle when idle was measured).
+fn comparisons(summaries: &[(String, Vec<SourceSummary>)]) -> Vec<(String, String, f64, f64)> {
+    let Some((_, first)) = summaries.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (command, these) in summaries.iter().skip(1) {
+        for s in these {
+            let Some(base) = first.iter().find(|f| f.source == s.source) else {
+                continue;
+            };
+            let pick = |x: &SourceSummary| x.net_joules.unwrap_or(x.joules);
+            if let Some((r, u)) = ratio(&pick(base), &pick(s)) {
+                out.push((command.clone(), s.source.clone(), r, u));
+            }
+        }
+    }
+    out
+}
+
+fn summary_json(idle: Option<&RunReport>, measured: &[Measured], warmup: u32) -> serde_json::Value {
+    let summaries: Vec<(String, Vec<SourceSummary>)> = measured
+        .iter()
+        .map(|m| (m.command.line(), summarize(&m.runs, idle)))
+        .collect();
+    let commands: Vec<serde_json::Value> = measured
+        .iter()
+        .zip(&summaries)
+        .map(|(m, (line, summary))| {
+            serde_json::json!({
+                "command": line,
+                "warmup": warmup,
+                "runs": m.runs,
+                "summary": summary,
+            })
+        })
+        .collect();
+    let comparison: Vec<serde_json::Value> = comparisons(&summaries)
+        .into_iter()
+        .map(|(command, source, r, u)| {
+            serde_json::json!({"command": command, "source": source, "ratio": r, "uncertainty": u})
+        })
+        .collect();
+    serde_json::json!({
+        "idle": idle,
+        "commands": commands,
+        "comparison": comparison,
+    })
+}
+
+fn print_summary(idle: Option<&RunReport>, measured: &[Measured], warmup: u32) {
+    let pm = |s: &Stat, digits: usize| {
+        format!(
+            "{:.d$} ± {:.d$} [{:.d$}–{:.d$}]",
+            s.mean,
+            s.stddev,
+            s.min,
+            s.max,
+            d = digits
+        )
+    };
+    if let Some(idle) = idle {
+        println!("idle, {:.3} s:", idle.duration_s);
+        for s in &idle.sources {
+            if let Some(w) = s.mean_watts {
+                println!("  {:<40} {w:.3} W", Escaped(&s.source).to_string());
+            }
+        }
+    }
+    let mut summaries = Vec::new();
+    for (k, m) in measured.iter().enumerate() {
+        let summary = summarize(&m.runs, idle);
+        println!(
+            "\n[{}] {}: {} measured run{}{}",
+            k + 1,
+            Escaped(&m.command.line()),
+            m.runs.len(),
+            if m.runs.len() == 1 { "" } else { "s" },
+            if warmup > 0 {
+                format!(" after {warmup} warm-up")
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  {:<40} {:>34}  {:>30}  {:>30}",
+            "source", "energy (J)", "duration (s)", "mean power (W)"
+        );
+        for s in &summary {
+            let name = if s.total {
+                format!("{} (total)", Escaped(&s.source))
+            } else {
+                Escaped(&s.source).to_string()
+            };
+            println!(
+                "  {name:<40} {:>34}  {:>30}  {:>30}",
+                pm(&s.joules, 3),
+                pm(&s.duration_s, 3),
+                pm(&s.mean_watts, 3)
+            );
+            if let Some(net) = &s.net_joules {
+                println!("  {:<40} {:>34}", "  above idle", pm(net, 3));
+            }
+        }
+        summaries.push((m.command.line(), summary));
+    }
+    let compared = comparisons(&summaries);
+    if !compared.is_empty() {
+        let first = summaries
+            .first()
+            .map(|(l, _)| l.clone())
+            .unwrap_or_default();
+        println!(
+            "\nenergy relative to [1] {}{}:",
+            Escaped(&first),
+            if idle.is_some() { " (above idle)" } else { "" }
+        );
+        let totals: Vec<_> = compared
+            .iter()
+            .filter(|(_, source, ..)| {
+                summaries
+                    .iter()
+                    .flat_map(|(_, s)| s.iter())
+                    .any(|s| s.source == *source && s.total)
+            })
+            .collect();
+        let shown: Vec<&(String, String, f64, f64)> = if totals.is_empty() {
+            compared.iter().collect()
+        } else {
+            totals
+        };
+        for (command, source, r, u) in shown {
+            println!(
+                "  {}  {}: {r:.2} ± {u:.2} ×",
+                Escaped(command),
+                Escaped(source)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_and_ratios() {
+        let a = Stat::of(&[10.0, 10.2, 9.8, 10.0]).expect("stat");
+        assert!((a.mean - 10.0).abs() < 1e-12);
+        assert!((a.stddev - 0.163_299).abs() < 1e-5);
+        assert_eq!((a.min, a.max, a.n), (9.8, 10.2, 4));
+        let b = Stat::of(&[12.3, 12.3, 12.3, 12.3]).expect("stat");
+        let (r, u) = ratio(&a, &b).expect("ratio");
+        assert!((r - 1.23).abs() < 1e-12);
+        // Only a's spread: 1.23 × (0.0816 / 10).
+        assert!((u - 1.23 * 0.163_299 / 2.0 / 10.0).abs() < 1e-5, "{u}");
+        assert!(ratio(&Stat::of(&[0.0]).expect("stat"), &b).is_none());
+        assert_eq!(run_name("a\nb", " (1/2)"), "ab (1/2)");
     }
 }

@@ -181,6 +181,14 @@ pub fn sample_period(sensors: &[Ina2xxSensor], sample_interval: Duration) -> Dur
 }
 
 impl<O: Opener> Probe for Ina2xxProbe<O> {
+    fn min_period(&self) -> Duration {
+        self.sensors
+            .iter()
+            .map(|s| s.config.settings.update_period())
+            .max()
+            .unwrap_or_default()
+    }
+
     fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>) {
         for state in &mut self.sensors {
             match read_one(&self.paths, &self.opener, state) {
@@ -191,6 +199,7 @@ impl<O: Opener> Probe for Ina2xxProbe<O> {
                     watts: Some(m.power_watts),
                     volts: Some(m.bus_volts),
                     amps: Some(m.current_amps),
+                    joules: None,
                 }),
                 Err(p) => problems.push(p),
             }
@@ -205,10 +214,13 @@ pub struct Ina2xxCollector {
 }
 
 impl Ina2xxCollector {
-    /// Starts sampling `probe` every `period`; `interval` is the publish interval.
+    /// Starts sampling `probe` every `period` (every `fast` while a run is
+    /// open, no faster than the chips convert); `interval` is the publish
+    /// interval.
     pub fn start<O: Opener>(
         probe: Ina2xxProbe<O>,
         period: Duration,
+        fast: Duration,
         interval: Duration,
         ctx: &BuildContext,
     ) -> Self
@@ -219,6 +231,7 @@ impl Ina2xxCollector {
             sampled: Sampled::start(
                 probe,
                 period,
+                fast,
                 interval,
                 ctx.energy.clone(),
                 &ctx.tracker,
@@ -562,6 +575,7 @@ mod tests {
             Ina2xxProbe::with_opener(no_sysfs(), FakeOpener(chip.clone()), vec![sensor("board")]);
         let mut c = Ina2xxCollector::start(
             probe,
+            Duration::from_millis(10),
             Duration::from_millis(10),
             Duration::from_secs(1),
             &ctx,

@@ -75,7 +75,14 @@ struct RailsProbe {
     paths: Paths,
     channels: Vec<Channel>,
     last_discovery: Option<Instant>,
+    /// How often the chips have a new reading: the slowest chip's hwmon
+    /// `update_interval`; JetPack 4's IIO driver has none (NVIDIA's defaults
+    /// convert every few milliseconds).
+    update: Duration,
 }
+
+/// The conversion time assumed for a chip that does not tell it.
+const IIO_UPDATE: Duration = Duration::from_millis(5);
 
 /// How long a probe without rails waits before looking for them again.
 const REDISCOVER: Duration = Duration::from_secs(5);
@@ -98,10 +105,28 @@ impl RailsProbe {
         // Two chips naming a rail alike: the first keeps it.
         let mut seen = std::collections::HashSet::new();
         self.channels.retain(|c| seen.insert(c.watts_id.clone()));
+        self.update = self
+            .channels
+            .iter()
+            .map(|c| match c.rail.layout {
+                jetson_rails::Layout::Hwmon { .. } => c
+                    .rail
+                    .chip
+                    .read_i64(c"update_interval")
+                    .filter(|ms| *ms > 0)
+                    .map_or(IIO_UPDATE, |ms| Duration::from_millis(ms as u64)),
+                jetson_rails::Layout::Iio { .. } => IIO_UPDATE,
+            })
+            .max()
+            .unwrap_or_default();
     }
 }
 
 impl Probe for RailsProbe {
+    fn min_period(&self) -> Duration {
+        self.update
+    }
+
     fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>) {
         if self.channels.is_empty() {
             if self
@@ -144,6 +169,7 @@ impl Probe for RailsProbe {
                 watts: r.watts,
                 volts: r.volts,
                 amps: r.amps,
+                joules: None,
             });
             if c.input {
                 out.push(Reading {
@@ -153,6 +179,7 @@ impl Probe for RailsProbe {
                     watts: r.watts,
                     volts: None,
                     amps: None,
+                    joules: None,
                 });
             }
         }
@@ -169,10 +196,12 @@ pub struct JetsonRailsCollector {
 }
 
 impl JetsonRailsCollector {
-    /// Starts sampling the rails under `paths` every `sample_interval`.
+    /// Starts sampling the rails under `paths` every `sample_interval` (every
+    /// `fast` while a run is open, no faster than the chips convert).
     pub fn start(
         paths: Paths,
         sample_interval: Duration,
+        fast: Duration,
         interval: Duration,
         ctx: &BuildContext,
     ) -> Self {
@@ -180,11 +209,13 @@ impl JetsonRailsCollector {
             paths,
             channels: Vec::new(),
             last_discovery: None,
+            update: Duration::ZERO,
         };
         JetsonRailsCollector {
             sampled: Sampled::start(
                 probe,
                 sample_interval,
+                fast,
                 interval,
                 ctx.energy.clone(),
                 &ctx.tracker,

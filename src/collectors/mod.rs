@@ -149,6 +149,8 @@ pub enum CollectorSpec {
     JetsonRails {
         paths: Paths,
         sample_interval: Duration,
+        /// `power.run_sample_interval`: while a measured run is open.
+        fast: Duration,
         interval: Duration,
     },
     Control {
@@ -166,10 +168,14 @@ pub enum CollectorSpec {
         sensors: Vec<Ina2xxSensor>,
         /// `power.sample_interval`, bounded by the chips' conversion time.
         sample_period: Duration,
+        /// `power.run_sample_interval` (the chips' bound applies at run time).
+        fast: Duration,
         interval: Duration,
     },
     Rapl {
         paths: Paths,
+        sample_interval: Duration,
+        fast: Duration,
         interval: Duration,
     },
     Pmic {
@@ -239,10 +245,12 @@ impl CollectorSpec {
             CollectorSpec::JetsonRails {
                 paths,
                 sample_interval,
+                fast,
                 interval,
             } => Box::new(jetson_rails::JetsonRailsCollector::start(
                 paths.clone(),
                 *sample_interval,
+                *fast,
                 *interval,
                 ctx,
             )),
@@ -269,16 +277,26 @@ impl CollectorSpec {
                 paths,
                 sensors,
                 sample_period,
+                fast,
                 interval,
             } => Box::new(ina2xx::Ina2xxCollector::start(
                 ina2xx::Ina2xxProbe::new(paths.clone(), sensors.clone()),
                 *sample_period,
+                *fast,
                 *interval,
                 ctx,
             )),
-            CollectorSpec::Rapl { paths, interval } => Box::new(rapl::RaplCollector::new(
+            CollectorSpec::Rapl {
+                paths,
+                sample_interval,
+                fast,
+                interval,
+            } => Box::new(rapl::RaplCollector::start(
                 paths.clone(),
-                crate::energy::Meters::new(ctx.energy.clone(), *interval, *interval),
+                *sample_interval,
+                *fast,
+                *interval,
+                ctx,
             )),
             CollectorSpec::Pmic { command, interval } => Box::new(pmic::PmicCollector::new(
                 command.clone(),
@@ -361,6 +379,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
             specs.push(CollectorSpec::JetsonRails {
                 paths: config.paths.clone(),
                 sample_interval: config.power.sample_interval,
+                fast: config.power.run_sample_interval,
                 interval: config.interval,
             });
         }
@@ -379,6 +398,7 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
         specs.push(CollectorSpec::Ina2xx {
             paths: config.paths.clone(),
             sample_period: ina2xx::sample_period(&sensors, config.power.sample_interval),
+            fast: config.power.run_sample_interval,
             sensors,
             interval: config.interval,
         });
@@ -398,6 +418,8 @@ pub fn plan(config: &Config, device: &ResolvedDevice) -> Vec<CollectorSpec> {
     {
         specs.push(CollectorSpec::Rapl {
             paths: config.paths.clone(),
+            sample_interval: config.power.sample_interval,
+            fast: config.power.run_sample_interval,
             interval: config.interval,
         });
     }

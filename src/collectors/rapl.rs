@@ -1,21 +1,26 @@
 //! The `rapl` collector: energy and power of every RAPL zone (see
 //! `sources::rapl`). Runs on `lattepanda`, or anywhere with `rapl.enabled: true`.
 //!
-//! Energy is a counter in joules that keeps counting through the hardware
-//! counter's wraps; power is the energy used between two collections divided by the
-//! time between them, so it appears from the second collection on. Flat ids are
-//! `energy_<zone>_joules_total` and `power_<zone>_watts` (the spec's
-//! `power_package_watts`, `power_dram_watts`).
+//! A sampler reads every zone's counter every `power.sample_interval` (every
+//! `power.run_sample_interval` while a measured run is open, no faster than the
+//! counter's ~1 ms update), so power and its peak come from the counter's
+//! increase between close readings: the peak is a real peak, not the mean over
+//! the collection interval. Energy is a counter in joules that keeps counting
+//! through the hardware counter's wraps. Flat ids are `energy_<zone>_joules_total`
+//! and `power_<zone>_watts` (the spec's `power_package_watts`,
+//! `power_dram_watts`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{CollectError, Collector};
-use crate::energy::{Meters, PowerFamilies};
+use super::jetson_rails::{push_sampler_counts, sampler_result};
+use super::{BuildContext, CollectError, Collector};
+use crate::energy::PowerFamilies;
+use crate::energy::sampler::{Probe, Problem, Reading, Sampled};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
-use crate::sources::rapl::{self, Unwrapped};
+use crate::sources::rapl::{self, Unwrapped, Zone};
 
 pub const NAME: &str = "rapl";
 
@@ -25,6 +30,11 @@ Either run the exporter with CAP_DAC_READ_SEARCH (systemd: AmbientCapabilities=C
 or make the counters readable at boot, accepting the side channel the kernel closed: \
 a systemd-tmpfiles line `z /sys/class/powercap/intel-rapl:*/energy_uj 0444 - - -` and the same for `intel-rapl:*:*`. \
 See docs/board-sensors.md";
+
+/// How often RAPL's counter moves: never read faster.
+const COUNTER_UPDATE: Duration = Duration::from_millis(1);
+/// How often the zones are listed again (they rarely change).
+const REDISCOVER: Duration = Duration::from_secs(30);
 
 static ENERGY: Family = Family::counter(
     "rapl_energy_joules_total",
@@ -43,35 +53,171 @@ static POWER_ENERGY: PowerFamilies = PowerFamilies {
     joules: None,
     peak: Family::gauge(
         "rapl_power_peak_watts",
-        "Highest power of a RAPL zone between two readings, over the last collection interval",
+        "Highest power of a RAPL zone between two counter readings (power.sample_interval apart, closer while a run is measured), over the last collection interval",
         "watts",
     )
     .at_least(0.0),
     total: false,
 };
 
+/// One zone the probe reads.
 #[derive(Debug)]
 struct ZoneState {
-    counter: Unwrapped,
+    zone: Zone,
+    watts_id: std::sync::Arc<str>,
+    labels: Vec<crate::sample::Label>,
+    counter: Option<Unwrapped>,
+}
+
+/// Reads every RAPL zone's counter, keeping each unwrapped.
+#[derive(Debug)]
+pub struct RaplProbe {
+    paths: Paths,
+    zones: Vec<ZoneState>,
+    listed: Option<Instant>,
+    /// Permission denied has been logged with the fix.
+    told_permission: bool,
+}
+
+impl RaplProbe {
+    pub fn new(paths: Paths) -> Self {
+        RaplProbe {
+            paths,
+            zones: Vec::new(),
+            listed: None,
+            told_permission: false,
+        }
+    }
+
+    /// Lists the zones again, keeping the counters of those still there.
+    fn discover(&mut self) {
+        let mut old: HashMap<String, ZoneState> = self
+            .zones
+            .drain(..)
+            .map(|z| (z.zone.dir_name.clone(), z))
+            .collect();
+        let mut seen_ids = HashSet::new();
+        for zone in rapl::discover(&self.paths) {
+            let mut fragment = zone.id_fragment();
+            if !seen_ids.insert(fragment.clone()) {
+                // Two zones with one name in one package: the directory tells them apart.
+                fragment = crate::sample::sanitize(&zone.dir_name).unwrap_or(fragment);
+            }
+            let counter = old.remove(&zone.dir_name).and_then(|z| z.counter);
+            self.zones.push(ZoneState {
+                watts_id: format!("power_{fragment}_watts").into(),
+                labels: vec![
+                    ("zone", zone.domain.as_str().into()),
+                    ("package", zone.package.to_string().into()),
+                ],
+                zone,
+                counter,
+            });
+        }
+        self.listed = Some(Instant::now());
+    }
+}
+
+impl Probe for RaplProbe {
+    fn min_period(&self) -> Duration {
+        COUNTER_UPDATE
+    }
+
+    fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>) {
+        if self.zones.is_empty() || self.listed.is_none_or(|t| t.elapsed() >= REDISCOVER) {
+            self.discover();
+        }
+        if self.zones.is_empty() {
+            problems.push(Problem::Absent(format!(
+                "no RAPL zones under {} (not an Intel or AMD machine, a virtual machine, or the intel_rapl_common module is not loaded)",
+                self.paths.sys("class/powercap").display()
+            )));
+            return;
+        }
+        let mut denied = Vec::new();
+        let mut gone = false;
+        for z in &mut self.zones {
+            let path = z.zone.energy_path();
+            let raw = match rapl::read_energy_uj(&path) {
+                Ok(raw) => raw,
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    denied.push(path.display().to_string());
+                    continue;
+                }
+                // A zone without a counter (some parts list zones they cannot
+                // measure) is skipped, not an error.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    gone |= z.counter.is_some();
+                    z.counter = None;
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(Problem::Failed(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )));
+                    continue;
+                }
+            };
+            let total = match &mut z.counter {
+                Some(c) => {
+                    c.advance(raw, z.zone.max_energy_uj);
+                    c.total_uj()
+                }
+                None => z.counter.insert(Unwrapped::new(raw)).total_uj(),
+            };
+            out.push(Reading {
+                watts_id: z.watts_id.clone(),
+                labels: z.labels.clone(),
+                families: &POWER_ENERGY,
+                watts: None,
+                volts: None,
+                amps: None,
+                joules: Some(total as f64 / 1e6),
+            });
+        }
+        if gone {
+            // A zone went away: list them again at the next read.
+            self.listed = None;
+        }
+        if !denied.is_empty() {
+            if !self.told_permission {
+                tracing::warn!(files = %denied.join(", "), "cannot read RAPL energy: permission denied. {PERMISSION_FIX}");
+                self.told_permission = true;
+            }
+            problems.push(Problem::Failed(format!(
+                "permission denied: {} ({PERMISSION_FIX})",
+                denied.join(", ")
+            )));
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct RaplCollector {
-    paths: Paths,
-    /// By zone directory name.
-    zones: HashMap<String, ZoneState>,
-    /// Permission denied has been logged with the fix.
-    told_permission: bool,
-    meters: Meters,
+    sampled: Sampled,
 }
 
 impl RaplCollector {
-    pub fn new(paths: Paths, meters: Meters) -> Self {
+    /// Starts sampling the zones every `sample_interval` (every `fast` while a
+    /// run is open).
+    pub fn start(
+        paths: Paths,
+        sample_interval: Duration,
+        fast: Duration,
+        interval: Duration,
+        ctx: &BuildContext,
+    ) -> Self {
         RaplCollector {
-            paths,
-            zones: HashMap::new(),
-            told_permission: false,
-            meters,
+            sampled: Sampled::start(
+                RaplProbe::new(paths),
+                sample_interval,
+                fast,
+                interval,
+                ctx.energy.clone(),
+                &ctx.tracker,
+                &ctx.cancel,
+            ),
         }
     }
 }
@@ -82,86 +228,18 @@ impl Collector for RaplCollector {
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let zones = rapl::discover(&self.paths);
-        if zones.is_empty() {
-            self.zones.clear();
-            return Err(CollectError::NoData(format!(
-                "no RAPL zones under {} (not an Intel or AMD machine, a virtual machine, or the intel_rapl_common module is not loaded)",
-                self.paths.sys("class/powercap").display()
-            )));
-        }
-        let mut denied = Vec::new();
-        let mut errors = Vec::new();
-        let mut seen_ids = HashSet::new();
-        let mut present = HashSet::new();
-        for zone in &zones {
-            let path = zone.energy_path();
-            let raw = match rapl::read_energy_uj(&path) {
-                Ok(raw) => raw,
-                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                    denied.push(path.display().to_string());
-                    continue;
-                }
-                // A zone without a counter (some parts list zones they cannot
-                // measure) is skipped, not an error.
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => {
-                    errors.push(CollectError::Read {
-                        path,
-                        source: std::sync::Arc::new(e),
-                    });
-                    continue;
-                }
-            };
-            let now = Instant::now();
-            present.insert(zone.dir_name.clone());
-            match self.zones.get_mut(&zone.dir_name) {
-                Some(state) => {
-                    state.counter.advance(raw, zone.max_energy_uj);
-                }
-                None => {
-                    self.zones.insert(
-                        zone.dir_name.clone(),
-                        ZoneState {
-                            counter: Unwrapped::new(raw),
-                        },
-                    );
-                }
+        let problems = self.sampled.push(out, |out, r| {
+            let Some(joules) = r.joules else { return };
+            let id = crate::energy::companion_id(&r.watts_id, "_joules_total")
+                .replacen("power_", "energy_", 1);
+            let mut s = Sample::with_id(id, &ENERGY, joules);
+            for (k, v) in &r.labels {
+                s = s.label(k, v.clone());
             }
-            let total = self.zones[&zone.dir_name].counter.total_uj();
-            let mut fragment = zone.id_fragment();
-            if !seen_ids.insert(fragment.clone()) {
-                // Two zones with one name in one package: the directory tells them apart.
-                fragment = crate::sample::sanitize(&zone.dir_name).unwrap_or(fragment);
-            }
-            let labels = |s: Sample| {
-                s.label("zone", zone.domain.as_str())
-                    .label("package", zone.package.to_string())
-            };
-            out.push(labels(Sample::with_id(
-                format!("energy_{fragment}_joules_total"),
-                &ENERGY,
-                total as f64 / 1e6,
-            )));
-            // Power is the counter's increase over time: from the second reading on.
-            let template = labels(Sample::with_id(
-                format!("power_{fragment}_watts"),
-                &POWER,
-                0.0,
-            ));
-            self.meters
-                .push_counter(out, &POWER_ENERGY, template, now, total as f64 / 1e6, None);
-        }
-        // Zones that went away start over if they come back.
-        self.zones.retain(|name, _| present.contains(name));
-        if !denied.is_empty() {
-            if !self.told_permission {
-                tracing::warn!(files = %denied.join(", "), "cannot read RAPL energy: permission denied. {PERMISSION_FIX}");
-                self.told_permission = true;
-            }
-            errors.insert(0, CollectError::PermissionDenied(denied));
-        }
-        CollectError::all(errors).map_or(Ok(()), Err)
+            out.push(s);
+        });
+        push_sampler_counts(out, NAME, &self.sampled);
+        sampler_result(problems)
     }
 }
 
@@ -180,19 +258,15 @@ mod tests {
         }
     }
 
-    fn meters() -> Meters {
-        let second = std::time::Duration::from_secs(1);
-        Meters::new(crate::energy::Registry::new(), second, second)
-    }
-
-    fn ids(out: &SampleSink) -> Vec<(String, f64)> {
+    fn read(probe: &mut RaplProbe) -> (Vec<(String, f64)>, Vec<Problem>) {
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        probe.read(&mut out, &mut problems);
         let mut v: Vec<(String, f64)> = out
-            .samples()
             .iter()
-            .map(|s| (s.id.to_string(), s.value))
+            .map(|r| (r.watts_id.to_string(), r.joules.unwrap_or(f64::NAN)))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        (v, problems)
     }
 
     #[test]
@@ -209,63 +283,69 @@ mod tests {
             sysfs: sys.to_owned(),
             ..Paths::default()
         };
-        let mut c = RaplCollector::new(paths, meters());
-        let mut out = SampleSink::default();
-        c.collect(&mut out).expect("first");
+        let mut probe = RaplProbe::new(paths);
+        assert_eq!(probe.min_period(), COUNTER_UPDATE);
+        let (first, problems) = read(&mut probe);
+        assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
-            ids(&out),
+            first,
             [
-                ("energy_dram_1_joules_total".to_owned(), 0.7),
-                ("energy_dram_joules_total".to_owned(), 0.5),
-                ("energy_package_1_joules_total".to_owned(), 3.0),
-                ("energy_package_joules_total".to_owned(), 1.0),
-            ],
-            "power needs two readings"
+                ("power_dram_1_watts".to_owned(), 0.7),
+                ("power_dram_watts".to_owned(), 0.5),
+                ("power_package_1_watts".to_owned(), 3.0),
+                ("power_package_watts".to_owned(), 1.0),
+            ]
         );
-        let dram1 = out
-            .samples()
+        // The counter wraps: the total keeps counting.
+        std::fs::write(sys.join("class/powercap/intel-rapl:0/energy_uj"), "500\n").expect("write");
+        let (second, _) = read(&mut probe);
+        let package = second
             .iter()
-            .find(|s| &*s.id == "energy_dram_1_joules_total");
-        let labels: Vec<(&str, &str)> = dram1
-            .expect("dram 1")
-            .labels
-            .iter()
-            .map(|(k, v)| (*k, v.as_ref()))
-            .collect();
-        assert_eq!(labels, [("zone", "dram"), ("package", "1")]);
-
-        std::fs::write(
-            sys.join("class/powercap/intel-rapl:0/energy_uj"),
-            "3000000\n",
-        )
-        .expect("write");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut out = SampleSink::default();
-        c.collect(&mut out).expect("second");
-        let got = ids(&out);
-        let power = |id: &str| got.iter().find(|(i, _)| i == id).map(|(_, v)| *v);
-        // 2 J in a little over 20 ms: under 100 W, and more than nothing.
-        let package = power("power_package_watts").expect("package power");
-        assert!(package > 0.0 && package < 100.0, "{package}");
-        assert_eq!(power("power_dram_watts"), Some(0.0));
-        assert_eq!(power("power_package_peak_watts"), Some(package));
-        assert_eq!(power("power_package_1_watts"), Some(0.0));
-        assert_eq!(power("energy_package_joules_total"), Some(3.0));
+            .find(|(id, _)| id == "power_package_watts")
+            .expect("package");
+        assert!(
+            (package.1 - (65_532.610_987 + 0.0005)).abs() < 1e-6,
+            "{}",
+            package.1
+        );
     }
 
-    #[test]
-    fn no_zones_is_no_data() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_collector_publishes_energy_power_and_a_real_peak() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut c = RaplCollector::new(
-            Paths {
-                sysfs: tmp.path().to_owned(),
-                ..Paths::default()
-            },
-            meters(),
-        );
+        let sys = tmp.path();
+        zone(sys, "intel-rapl:0", "package-0", Some("0"));
+        let paths = Paths {
+            sysfs: sys.to_owned(),
+            ..Paths::default()
+        };
+        let registry = crate::energy::Registry::new();
+        let ctx = BuildContext {
+            tracker: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            hub: None,
+            energy: registry,
+        };
+        let ms = Duration::from_millis;
+        let mut c = RaplCollector::start(paths, ms(10), ms(5), Duration::from_secs(1), &ctx);
+        // 10 W for a while, then a 30 W burst of 100 ms, then 10 W.
+        let file = sys.join("class/powercap/intel-rapl:0/energy_uj");
+        let mut uj = 0u64;
+        for step in 0..60u64 {
+            let watts = if (20..30).contains(&step) { 30 } else { 10 };
+            uj += watts * 10_000;
+            std::fs::write(&file, format!("{uj}\n")).expect("write");
+            std::thread::sleep(ms(10));
+        }
         let mut out = SampleSink::default();
-        assert!(
-            matches!(c.collect(&mut out), Err(CollectError::NoData(m)) if m.contains("no RAPL zones"))
-        );
+        c.collect(&mut out).expect("collect");
+        let value = |id: &str| out.samples().iter().find(|s| &*s.id == id).map(|s| s.value);
+        let energy = value("energy_package_joules_total").expect("energy");
+        assert!(energy > 5.0 && energy <= 8.0 + 1e-9, "{energy}");
+        let peak = value("power_package_peak_watts").expect("peak");
+        // Counter deltas over about 10 ms: the burst shows near 30 W, where a
+        // mean over the second would be about 13 W.
+        assert!(peak > 20.0, "{peak}");
+        ctx.cancel.cancel();
     }
 }

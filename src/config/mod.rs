@@ -247,10 +247,15 @@ pub struct PowerConfig {
     /// Time between readings of the sources that are sampled fast (Jetson rails
     /// in sysfs, INA2xx sensors).
     pub sample_interval: Duration,
+    /// The same while at least one measured run is open (or `measure` samples
+    /// by itself); never faster than a chip has a new reading.
+    pub run_sample_interval: Duration,
 }
 
 impl PowerConfig {
     pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+    pub const DEFAULT_RUN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+    pub const MIN_RUN_SAMPLE_INTERVAL: Duration = Duration::from_millis(1);
     pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
     pub const MAX_SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
 }
@@ -259,6 +264,7 @@ impl Default for PowerConfig {
     fn default() -> Self {
         PowerConfig {
             sample_interval: Self::DEFAULT_SAMPLE_INTERVAL,
+            run_sample_interval: Self::DEFAULT_RUN_SAMPLE_INTERVAL,
         }
     }
 }

@@ -172,6 +172,9 @@ pub struct RawPower {
     /// Seconds between readings of the Jetson rails in sysfs and the INA2xx
     /// sensors (default 0.1, from 0.01), independent of `interval`.
     pub sample_interval: Option<f64>,
+    /// Seconds between those readings while a measured run is open (default
+    /// 0.01, from 0.001), never faster than a chip has a new reading.
+    pub run_sample_interval: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -405,7 +405,24 @@ fn power(raw: Option<RawPower>, source: &Source<'_>) -> Result<PowerConfig, Conf
             ));
         }
     };
-    Ok(PowerConfig { sample_interval })
+    let run_min = PowerConfig::MIN_RUN_SAMPLE_INTERVAL.as_secs_f64();
+    let run_sample_interval = match raw.run_sample_interval {
+        // Never slower than the ordinary rate.
+        None => PowerConfig::DEFAULT_RUN_SAMPLE_INTERVAL.min(sample_interval),
+        Some(s) if s.is_finite() && (run_min..=max).contains(&s) => {
+            Duration::from_secs_f64(s).min(sample_interval)
+        }
+        Some(s) => {
+            return Err(source.error(
+                &["power", "run_sample_interval"],
+                format!("must be {run_min} to {max} seconds, got {s}"),
+            ));
+        }
+    };
+    Ok(PowerConfig {
+        sample_interval,
+        run_sample_interval,
+    })
 }
 
 fn telemetry_interval(

@@ -14,6 +14,15 @@
 //!   gets the part of the next segment after its start, the power at its start
 //!   taken on the straight line between the two readings.
 //!
+//! Each window also carries a bound on its integration error, from the readings
+//! alone (`Window::bound`, derived in docs/energy.md): a segment from `a` to `b`
+//! watts over `dt` can be off by at most `|b − a|·dt/2` when the power between
+//! the two readings stays between them (a step, a ramp, any monotone change); the
+//! part of a segment cut by a window's start by `|b − a|` times its length; the
+//! time after the last reading by its length times how far the window's
+//! readings strayed from that last one. A run's window may also keep its
+//! readings as a trace ([`Trace`]).
+//!
 //! The meter knows nothing of metrics or sources: `energy` wires it up.
 
 use std::time::{Duration, Instant};
@@ -36,6 +45,11 @@ pub struct Window {
     /// Gaps in the window, and the time they left out.
     pub gaps: u64,
     pub gap_seconds: f64,
+    /// How far `joules` can be from the true energy over the measured time, from
+    /// the readings themselves (see the module's header).
+    pub bound: f64,
+    /// Lowest reading in the window (for the bound of its tail).
+    low: Option<f64>,
 }
 
 impl Window {
@@ -48,6 +62,8 @@ impl Window {
             samples: 0,
             gaps: 0,
             gap_seconds: 0.0,
+            bound: 0.0,
+            low: None,
         }
     }
 
@@ -64,7 +80,140 @@ impl Window {
 
     fn peak(&mut self, watts: f64) {
         self.peak = Some(self.peak.map_or(watts, |p| p.max(watts)));
+        self.low = Some(self.low.map_or(watts, |l| l.min(watts)));
     }
+
+    /// The bound of `seconds` after the last reading (`latest` watts), counted
+    /// at that reading: as far as the window's readings strayed from it.
+    fn tail_bound(&self, latest: f64, seconds: f64) -> f64 {
+        let high = self.peak.unwrap_or(latest).max(latest);
+        let low = self.low.unwrap_or(latest).min(latest);
+        (high - latest).max(latest - low).max(0.0) * seconds
+    }
+}
+
+/// The readings a measured run keeps: seconds since it opened and watts, at the
+/// rate they came, halving that rate (every second one dropped, then every
+/// other reading skipped) when the run's share is full.
+#[derive(Debug)]
+pub struct Trace {
+    opened: Instant,
+    points: Vec<(f32, f32)>,
+    /// Every `stride`-th reading is kept.
+    stride: u32,
+    skipped: u32,
+    cap: usize,
+    budget: std::sync::Arc<TraceBudget>,
+}
+
+/// Trace points held by every open run together; past its limit each trace
+/// that grows halves itself, so traces never hold more than this.
+#[derive(Debug)]
+pub struct TraceBudget {
+    held: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl TraceBudget {
+    pub fn new(limit: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(TraceBudget {
+            held: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Points held now.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Trace {
+    /// A trace of a run opened at `opened`, of at most `cap` points.
+    pub fn new(opened: Instant, cap: usize, budget: std::sync::Arc<TraceBudget>) -> Self {
+        Trace {
+            opened,
+            points: Vec::new(),
+            stride: 1,
+            skipped: 0,
+            cap: cap.max(2),
+            budget,
+        }
+    }
+
+    fn push(&mut self, at: Instant, watts: f64) {
+        use std::sync::atomic::Ordering;
+        if at < self.opened {
+            return;
+        }
+        self.skipped += 1;
+        if self.skipped < self.stride {
+            return;
+        }
+        self.skipped = 0;
+        if self.points.len() >= self.cap || self.budget.held() >= self.budget.limit {
+            let before = self.points.len();
+            let mut i = 0;
+            self.points.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.points.shrink_to_fit();
+            self.budget
+                .held
+                .fetch_sub(before - self.points.len(), Ordering::Relaxed);
+            self.stride = self.stride.saturating_mul(2);
+        }
+        self.points
+            .push(((at - self.opened).as_secs_f64() as f32, watts as f32));
+        self.budget.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The points: seconds since the run opened, watts.
+    pub fn points(&self) -> &[(f32, f32)] {
+        &self.points
+    }
+
+    /// Every `stride`-th reading is in the trace (1: all of them).
+    pub fn stride(&self) -> u32 {
+        self.stride
+    }
+
+    /// A copy (for a run still open).
+    pub fn snapshot(&self) -> TracePoints {
+        TracePoints {
+            points: self.points.clone(),
+            stride: self.stride,
+        }
+    }
+
+    /// Its points, given up (the budget no longer counts them).
+    pub fn into_points(mut self) -> TracePoints {
+        let points = std::mem::take(&mut self.points);
+        self.budget
+            .held
+            .fetch_sub(points.len(), std::sync::atomic::Ordering::Relaxed);
+        TracePoints {
+            points,
+            stride: self.stride,
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        self.budget
+            .held
+            .fetch_sub(self.points.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A trace's points, owned: seconds since the run opened and watts, and the
+/// stride they were kept at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TracePoints {
+    pub points: Vec<(f32, f32)>,
+    pub stride: u32,
 }
 
 /// `watts` to the microwatt: a figure derived by division, without its noise.
@@ -87,17 +236,18 @@ struct Point {
 }
 
 /// A window kept open by its owner until it is taken or closed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Open {
     key: u64,
     window: Window,
+    trace: Option<Trace>,
 }
 
 /// Key of the publish window, which [`Meter::publish`] takes and reopens.
 const PUBLISH: u64 = 0;
 
 /// The meter of one power series.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Meter {
     mode: Mode,
     period: Duration,
@@ -135,6 +285,7 @@ impl Meter {
             windows: vec![Open {
                 key: PUBLISH,
                 window: Window::new(now),
+                trace: None,
             }],
         }
     }
@@ -156,7 +307,7 @@ impl Meter {
         }
         if let Some(prev) = self.last {
             let (a, b) = (prev.value.max(0.0), watts.max(0.0));
-            self.segment(prev.at, at, |from| {
+            self.segment(prev.at, at, (b - a).abs(), |from| {
                 // Power at `from` on the line from a to b, then the trapezoid.
                 let span = (at - prev.at).as_secs_f64();
                 let start = a + (b - a) * ((from - prev.at).as_secs_f64() / span);
@@ -184,10 +335,13 @@ impl Meter {
                 for open in &mut self.windows {
                     let from = open.window.opened.max(prev.at);
                     if from < at {
-                        open.window.add(
-                            delta * (at - from).as_secs_f64() / span,
-                            (at - from).as_secs_f64(),
-                        );
+                        let share = (at - from).as_secs_f64() / span;
+                        open.window.add(delta * share, (at - from).as_secs_f64());
+                        // Cut by the window's start: the counter says how much
+                        // in the whole segment, not where in it.
+                        if share < 1.0 {
+                            open.window.bound += delta * share.max(1.0 - share);
+                        }
                     }
                 }
                 self.joules += delta;
@@ -212,13 +366,23 @@ impl Meter {
         for open in &mut self.windows {
             open.window.samples += 1;
             open.window.peak(watts);
+            if let Some(trace) = &mut open.trace {
+                trace.push(at, watts);
+            }
         }
     }
 
     /// Adds the segment `start..end` to the counter and to each window the part
     /// after its opening (`energy_from(from)` is the energy of `from..end`), or
-    /// counts it as a gap.
-    fn segment(&mut self, start: Instant, end: Instant, energy_from: impl Fn(Instant) -> f64) {
+    /// counts it as a gap. `rise` is how far the power moved over it (|b − a|),
+    /// for the windows' bounds.
+    fn segment(
+        &mut self,
+        start: Instant,
+        end: Instant,
+        rise: f64,
+        energy_from: impl Fn(Instant) -> f64,
+    ) {
         let span = end - start;
         let gap = span > self.period * GAP_PERIODS;
         if gap {
@@ -236,8 +400,16 @@ impl Meter {
                 open.window.gaps += 1;
                 open.window.gap_seconds += (end - from).as_secs_f64();
             } else {
-                open.window
-                    .add(energy_from(from), (end - from).as_secs_f64());
+                let seconds = (end - from).as_secs_f64();
+                open.window.add(energy_from(from), seconds);
+                // Whole: the trapezoid is the middle of what the power between
+                // the readings allows. Cut by the window's start: the
+                // interpolated start can be off by the whole rise.
+                open.window.bound += if from == start {
+                    rise * seconds / 2.0
+                } else {
+                    rise * seconds
+                };
             }
         }
     }
@@ -277,13 +449,15 @@ impl Meter {
         }
     }
 
-    /// Opens a window under `key` (not 0) at `at`; an open one is replaced.
-    pub fn open(&mut self, key: u64, at: Instant) {
+    /// Opens a window under `key` (not 0) at `at`; an open one is replaced. With
+    /// `trace`, it keeps its readings.
+    pub fn open(&mut self, key: u64, at: Instant, trace: Option<Trace>) {
         debug_assert_ne!(key, PUBLISH);
         self.windows.retain(|o| o.key != key);
         self.windows.push(Open {
             key,
             window: Window::new(at),
+            trace,
         });
     }
 
@@ -295,15 +469,22 @@ impl Meter {
         Some(window)
     }
 
-    /// Closes the window under `key` at `now`. The time since the last reading is
-    /// counted at that reading's power (or, for a counter, the last segment's), if
-    /// it is shorter than a gap: a run that ends between two readings still gets
-    /// its last part.
-    pub fn close(&mut self, key: u64, now: Instant) -> Option<Window> {
+    /// A copy of the trace of the window under `key`.
+    pub fn peek_trace(&self, key: u64) -> Option<TracePoints> {
+        let open = self.windows.iter().find(|o| o.key == key)?;
+        open.trace.as_ref().map(Trace::snapshot)
+    }
+
+    /// Closes the window under `key` at `now`, with its trace. The time since the
+    /// last reading is counted at that reading's power (or, for a counter, the
+    /// last segment's), if it is shorter than a gap: a run that ends between two
+    /// readings still gets its last part.
+    pub fn close(&mut self, key: u64, now: Instant) -> Option<(Window, Option<TracePoints>)> {
         let i = self.windows.iter().position(|o| o.key == key)?;
-        let mut window = self.windows.swap_remove(i).window;
+        let open = self.windows.swap_remove(i);
+        let mut window = open.window;
         self.add_tail(&mut window, now);
-        Some(window)
+        Some((window, open.trace.map(Trace::into_points)))
     }
 
     fn add_tail(&self, window: &mut Window, now: Instant) {
@@ -312,10 +493,9 @@ impl Meter {
         };
         let from = window.opened.max(at);
         if now > from && now - at <= self.period * GAP_PERIODS {
-            window.add(
-                watts.max(0.0) * (now - from).as_secs_f64(),
-                (now - from).as_secs_f64(),
-            );
+            let seconds = (now - from).as_secs_f64();
+            window.add(watts.max(0.0) * seconds, seconds);
+            window.bound += window.tail_bound(watts.max(0.0), seconds);
         }
     }
 
@@ -473,13 +653,13 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Meter::power(Duration::from_secs(1), t0);
         m.record(t0, 0.0);
-        m.open(7, t0 + 500 * MS);
+        m.open(7, t0 + 500 * MS, None);
         // Ramp 0 → 20 W over 1 s: the window gets 0.5 s from 10 W to 20 W = 7.5 J.
         m.record(t0 + 1000 * MS, 20.0);
         let so_far = m.peek(7, t0 + 1000 * MS).expect("open");
         assert!(close(so_far.joules, 7.5, 1e-9), "{}", so_far.joules);
         // Closing 0.4 s after the last reading holds its 20 W: 8 J more.
-        let w = m.close(7, t0 + 1400 * MS).expect("open");
+        let (w, _) = m.close(7, t0 + 1400 * MS).expect("open");
         assert!(close(w.joules, 15.5, 1e-9), "{}", w.joules);
         assert!(close(w.seconds, 0.9, 1e-9));
         assert!(m.close(7, t0 + 1500 * MS).is_none());

@@ -16,6 +16,7 @@
 //! This module does not read hardware, and it does not know the HTTP API.
 
 pub mod meter;
+pub mod plot;
 pub mod runs;
 pub mod sampler;
 
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use meter::{Meter, Window};
+pub use meter::{Meter, Trace, TraceBudget, TracePoints, Window};
 
 use crate::lock::lock;
 use crate::sample::{Family, Label, Sample, SampleSink};
@@ -90,10 +91,31 @@ pub struct Metered {
 
 pub type MeterHandle = Arc<Mutex<Metered>>;
 
+/// Trace points a run keeps, shared by its sources.
+pub const TRACE_POINTS: usize = 1_000_000;
+/// Trace points all open runs hold together (8 bytes each: 32 MB).
+pub const TRACE_BUDGET: usize = 4_000_000;
+
 /// Every meter of the daemon, by series, and the runs open on them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Runs open now (read by the samplers at every read, without a lock).
+    open_runs: std::sync::atomic::AtomicUsize,
+    /// Sample fast even without a run open (`measure` sampling by itself).
+    forced_fast: std::sync::atomic::AtomicBool,
+    traces: Arc<TraceBudget>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            inner: Mutex::default(),
+            open_runs: Default::default(),
+            forced_fast: Default::default(),
+            traces: TraceBudget::new(TRACE_BUDGET),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -103,9 +125,35 @@ struct Inner {
     open: Vec<(u64, Instant)>,
 }
 
+impl Inner {
+    /// A new trace for run `key` opened at `at`: the run's points shared by its
+    /// sources.
+    fn trace(&self, at: Instant, budget: &Arc<TraceBudget>) -> Trace {
+        Trace::new(at, TRACE_POINTS / self.meters.len().max(1), budget.clone())
+    }
+}
+
 impl Registry {
     pub fn new() -> Arc<Self> {
         Arc::new(Registry::default())
+    }
+
+    /// Whether the sources that can go faster should: a run is open, or
+    /// [`Registry::force_fast`] is on.
+    pub fn fast(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.open_runs.load(Ordering::Relaxed) > 0 || self.forced_fast.load(Ordering::Relaxed)
+    }
+
+    /// Samples fast whether or not a run is open (`measure` by itself).
+    pub fn force_fast(&self, on: bool) {
+        self.forced_fast
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Trace points held by open runs.
+    pub fn trace_points(&self) -> usize {
+        self.traces.held()
     }
 
     /// The meter of `source`, made by `make` the first time. A meter made while
@@ -123,7 +171,7 @@ impl Registry {
         let now = Instant::now();
         let mut meter = make(now);
         for (key, _) in &inner.open {
-            meter.open(*key, now);
+            meter.open(*key, now, Some(inner.trace(now, &self.traces)));
         }
         let source: Arc<str> = source.into();
         let handle = Arc::new(Mutex::new(Metered {
@@ -139,37 +187,58 @@ impl Registry {
     pub fn open_run(&self, key: u64, at: Instant) {
         let mut inner = lock(&self.inner);
         inner.open.push((key, at));
+        self.open_runs
+            .store(inner.open.len(), std::sync::atomic::Ordering::Relaxed);
         for handle in inner.meters.values() {
-            lock(handle).meter.open(key, at);
+            let trace = inner.trace(at, &self.traces);
+            lock(handle).meter.open(key, at, Some(trace));
         }
     }
 
     /// Run `key` on every meter so far, sorted by source.
     pub fn peek_run(&self, key: u64, now: Instant) -> Vec<SourceWindow> {
-        self.each_run_window(|m| m.peek(key, now))
+        self.each_run_window(|m| m.peek(key, now).map(|w| (w, None)))
     }
 
-    /// Closes run `key` on every meter and returns what each saw.
+    /// The traces of run `key` so far, by source.
+    pub fn peek_trace(&self, key: u64) -> Vec<(Arc<str>, TracePoints)> {
+        let handles: Vec<MeterHandle> = lock(&self.inner).meters.values().cloned().collect();
+        let mut found: Vec<(Arc<str>, TracePoints)> = handles
+            .iter()
+            .filter_map(|h| {
+                let m = lock(h);
+                Some((m.source.clone(), m.meter.peek_trace(key)?))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// Closes run `key` on every meter and returns what each saw, with its trace.
     pub fn close_run(&self, key: u64, now: Instant) -> Vec<SourceWindow> {
         let found = self.each_run_window(|m| m.close(key, now));
-        lock(&self.inner).open.retain(|(k, _)| *k != key);
+        let mut inner = lock(&self.inner);
+        inner.open.retain(|(k, _)| *k != key);
+        self.open_runs
+            .store(inner.open.len(), std::sync::atomic::Ordering::Relaxed);
         found
     }
 
     fn each_run_window(
         &self,
-        mut f: impl FnMut(&mut Meter) -> Option<Window>,
+        mut f: impl FnMut(&mut Meter) -> Option<(Window, Option<TracePoints>)>,
     ) -> Vec<SourceWindow> {
         let handles: Vec<MeterHandle> = lock(&self.inner).meters.values().cloned().collect();
         let mut found: Vec<SourceWindow> = handles
             .iter()
             .filter_map(|h| {
                 let mut m = lock(h);
-                let window = f(&mut m.meter)?;
+                let (window, trace) = f(&mut m.meter)?;
                 Some(SourceWindow {
                     source: m.source.clone(),
                     total: m.total,
                     window,
+                    trace,
                 })
             })
             .collect();
@@ -196,6 +265,8 @@ pub struct SourceWindow {
     pub source: Arc<str>,
     pub total: bool,
     pub window: Window,
+    /// Its readings, when the run is closed.
+    pub trace: Option<TracePoints>,
 }
 
 /// A collector's way to its meters: records readings and pushes the watts, joules

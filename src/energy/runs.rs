@@ -2,19 +2,28 @@
 //!
 //! A run opens a window on every meter of the [`Registry`]; stopping it reads the
 //! windows back as one [`RunReport`], the object `POST /runs/{id}/stop` answers
-//! and `measure --json` prints. Finished runs are appended to `runs.jsonl` beside
-//! the config (synced before the stop is answered, so a restart loses none) and
-//! the file is kept under [`MAX_FILE_BYTES`] by dropping its oldest runs. A run is
-//! never a metric label: its numbers live here only.
+//! and `measure --json` prints. A run never stays open by accident: it ends by
+//! its stop (`"end": "stop"`, or `"exit"` from `measure`), at its `timeout_s`
+//! (`"timeout"`, [`Runs::expire`]), when the daemon shuts down (`"shutdown"`), or,
+//! after a crash, at the next start from the journal of open runs written every
+//! second (`"crash"`, with its energy up to that checkpoint).
+//!
+//! Finished runs are appended to `runs.jsonl` beside the config (synced before the
+//! stop is answered, so a restart loses none), whole records or nothing; the file
+//! is kept under [`MAX_FILE_BYTES`] by dropping its oldest runs, and every run
+//! still in it can be found. Each run keeps its readings as a trace (see
+//! [`super::Trace`]); a finished run's trace is written to `runs.traces/<id>.trace`,
+//! those files together kept under [`MAX_TRACE_BYTES`]. A run is never a metric
+//! label: its numbers live here only.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, SourceWindow};
+use super::{Registry, SourceWindow, TracePoints};
 use crate::lock::lock;
 
 /// Runs open at once; one more is refused (429).
@@ -23,16 +32,41 @@ pub const MAX_OPEN: usize = 64;
 pub const RECENT: usize = 100;
 /// `runs.jsonl` is rewritten without its oldest half once it passes this.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// The trace files of finished runs together; the oldest go beyond it.
+pub const MAX_TRACE_BYTES: u64 = 64 * 1024 * 1024;
 /// Bounds on what a client may give a run.
 pub const MAX_NAME: usize = 128;
 pub const MAX_LABELS: usize = 16;
 pub const MAX_LABEL_VALUE: usize = 256;
+/// A run's timeout when none is asked for, and the longest one.
+pub const DEFAULT_TIMEOUT_S: f64 = 86_400.0;
+pub const MAX_TIMEOUT_S: f64 = 30.0 * 86_400.0;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum End {
+    /// `POST /runs/{id}/stop`.
+    Stop,
+    /// `measure`'s command exited.
+    Exit,
+    /// Past its `timeout_s`.
+    Timeout,
+    /// The daemon stopped.
+    Shutdown,
+    /// The daemon died; recovered from the journal at the next start.
+    Crash,
+}
 
 /// One source in a run report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceReport {
     pub source: String,
     pub joules: f64,
+    /// How far `joules` can be from the true energy, from the readings
+    /// themselves (docs/energy.md, "How exact").
+    #[serde(default)]
+    pub joules_bound: f64,
     /// Energy over the time measured; absent when the source gave no reading.
     pub mean_watts: Option<f64>,
     pub peak_watts: Option<f64>,
@@ -44,6 +78,9 @@ pub struct SourceReport {
     /// Time left out because the source gave no reading for over 3 periods.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gap_seconds: f64,
+    /// Every `trace_stride`-th reading is in the run's trace (absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_stride: Option<u32>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -58,12 +95,22 @@ pub struct RunReport {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// How it ended; absent while it runs (and in records from before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<End>,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub duration_s: f64,
     /// The command's exit status (`measure`); null for runs of the API.
     pub exit_code: Option<i32>,
+    /// Seconds after which it is closed if nobody stops it.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
     pub sources: Vec<SourceReport>,
+}
+
+fn default_timeout() -> f64 {
+    DEFAULT_TIMEOUT_S
 }
 
 impl RunReport {
@@ -80,6 +127,15 @@ pub struct RunRequest {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Seconds after which the run is closed if nobody stops it (default a day).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+}
+
+/// A run's trace: per source, seconds since the run started and watts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTrace {
+    pub sources: Vec<(String, TracePoints)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -97,7 +153,7 @@ pub enum RunError {
 }
 
 impl RunRequest {
-    /// Checks the name and labels; the message says what is wrong.
+    /// Checks the name, labels and timeout; the message says what is wrong.
     pub fn validate(&self) -> Result<(), RunError> {
         let name = self.name.trim();
         if name.is_empty() {
@@ -137,6 +193,13 @@ impl RunRequest {
                 )));
             }
         }
+        if let Some(t) = self.timeout_s
+            && !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_S)
+        {
+            return Err(RunError::Invalid(format!(
+                "timeout_s must be seconds above 0 and at most {MAX_TIMEOUT_S}, got {t}"
+            )));
+        }
         Ok(())
     }
 }
@@ -148,6 +211,7 @@ struct OpenRun {
     labels: BTreeMap<String, String>,
     started: SystemTime,
     at: Instant,
+    timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -160,6 +224,10 @@ struct State {
     last_id: u64,
     /// A storage failure was logged; the next success says it is over.
     failing: bool,
+    /// The journal holds open runs (so it is cleared when none is left).
+    journaled: bool,
+    /// What the trace files take, once known.
+    trace_bytes: Option<u64>,
 }
 
 /// The runs of one daemon (or of one `measure` without a daemon).
@@ -171,9 +239,13 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// Runs on `registry`, recorded in `file` (none: kept in memory only). The
-    /// file's newest runs are loaded for `GET /runs`.
+    /// Runs on `registry`, recorded in `file` (none: kept in memory only). Runs
+    /// the journal says were open when the last daemon died are recorded first
+    /// (`"end": "crash"`); the file's newest runs are loaded for `GET /runs`.
     pub fn new(registry: Arc<Registry>, file: Option<PathBuf>) -> Self {
+        if let Some(path) = &file {
+            recover(path);
+        }
         let recent = file.as_deref().map(load).unwrap_or_default();
         let last_id = recent
             .iter()
@@ -189,6 +261,8 @@ impl Runs {
                 unsaved: Vec::new(),
                 last_id,
                 failing: false,
+                journaled: false,
+                trace_bytes: None,
             }),
         }
     }
@@ -222,11 +296,12 @@ impl Runs {
             labels: request.labels,
             started,
             at,
+            timeout: Duration::from_secs_f64(request.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)),
         });
         Ok(id.to_string())
     }
 
-    /// The run `id`: energy so far while it runs.
+    /// The run `id`: energy so far while it runs; any run still in `runs.jsonl`.
     pub fn get(&self, id: &str) -> Result<RunReport, RunError> {
         let state = lock(&self.state);
         if let Some(open) = find_open(&state, id) {
@@ -238,47 +313,98 @@ impl Runs {
                 self.registry.peek_run(open.id, now),
             ));
         }
-        state
+        if let Some(r) = state
             .unsaved
             .iter()
             .chain(state.recent.iter())
             .find(|r| r.id == id)
-            .cloned()
+        {
+            return Ok(r.clone());
+        }
+        drop(state);
+        self.file
+            .as_deref()
+            .and_then(|f| find_in_file(f, id))
             .ok_or_else(|| RunError::NotFound(id.to_owned()))
     }
 
-    /// Stops run `id` and records it. A run recorded already is 409-worthy
-    /// ([`RunError::Stopped`]); an unknown one is [`RunError::NotFound`].
-    pub fn stop(&self, id: &str, exit_code: Option<i32>) -> Result<RunReport, RunError> {
-        self.stop_at(id, exit_code, Instant::now())
+    /// The trace of run `id`: its readings so far while it runs, else the trace
+    /// file written when it stopped (`None` when there is none).
+    pub fn trace(&self, id: &str) -> Result<Option<RunTrace>, RunError> {
+        let key = {
+            let state = lock(&self.state);
+            find_open(&state, id).map(|o| o.id)
+        };
+        if let Some(key) = key {
+            let sources = self
+                .registry
+                .peek_trace(key)
+                .into_iter()
+                .map(|(s, t)| (s.to_string(), t))
+                .collect();
+            return Ok(Some(RunTrace { sources }));
+        }
+        self.get(id)?;
+        Ok(self
+            .traces_dir()
+            .and_then(|dir| read_trace(&dir.join(format!("{id}.trace"))).ok()))
+    }
+
+    /// Stops run `id` as `end` (stop or exit) and records it. A run recorded
+    /// already is 409-worthy ([`RunError::Stopped`]); an unknown one is
+    /// [`RunError::NotFound`].
+    pub fn stop(&self, id: &str, exit_code: Option<i32>, end: End) -> Result<RunReport, RunError> {
+        self.stop_at(id, exit_code, end, Instant::now())
     }
 
     fn stop_at(
         &self,
         id: &str,
         exit_code: Option<i32>,
+        end: End,
         now: Instant,
     ) -> Result<RunReport, RunError> {
         let mut state = lock(&self.state);
-        let finished = if let Some(i) = state.unsaved.iter().position(|r| r.id == id) {
+        let (finished, trace) = if let Some(i) = state.unsaved.iter().position(|r| r.id == id) {
             // Its first stop was measured but not recorded: record it now.
-            state.unsaved.remove(i)
+            (state.unsaved.remove(i), None)
         } else {
             let Some(i) = state.open.iter().position(|r| r.id.to_string() == id) else {
-                return Err(if state.recent.iter().any(|r| r.id == id) {
+                let known = state.recent.iter().any(|r| r.id == id)
+                    || self
+                        .file
+                        .as_deref()
+                        .and_then(|f| find_in_file(f, id))
+                        .is_some();
+                return Err(if known {
                     RunError::Stopped(id.to_owned())
                 } else {
                     RunError::NotFound(id.to_owned())
                 });
             };
             let open = state.open.remove(i);
-            report(
-                &open,
-                now,
-                Some(exit_code),
-                self.registry.close_run(open.id, now),
-            )
+            let windows = self.registry.close_run(open.id, now);
+            let trace = RunTrace {
+                sources: windows
+                    .iter()
+                    .filter_map(|w| Some((w.source.to_string(), w.trace.clone()?)))
+                    .collect(),
+            };
+            let mut finished = report(&open, now, Some(exit_code), windows);
+            finished.end = Some(end);
+            (finished, Some(trace))
         };
+        self.record(&mut state, finished, trace)
+    }
+
+    /// Writes a finished run (and its trace) and keeps it among the recent ones;
+    /// when it cannot be written it stays stoppable.
+    fn record(
+        &self,
+        state: &mut State,
+        finished: RunReport,
+        trace: Option<RunTrace>,
+    ) -> Result<RunReport, RunError> {
         if let Some(path) = &self.file {
             let mut line = serde_json::to_vec(&finished).map_err(|e| RunError::Storage {
                 path: path.display().to_string(),
@@ -298,12 +424,85 @@ impl Runs {
             if std::mem::replace(&mut state.failing, false) {
                 tracing::info!(path = %path.display(), "stopped runs are recorded again");
             }
+            if let (Some(trace), Some(dir)) = (trace, self.traces_dir())
+                && trace.sources.iter().any(|(_, t)| !t.points.is_empty())
+            {
+                match write_trace(&dir, &finished.id, &trace, state.trace_bytes) {
+                    Ok(total) => state.trace_bytes = Some(total),
+                    Err(e) => {
+                        tracing::warn!(run = %finished.id, error = %e, "the run's trace could not be written")
+                    }
+                }
+            }
         }
         if state.recent.len() >= RECENT {
             state.recent.pop_back();
         }
         state.recent.push_front(finished.clone());
         Ok(finished)
+    }
+
+    /// Closes every run past its timeout (`"end": "timeout"`); how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let due: Vec<String> = lock(&self.state)
+            .open
+            .iter()
+            .filter(|o| now.saturating_duration_since(o.at) >= o.timeout)
+            .map(|o| o.id.to_string())
+            .collect();
+        for id in &due {
+            match self.stop_at(id, None, End::Timeout, now) {
+                Ok(_) => tracing::warn!(run = %id, "a run reached its timeout_s and was closed"),
+                Err(e) => {
+                    tracing::warn!(run = %id, error = %e, "a timed-out run could not be recorded")
+                }
+            }
+        }
+        due.len()
+    }
+
+    /// Closes every open run as `end` (the daemon is stopping).
+    pub fn close_all(&self, end: End) {
+        let ids: Vec<String> = lock(&self.state)
+            .open
+            .iter()
+            .map(|o| o.id.to_string())
+            .collect();
+        for id in ids {
+            if let Err(e) = self.stop(&id, None, end) {
+                tracing::warn!(run = %id, error = %e, "an open run could not be recorded at shutdown");
+            }
+        }
+        self.checkpoint();
+    }
+
+    /// Writes every open run, its energy so far, to the journal (at most a
+    /// second old when the daemon checkpoints every second); removes it when no
+    /// run is open.
+    pub fn checkpoint(&self) {
+        let Some(path) = self.file.as_deref().map(journal_of) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        if state.open.is_empty() {
+            if std::mem::replace(&mut state.journaled, false) {
+                let _ = std::fs::remove_file(&path);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let open: Vec<RunReport> = state
+            .open
+            .iter()
+            .map(|o| report(o, now, None, self.registry.peek_run(o.id, now)))
+            .collect();
+        match serde_json::to_vec(&serde_json::json!({ "runs": open })) {
+            Ok(bytes) => match crate::atomic_file::write_atomically(&path, &bytes) {
+                Ok(()) => state.journaled = true,
+                Err(e) => tracing::debug!(error = %e, "the runs journal could not be written"),
+            },
+            Err(e) => tracing::debug!(error = %e, "the runs journal could not be made"),
+        }
     }
 
     /// Open runs (newest first), then finished ones (newest first).
@@ -324,10 +523,81 @@ impl Runs {
     pub fn open_count(&self) -> usize {
         lock(&self.state).open.len()
     }
+
+    fn traces_dir(&self) -> Option<PathBuf> {
+        self.file.as_deref().map(traces_of)
+    }
 }
 
 fn find_open<'a>(state: &'a State, id: &str) -> Option<&'a OpenRun> {
     state.open.iter().find(|r| r.id.to_string() == id)
+}
+
+/// The journal of open runs beside `runs.jsonl`.
+fn journal_of(file: &Path) -> PathBuf {
+    file.with_file_name("runs.journal.json")
+}
+
+/// The directory of finished runs' traces beside `runs.jsonl`.
+fn traces_of(file: &Path) -> PathBuf {
+    file.with_file_name("runs.traces")
+}
+
+/// Records the runs a journal says were open when the daemon died, as they were
+/// at the last checkpoint (`"end": "crash"`), unless `runs.jsonl` has them, and
+/// removes the journal.
+fn recover(file: &Path) {
+    let journal = journal_of(file);
+    crate::atomic_file::remove_leftovers(&journal);
+    let Ok(bytes) = std::fs::read(&journal) else {
+        return;
+    };
+    #[derive(Deserialize)]
+    struct Journal {
+        runs: Vec<RunReport>,
+    }
+    let runs = serde_json::from_slice::<Journal>(&bytes)
+        .map(|j| j.runs)
+        .unwrap_or_default();
+    let mut ok = true;
+    for mut run in runs {
+        if find_in_file(file, &run.id).is_some() {
+            continue;
+        }
+        run.running = false;
+        run.end = Some(End::Crash);
+        let mut line = match serde_json::to_vec(&run) {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        line.push(b'\n');
+        match append(file, &line) {
+            Ok(()) => {
+                tracing::warn!(run = %run.id, "a run open when the daemon died was recorded from its last checkpoint")
+            }
+            Err(e) => {
+                ok = false;
+                tracing::error!(run = %run.id, error = %e, "a run open when the daemon died could not be recorded; the journal is kept");
+            }
+        }
+    }
+    if ok {
+        let _ = std::fs::remove_file(&journal);
+    }
+}
+
+/// The run `id` in `runs.jsonl`, if it is still there.
+fn find_in_file(file: &Path, id: &str) -> Option<RunReport> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let needle = format!("\"id\":\"{id}\"");
+    text.lines()
+        .rev()
+        .filter(|l| l.contains(&needle))
+        .find_map(|l| {
+            serde_json::from_str::<RunReport>(l)
+                .ok()
+                .filter(|r| r.id == id)
+        })
 }
 
 /// The report of `open` at `now`: still running, or `stopped` with the
@@ -343,9 +613,11 @@ fn report(
         name: open.name.clone(),
         labels: open.labels.clone(),
         running: stopped.is_none(),
+        end: None,
         started_at: crate::clock::rfc3339(crate::clock::unix_seconds(open.started)),
         duration_s: round((now - open.at).as_secs_f64(), 1e3),
         exit_code: stopped.flatten(),
+        timeout_s: open.timeout.as_secs_f64(),
         sources: windows.into_iter().map(source_report).collect(),
     }
 }
@@ -354,11 +626,14 @@ fn source_report(w: SourceWindow) -> SourceReport {
     SourceReport {
         source: w.source.to_string(),
         joules: round(w.window.joules, 1e4),
+        // Rounded up, so rounding never narrows it.
+        joules_bound: (w.window.bound * 1e4).ceil() / 1e4,
         mean_watts: w.window.mean_watts().map(|v| round(v, 1e4)),
         peak_watts: w.window.peak.map(|v| round(v, 1e4)),
         samples: w.window.samples,
         total: w.total,
         gap_seconds: round(w.window.gap_seconds, 1e3),
+        trace_stride: w.trace.as_ref().map(|t| t.stride).filter(|s| *s > 1),
     }
 }
 
@@ -405,6 +680,99 @@ fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The first bytes of a trace file.
+const TRACE_MAGIC: &[u8; 10] = b"EMXTRACE1\n";
+/// Most sources a trace file may name (a file is read back, so it is bounded).
+const MAX_TRACE_SOURCES: usize = 1024;
+
+/// Writes `trace` as `dir/<id>.trace` (atomically), then, when the trace files
+/// take more than [`MAX_TRACE_BYTES`] (`known`: their size as last counted),
+/// removes the oldest. Returns their size now. The format: the magic, the
+/// number of sources (u32), then per source its name (u16 length, UTF-8), its
+/// stride and number of points (u32 each) and its points (f32 seconds, f32
+/// watts), all little-endian.
+fn write_trace(dir: &Path, id: &str, trace: &RunTrace, known: Option<u64>) -> std::io::Result<u64> {
+    std::fs::create_dir_all(dir)?;
+    let mut bytes = TRACE_MAGIC.to_vec();
+    bytes.extend_from_slice(&(trace.sources.len() as u32).to_le_bytes());
+    for (source, points) in &trace.sources {
+        let name = &source.as_bytes()[..source.len().min(u16::MAX as usize)];
+        bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(&points.stride.to_le_bytes());
+        bytes.extend_from_slice(&(points.points.len() as u32).to_le_bytes());
+        for (t, w) in &points.points {
+            bytes.extend_from_slice(&t.to_le_bytes());
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    crate::atomic_file::write_atomically(&dir.join(format!("{id}.trace")), &bytes)?;
+    if let Some(total) = known.map(|k| k + bytes.len() as u64)
+        && total <= MAX_TRACE_BYTES
+    {
+        return Ok(total);
+    }
+    // Ids grow with time: the smallest are the oldest.
+    let mut files: Vec<(u64, PathBuf, u64)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let id: u64 = name.strip_suffix(".trace")?.parse().ok()?;
+            Some((id, e.path(), e.metadata().ok()?.len()))
+        })
+        .collect();
+    files.sort();
+    let mut total: u64 = files.iter().map(|f| f.2).sum();
+    for (_, path, len) in files {
+        if total <= MAX_TRACE_BYTES {
+            break;
+        }
+        let _ = std::fs::remove_file(path);
+        total -= len;
+    }
+    Ok(total)
+}
+
+/// Reads a trace file back; every count is checked against what is left.
+fn read_trace(path: &Path) -> std::io::Result<RunTrace> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a trace file");
+    let data = std::fs::read(path)?;
+    let mut rest = data.strip_prefix(TRACE_MAGIC.as_slice()).ok_or_else(bad)?;
+    let mut take = |n: usize| -> std::io::Result<&[u8]> {
+        if rest.len() < n {
+            return Err(bad());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let u32_of = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let count = u32_of(take(4)?) as usize;
+    if count > MAX_TRACE_SOURCES {
+        return Err(bad());
+    }
+    let mut sources = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = take(2)?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        let name = String::from_utf8_lossy(take(len)?).into_owned();
+        let stride = u32_of(take(4)?);
+        let n = u32_of(take(4)?) as usize;
+        let raw = take(n.checked_mul(8).ok_or_else(bad)?)?;
+        let points = raw
+            .chunks_exact(8)
+            .map(|c| {
+                (
+                    f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                    f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect();
+        sources.push((name, TracePoints { points, stride }));
+    }
+    Ok(RunTrace { sources })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +783,7 @@ mod tests {
         RunRequest {
             name: name.into(),
             labels: BTreeMap::new(),
+            timeout_s: None,
         }
     }
 
@@ -434,6 +803,7 @@ mod tests {
         let err = RunRequest {
             name: "x".into(),
             labels,
+            timeout_s: None,
         }
         .validate()
         .expect_err("bad label");
@@ -461,7 +831,7 @@ mod tests {
         }
         assert!(runs.get(&id).expect("running").running);
         let end = opened + Duration::from_millis(200);
-        let report = runs.stop_at(&id, Some(0), end).expect("stop");
+        let report = runs.stop_at(&id, Some(0), End::Stop, end).expect("stop");
         assert!(!report.running);
         assert!((report.duration_s - 0.2).abs() < 0.01, "{report:?}");
         let source = &report.sources[0];
@@ -472,7 +842,10 @@ mod tests {
         assert!((source.joules - 2.0).abs() < 0.01, "{report:?}");
         assert_eq!(source.mean_watts, Some(10.0));
         assert_eq!(source.peak_watts, Some(10.0));
-        assert_eq!(runs.stop(&id, None), Err(RunError::Stopped(id.clone())));
+        assert_eq!(
+            runs.stop(&id, None, End::Stop),
+            Err(RunError::Stopped(id.clone()))
+        );
         assert_eq!(runs.get("123"), Err(RunError::NotFound("123".to_owned())));
         // Another daemon on the same file lists it, and its ids keep growing.
         let again = Runs::new(Registry::new(), Some(file));
@@ -488,17 +861,108 @@ mod tests {
         let file = dir.path().join("later").join("runs.jsonl");
         let runs = Runs::new(Registry::new(), Some(file.clone()));
         let id = runs.start(request("job")).expect("start");
-        let Err(RunError::Storage { .. }) = runs.stop(&id, Some(0)) else {
+        let Err(RunError::Storage { .. }) = runs.stop(&id, Some(0), End::Stop) else {
             panic!("the record could not be written");
         };
         // Not lost: listed, found, and not "stopped already".
         assert!(!runs.get(&id).expect("found").running);
         std::fs::create_dir(dir.path().join("later")).expect("mkdir");
-        let report = runs.stop(&id, None).expect("the second stop records it");
+        let report = runs
+            .stop(&id, None, End::Stop)
+            .expect("the second stop records it");
         assert_eq!(report.exit_code, Some(0), "the first stop's report");
-        assert_eq!(runs.stop(&id, None), Err(RunError::Stopped(id.clone())));
+        assert_eq!(
+            runs.stop(&id, None, End::Stop),
+            Err(RunError::Stopped(id.clone()))
+        );
         let again = Runs::new(Registry::new(), Some(file));
         assert_eq!(again.list(), vec![report]);
+    }
+
+    #[test]
+    fn runs_never_leak() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("runs.jsonl");
+        let registry = Registry::new();
+        let meter = registry.meter("board_power_board", true, |now| {
+            Meter::power(Duration::from_millis(10), now)
+        });
+        let runs = Runs::new(registry.clone(), Some(file.clone()));
+        // A timeout: closed and stored as such.
+        let short = runs
+            .start(RunRequest {
+                timeout_s: Some(0.05),
+                ..request("short")
+            })
+            .expect("start");
+        assert!(registry.fast(), "a run is open: sources go fast");
+        assert_eq!(runs.expire(Instant::now()), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(runs.expire(Instant::now()), 1);
+        assert!(!registry.fast());
+        let r = runs.get(&short).expect("stored");
+        assert_eq!((r.running, r.end), (false, Some(End::Timeout)));
+        assert_eq!(
+            runs.stop(&short, None, End::Stop),
+            Err(RunError::Stopped(short.clone()))
+        );
+        // A crash: the journal has the run as of the last checkpoint.
+        let crashed = runs.start(request("crashed")).expect("start");
+        let t0 = Instant::now();
+        for i in 0..=10u32 {
+            lock(&meter)
+                .meter
+                .record(t0 + Duration::from_millis(10) * i, 10.0);
+        }
+        runs.checkpoint();
+        assert!(dir.path().join("runs.journal.json").exists());
+        drop(runs); // the daemon dies: nothing stored for "crashed"
+        let again = Runs::new(Registry::new(), Some(file.clone()));
+        let r = again.get(&crashed).expect("recovered");
+        assert_eq!((r.running, r.end), (false, Some(End::Crash)));
+        assert!(r.sources[0].joules > 0.9, "{r:?}");
+        assert!(!dir.path().join("runs.journal.json").exists());
+        // Shutdown closes what is open.
+        let open = again.start(request("open at shutdown")).expect("start");
+        again.close_all(End::Shutdown);
+        assert_eq!(again.get(&open).expect("stored").end, Some(End::Shutdown));
+    }
+
+    #[test]
+    fn every_run_in_the_file_is_found_and_traces_come_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("runs.jsonl");
+        let registry = Registry::new();
+        let meter = registry.meter("rapl_power_package", false, |now| {
+            Meter::power(Duration::from_millis(10), now)
+        });
+        let runs = Runs::new(registry.clone(), Some(file.clone()));
+        let first = runs.start(request("first")).expect("start");
+        let t0 = Instant::now();
+        for i in 0..50u32 {
+            lock(&meter)
+                .meter
+                .record(t0 + Duration::from_millis(10) * i, f64::from(i));
+        }
+        let live = runs.trace(&first).expect("trace").expect("some");
+        assert_eq!(live.sources[0].1.points.len(), 50);
+        runs.stop(&first, None, End::Stop).expect("stop");
+        for i in 0..RECENT + 5 {
+            let id = runs.start(request(&format!("r{i}"))).expect("start");
+            runs.stop(&id, None, End::Stop).expect("stop");
+        }
+        // Beyond the recent ones, from the file.
+        let r = runs.get(&first).expect("in the file");
+        assert_eq!(r.name, "first");
+        assert_eq!(
+            runs.stop(&first, None, End::Stop),
+            Err(RunError::Stopped(first.clone()))
+        );
+        let trace = runs.trace(&first).expect("trace").expect("written");
+        assert_eq!(trace.sources[0].0, "rapl_power_package");
+        assert_eq!(trace.sources[0].1.points.len(), 50);
+        let (t, w) = trace.sources[0].1.points[49];
+        assert!((t - 0.49).abs() < 0.01 && w == 49.0, "{t} {w}");
     }
 
     #[test]
@@ -523,9 +987,10 @@ mod tests {
                 .start(RunRequest {
                     name: "r".into(),
                     labels: labels.clone(),
+                    timeout_s: None,
                 })
                 .expect("start");
-            runs.stop(&id, None).expect("stop");
+            runs.stop(&id, None, End::Stop).expect("stop");
         }
         let len = std::fs::metadata(&file).expect("file").len();
         assert!(len <= MAX_FILE_BYTES, "{len}");

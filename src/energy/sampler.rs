@@ -1,5 +1,10 @@
 //! Reads a power source many times a second, off the async runtime, into meters.
 //!
+//! Two rates: `power.sample_interval` normally, and `power.run_sample_interval`
+//! while a measured run is open ([`Registry::fast`]), never faster than the
+//! chip has a new reading ([`Probe::min_period`]). The gap rule of the meters
+//! follows the normal rate either way.
+//!
 //! A [`Probe`] reads every channel of one source once (the rails of a Jetson's
 //! INA3221, the INA2xx sensors of a board); a sampler thread calls it every sample
 //! period, records each channel's power in its meter and keeps its latest voltage
@@ -30,6 +35,9 @@ pub struct Reading {
     pub watts: Option<f64>,
     pub volts: Option<f64>,
     pub amps: Option<f64>,
+    /// A hardware energy counter, joules (RAPL): the meter then takes the
+    /// counter's increases, and `watts` is ignored.
+    pub joules: Option<f64>,
 }
 
 /// Why a channel (or the whole source) gave nothing.
@@ -46,6 +54,12 @@ pub trait Probe: Send + 'static {
     /// Reads every channel once into `out`, telling what could not be read in
     /// `problems` (both are empty on entry).
     fn read(&mut self, out: &mut Vec<Reading>, problems: &mut Vec<Problem>);
+
+    /// How often the hardware has a new reading: the sampler never reads
+    /// faster (0: as fast as asked).
+    fn min_period(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// One channel as the collector publishes it.
@@ -76,16 +90,19 @@ const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
 pub struct Sampled {
     state: Arc<Mutex<SamplerState>>,
     period: Duration,
+    fast: Duration,
     interval: Duration,
     _stop: tokio_util::sync::DropGuard,
 }
 
 impl Sampled {
-    /// Starts sampling `probe` every `period` on `tracker`, into `registry`'s meters;
-    /// `interval` is the publish interval.
+    /// Starts sampling `probe` every `period` (every `fast` while a run is
+    /// open) on `tracker`, into `registry`'s meters; `interval` is the publish
+    /// interval.
     pub fn start(
         probe: impl Probe,
         period: Duration,
+        fast: Duration,
         interval: Duration,
         registry: Arc<Registry>,
         tracker: &TaskTracker,
@@ -93,13 +110,20 @@ impl Sampled {
     ) -> Self {
         let state = Arc::new(Mutex::new(SamplerState::default()));
         let cancel = cancel.child_token();
-        let meters = Meters::new(registry, period, interval);
+        let fast = fast.min(period);
+        let meters = Meters::new(registry.clone(), period, interval);
         let shared = state.clone();
         let stop = cancel.clone();
-        tracker.spawn_blocking(move || run(probe, period, meters, shared, stop));
+        let rates = Rates {
+            period,
+            fast,
+            registry,
+        };
+        tracker.spawn_blocking(move || run(probe, rates, meters, shared, stop));
         Sampled {
             state,
             period,
+            fast,
             interval,
             _stop: cancel.drop_guard(),
         }
@@ -107,6 +131,11 @@ impl Sampled {
 
     pub fn period(&self) -> Duration {
         self.period
+    }
+
+    /// The period asked for while a run is open (before the chip's limit).
+    pub fn fast_period(&self) -> Duration {
+        self.fast
     }
 
     /// Publishes every channel: watts (the mean over the interval), joules, peak,
@@ -142,9 +171,16 @@ impl Sampled {
     }
 }
 
+/// The sampler's two rates, and where it learns which applies.
+struct Rates {
+    period: Duration,
+    fast: Duration,
+    registry: Arc<Registry>,
+}
+
 fn run(
     mut probe: impl Probe,
-    period: Duration,
+    rates: Rates,
     mut meters: Meters,
     state: Arc<Mutex<SamplerState>>,
     cancel: CancellationToken,
@@ -171,7 +207,11 @@ fn run(
                 {
                     Some(i) => i,
                     None => {
-                        let meter = meters.power(&r.watts_id, &[], r.families.total);
+                        let meter = if r.joules.is_some() {
+                            meters.counter(&r.watts_id, &[], r.families.total)
+                        } else {
+                            meters.power(&r.watts_id, &[], r.families.total)
+                        };
                         s.channels.push(Channel {
                             reading: r.clone(),
                             meter,
@@ -180,13 +220,20 @@ fn run(
                     }
                 };
                 let channel = &mut s.channels[i];
-                if let Some(w) = r.watts {
-                    lock(&channel.meter).meter.record(at, w);
+                match (r.joules, r.watts) {
+                    (Some(j), _) => lock(&channel.meter).meter.record_counter(at, j, None),
+                    (None, Some(w)) => lock(&channel.meter).meter.record(at, w),
+                    (None, None) => {}
                 }
                 channel.reading = r;
             }
             s.problems = std::mem::take(&mut problems);
         }
+        let period = if rates.registry.fast() {
+            rates.fast.max(probe.min_period())
+        } else {
+            rates.period
+        };
         next += period;
         let now = Instant::now();
         if next < now {

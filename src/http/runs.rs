@@ -1,20 +1,24 @@
 //! Measured runs in the management API: `POST /runs`, `POST /runs/{id}/stop`,
-//! `GET /runs/{id}`, `GET /runs`. The bookkeeping is `energy::runs`; this module
-//! only speaks HTTP (token rules are the API's, applied around the router).
+//! `GET /runs/{id}`, `GET /runs/{id}/trace`, `GET /runs`. The bookkeeping is
+//! `energy::runs`, the drawing `energy::plot`; this module only speaks HTTP
+//! (token rules are the API's, applied around the router). `GET /runs/{id}` and
+//! `GET /runs` answer a browser (`Accept: text/html`) with a page that draws the
+//! power over time.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use super::body::{PathParam, read_body_limited};
 use super::error::ApiError;
-use crate::energy::runs::{RunError, RunReport, RunRequest};
+use crate::energy::plot;
+use crate::energy::runs::{End, RunError, RunReport, RunRequest};
 use crate::state::AppState;
 
 /// Largest run request: a name and at most 16 short labels fit well inside.
@@ -25,6 +29,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/runs", get(list).post(start))
         .route("/runs/{id}", get(show))
+        .route("/runs/{id}/trace", get(trace))
         .route("/runs/{id}/stop", post(stop))
 }
 
@@ -39,6 +44,18 @@ pub fn allow(path: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether the client asks for `kind` before JSON (a browser asks for HTML).
+fn wants(headers: &HeaderMap, kind: &str) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            let html = a.find(kind);
+            let json = a.find("application/json");
+            html.is_some() && json.is_none_or(|j| html < Some(j))
+        })
 }
 
 impl From<RunError> for ApiError {
@@ -72,13 +89,41 @@ async fn start(
     Ok(response)
 }
 
+/// What `measure` (or a client) may say when it stops a run.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopRequest {
+    exit_code: Option<i32>,
+    end: Option<End>,
+}
+
 async fn stop(
     State(state): State<Arc<AppState>>,
     PathParam(id): PathParam<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<RunReport>, ApiError> {
+    let body = read_body_limited(&headers, body, MAX_RUN_BODY).await?;
+    let request: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Invalid stop: {e} (expected nothing, or {{\"exit_code\": 0, \"end\": \"exit\"}})"
+            ))
+        })?
+    };
+    let end = match request.end.unwrap_or(End::Stop) {
+        e @ (End::Stop | End::Exit) => e,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "end must be \"stop\" or \"exit\", not {other:?}"
+            )));
+        }
+    };
     let runs = state.runs.clone();
     // Appending to runs.jsonl syncs to disk: off the async threads.
-    tokio::task::spawn_blocking(move || runs.stop(&id, None))
+    tokio::task::spawn_blocking(move || runs.stop(&id, request.exit_code, end))
         .await
         .map_err(|e| ApiError::internal(format!("stopping the run failed: {e}")))?
         .map(Json)
@@ -88,10 +133,68 @@ async fn stop(
 async fn show(
     State(state): State<Arc<AppState>>,
     PathParam(id): PathParam<String>,
-) -> Result<Json<RunReport>, ApiError> {
-    Ok(Json(state.runs.get(&id)?))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let runs = state.runs.clone();
+    let html = wants(&headers, "text/html");
+    tokio::task::spawn_blocking(move || {
+        let report = runs.get(&id)?;
+        if !html {
+            return Ok(Json(report).into_response());
+        }
+        let trace = runs.trace(&id)?.unwrap_or_default();
+        Ok(Html(plot::run_page(&report, &trace)).into_response())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading the run failed: {e}")))?
 }
 
-async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(json!({ "runs": state.runs.list() }))
+/// `GET /runs/{id}/trace`: CSV (`t_s,source,watts`), or JSON when asked for.
+async fn trace(
+    State(state): State<Arc<AppState>>,
+    PathParam(id): PathParam<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let runs = state.runs.clone();
+    let json = wants(&headers, "application/json");
+    tokio::task::spawn_blocking(move || {
+        let Some(trace) = runs.trace(&id)? else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "run {id} has no trace (it is older than the traces kept, or ended in a crash)"
+                ),
+            ));
+        };
+        Ok(if json {
+            Json(plot::trace_json(&trace)).into_response()
+        } else {
+            (
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                plot::trace_csv(&trace),
+            )
+                .into_response()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading the trace failed: {e}")))?
+}
+
+async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let runs = state.runs.clone();
+    let html = wants(&headers, "text/html");
+    let answer = tokio::task::spawn_blocking(move || {
+        let all = runs.list();
+        if !html {
+            return Json(json!({ "runs": all })).into_response();
+        }
+        let traces: Vec<_> = all
+            .iter()
+            .map(|r| runs.trace(&r.id).ok().flatten().unwrap_or_default())
+            .collect();
+        Html(plot::list_page(&all, &traces)).into_response()
+    })
+    .await;
+    answer
+        .unwrap_or_else(|e| ApiError::internal(format!("listing runs failed: {e}")).into_response())
 }
