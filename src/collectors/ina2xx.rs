@@ -343,7 +343,7 @@ impl Collector for Ina2xxCollector {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
 
@@ -358,7 +358,7 @@ mod tests {
         }
     }
 
-    fn sensor(name: &str) -> Ina2xxSensor {
+    pub(crate) fn sensor(name: &str) -> Ina2xxSensor {
         Ina2xxSensor {
             name: name.into(),
             ..Ina2xxSensor::raspberry_pi_default()
@@ -390,7 +390,7 @@ mod tests {
         (values, problems)
     }
 
-    fn no_sysfs() -> Paths {
+    pub(crate) fn no_sysfs() -> Paths {
         Paths {
             sysfs: "/nonexistent-sysfs".into(),
             ..Paths::default()
@@ -493,13 +493,13 @@ mod tests {
 
     /// An INA260 as a register file: what the sampler reads at its own rate.
     #[derive(Clone)]
-    struct FakeIna260 {
+    pub(crate) struct FakeIna260 {
         regs: Arc<std::sync::Mutex<[u16; 256]>>,
         pointer: u8,
     }
 
     impl FakeIna260 {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             let mut regs = [0u16; 256];
             regs[0xFE] = 0x5449;
             regs[0xFF] = 0x2270;
@@ -510,7 +510,7 @@ mod tests {
         }
 
         /// Sets the bus voltage and current (and the power register, V × I).
-        fn set(&self, volts: f64, amps: f64) {
+        pub(crate) fn set(&self, volts: f64, amps: f64) {
             let mut regs = self.regs.lock().expect("regs");
             regs[0x02] = (volts / 0.00125).round() as u16;
             regs[0x01] = (amps / 0.00125).round() as u16;
@@ -548,7 +548,7 @@ mod tests {
         }
     }
 
-    struct FakeOpener(FakeIna260);
+    pub(crate) struct FakeOpener(pub(crate) FakeIna260);
 
     impl Opener for FakeOpener {
         type Bus = FakeIna260;

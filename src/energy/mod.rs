@@ -20,6 +20,9 @@ pub mod plot;
 pub mod runs;
 pub mod sampler;
 
+#[cfg(test)]
+mod accuracy;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,7 +108,22 @@ pub struct Registry {
     /// Sample fast even without a run open (`measure` sampling by itself).
     forced_fast: std::sync::atomic::AtomicBool,
     traces: Arc<TraceBudget>,
+    /// Asks the samplers for a reading now: a run's start and stop take one,
+    /// so no window begins or ends between two readings.
+    wake: Wake,
 }
+
+/// The samplers' wake-up: a generation that grows with each request, and what
+/// each sampler has read up to.
+#[derive(Debug, Default)]
+struct Wake {
+    generation: Mutex<u64>,
+    changed: std::sync::Condvar,
+    samplers: Mutex<Vec<std::sync::Weak<std::sync::atomic::AtomicU64>>>,
+}
+
+/// Longest a run's start or stop waits for the samplers' readings.
+const READ_NOW_WAIT: Duration = Duration::from_millis(50);
 
 impl Default for Registry {
     fn default() -> Self {
@@ -114,6 +132,7 @@ impl Default for Registry {
             open_runs: Default::default(),
             forced_fast: Default::default(),
             traces: TraceBudget::new(TRACE_BUDGET),
+            wake: Wake::default(),
         }
     }
 }
@@ -154,6 +173,59 @@ impl Registry {
     /// Trace points held by open runs.
     pub fn trace_points(&self) -> usize {
         self.traces.held()
+    }
+
+    /// A sampler's place in the wake-ups: it stores there the generation it has
+    /// read up to.
+    pub fn join_wakeups(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        let mine = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut all = lock(&self.wake.samplers);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&mine));
+        mine
+    }
+
+    /// The current wake-up generation.
+    pub fn generation(&self) -> u64 {
+        *lock(&self.wake.generation)
+    }
+
+    /// Sleeps until `until`, or until a reading is asked for after generation
+    /// `seen`; the generation then.
+    pub fn sleep_until(&self, until: Instant, seen: u64) -> u64 {
+        let mut generation = lock(&self.wake.generation);
+        loop {
+            let now = Instant::now();
+            if *generation != seen || now >= until {
+                return *generation;
+            }
+            generation = match self.wake.changed.wait_timeout(generation, until - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Every sampler reads now: returns once each has (or after
+    /// [`READ_NOW_WAIT`]).
+    pub fn read_now(&self) {
+        let target = {
+            let mut generation = lock(&self.wake.generation);
+            *generation += 1;
+            *generation
+        };
+        self.wake.changed.notify_all();
+        let deadline = Instant::now() + READ_NOW_WAIT;
+        loop {
+            let behind = lock(&self.wake.samplers).iter().any(|w| {
+                w.upgrade()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire) < target)
+            });
+            if !behind || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// The meter of `source`, made by `make` the first time. A meter made while

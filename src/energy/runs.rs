@@ -279,11 +279,18 @@ impl Runs {
     /// Opens a run; its id is the time it opened in Unix milliseconds (made
     /// unique), so ids grow across restarts.
     pub fn start(&self, request: RunRequest) -> Result<String, RunError> {
+        self.start_timed(request).map(|(id, _)| id)
+    }
+
+    /// [`Runs::start`], with the instant the run opened.
+    pub fn start_timed(&self, request: RunRequest) -> Result<(String, Instant), RunError> {
         request.validate()?;
         let mut state = lock(&self.state);
         if state.open.len() >= MAX_OPEN {
             return Err(RunError::TooMany);
         }
+        // A reading of every sampled source now: the window opens on it.
+        self.registry.read_now();
         let started = SystemTime::now();
         let millis = crate::clock::unix_seconds(started) * 1000.0;
         let id = (millis as u64).max(state.last_id + 1);
@@ -298,7 +305,7 @@ impl Runs {
             at,
             timeout: Duration::from_secs_f64(request.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)),
         });
-        Ok(id.to_string())
+        Ok((id.to_string(), at))
     }
 
     /// The run `id`: energy so far while it runs; any run still in `runs.jsonl`.
@@ -354,7 +361,20 @@ impl Runs {
     /// already is 409-worthy ([`RunError::Stopped`]); an unknown one is
     /// [`RunError::NotFound`].
     pub fn stop(&self, id: &str, exit_code: Option<i32>, end: End) -> Result<RunReport, RunError> {
-        self.stop_at(id, exit_code, end, Instant::now())
+        self.stop_timed(id, exit_code, end).map(|(r, _)| r)
+    }
+
+    /// [`Runs::stop`], with the instant the run closed.
+    pub fn stop_timed(
+        &self,
+        id: &str,
+        exit_code: Option<i32>,
+        end: End,
+    ) -> Result<(RunReport, Instant), RunError> {
+        // A reading of every sampled source now: the window closes on it.
+        self.registry.read_now();
+        let now = Instant::now();
+        self.stop_at(id, exit_code, end, now).map(|r| (r, now))
     }
 
     fn stop_at(

@@ -188,6 +188,8 @@ fn run(
     let mut readings = Vec::new();
     let mut problems = Vec::new();
     let mut next = Instant::now();
+    let mine = rates.registry.join_wakeups();
+    let mut generation = rates.registry.generation();
     while !cancel.is_cancelled() {
         readings.clear();
         problems.clear();
@@ -229,6 +231,7 @@ fn run(
             }
             s.problems = std::mem::take(&mut problems);
         }
+        mine.store(generation, std::sync::atomic::Ordering::Release);
         let period = if rates.registry.fast() {
             rates.fast.max(probe.min_period())
         } else {
@@ -240,13 +243,22 @@ fn run(
             lock(&state).overruns += 1;
             next = now;
         }
-        // Sleeps in short steps so a stop is seen within 50 ms.
+        // Sleeps in short steps so a stop is seen within 50 ms; a run's start
+        // or stop wakes it for a reading at once.
         while !cancel.is_cancelled() {
             let now = Instant::now();
             if now >= next {
                 break;
             }
-            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            let woken = rates
+                .registry
+                .sleep_until(next.min(now + Duration::from_millis(50)), generation);
+            if woken != generation {
+                generation = woken;
+                // This reading is extra: the schedule stays as it was.
+                break;
+            }
         }
+        generation = rates.registry.generation().max(generation);
     }
 }
