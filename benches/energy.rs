@@ -175,4 +175,39 @@ fn main() {
         "one reading: {per:.1} ns (publish window and one run open, with its trace of at most 1,000,000 points)"
     );
     std::hint::black_box(m.joules());
+
+    // Memory of a run's trace at its cap: 1,000,000 readings kept.
+    let rss = || {
+        std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * 4096)
+    };
+    let before = rss();
+    let t0 = Instant::now();
+    let mut m = Meter::power(Duration::from_millis(10), t0);
+    let budget = edge_metrics_exporter::energy::TraceBudget::new(4_000_000);
+    m.open(
+        2,
+        t0,
+        Some(edge_metrics_exporter::energy::Trace::new(
+            t0, 1_000_000, budget,
+        )),
+    );
+    for i in 1..=1_000_000u32 {
+        m.record(
+            t0 + Duration::from_micros(u64::from(i) * 100),
+            f64::from(i % 13),
+        );
+    }
+    let during = rss();
+    let (_, trace) = m.close(2, t0 + Duration::from_secs(101)).unwrap();
+    let trace = trace.unwrap();
+    println!(
+        "a trace of {} points (stride {}): {:.1} MB resident while open ({} bytes a point kept)",
+        trace.points.len(),
+        trace.stride,
+        (during.saturating_sub(before)) as f64 / 1e6,
+        std::mem::size_of::<(f32, f32)>()
+    );
 }

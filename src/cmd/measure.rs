@@ -821,6 +821,8 @@ struct SourceSummary {
     source: String,
     total: bool,
     joules: Stat,
+    /// The widest `joules_bound` of its runs.
+    joules_bound: f64,
     duration_s: Stat,
     mean_watts: Stat,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -839,20 +841,17 @@ fn summarize(runs: &[RunReport], idle: Option<&RunReport>) -> Vec<SourceSummary>
     names
         .into_iter()
         .filter_map(|(name, total)| {
-            let rows: Vec<(f64, f64)> = runs
+            let rows: Vec<(f64, f64, Option<f64>, f64)> = runs
                 .iter()
                 .filter_map(|r| {
                     let s = r.sources.iter().find(|s| s.source == name)?;
-                    Some((s.joules, r.duration_s))
+                    Some((s.joules, r.duration_s, s.mean_watts, s.joules_bound))
                 })
                 .collect();
             let joules: Vec<f64> = rows.iter().map(|r| r.0).collect();
             let durations: Vec<f64> = rows.iter().map(|r| r.1).collect();
-            let power: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.1 > 0.0)
-                .map(|r| r.0 / r.1)
-                .collect();
+            // The run's own mean (its energy over the time it has readings for).
+            let power: Vec<f64> = rows.iter().filter_map(|r| r.2).collect();
             let idle_watts = idle
                 .and_then(|i| i.sources.iter().find(|s| s.source == name))
                 .and_then(|s| s.mean_watts);
@@ -862,6 +861,7 @@ fn summarize(runs: &[RunReport], idle: Option<&RunReport>) -> Vec<SourceSummary>
                 source: name,
                 total,
                 joules: Stat::of(&joules)?,
+                joules_bound: rows.iter().map(|r| r.3).fold(0.0, f64::max),
                 duration_s: Stat::of(&durations)?,
                 mean_watts: Stat::of(&power)?,
                 net_joules: net.as_deref().and_then(Stat::of),
@@ -921,24 +921,71 @@ fn summary_json(idle: Option<&RunReport>, measured: &[Measured], warmup: u32) ->
     })
 }
 
-fn print_summary(idle: Option<&RunReport>, measured: &[Measured], warmup: u32) {
-    let pm = |s: &Stat, digits: usize| {
-        format!(
-            "{:.d$} ± {:.d$} [{:.d$}–{:.d$}]",
-            s.mean,
-            s.stddev,
-            s.min,
-            s.max,
-            d = digits
-        )
-    };
-    if let Some(idle) = idle {
-        println!("idle, {:.3} s:", idle.duration_s);
-        for s in &idle.sources {
-            if let Some(w) = s.mean_watts {
-                println!("  {:<40} {w:.3} W", Escaped(&s.source).to_string());
+/// `x` with three decimals, never "-0.000".
+fn fixed3(x: f64) -> String {
+    let text = format!("{x:.3}");
+    match text.strip_prefix('-') {
+        Some(rest) if rest.bytes().all(|b| b == b'0' || b == b'.') => rest.to_owned(),
+        _ => text,
+    }
+}
+
+/// "mean ± stddev [min … max]".
+fn spread(s: &Stat) -> String {
+    format!(
+        "{} ± {} [{} … {}]",
+        fixed3(s.mean),
+        fixed3(s.stddev),
+        fixed3(s.min),
+        fixed3(s.max)
+    )
+}
+
+/// Rows of cells, the first column left-aligned and the others right-aligned,
+/// each as wide as its widest cell.
+fn print_rows(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            if c == 0 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str("   ");
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
             }
         }
+        println!("{}", line.trim_end());
+    }
+}
+
+fn print_summary(idle: Option<&RunReport>, measured: &[Measured], warmup: u32) {
+    if let Some(idle) = idle {
+        println!("idle, {:.3} s:", idle.duration_s);
+        let rows: Vec<Vec<String>> = idle
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let w = s.mean_watts?;
+                Some(vec![
+                    Escaped(&s.source).to_string(),
+                    format!("{} W", fixed3(w)),
+                ])
+            })
+            .collect();
+        print_rows(&rows);
     }
     let mut summaries = Vec::new();
     for (k, m) in measured.iter().enumerate() {
@@ -955,26 +1002,31 @@ fn print_summary(idle: Option<&RunReport>, measured: &[Measured], warmup: u32) {
                 String::new()
             }
         );
-        println!(
-            "  {:<40} {:>34}  {:>30}  {:>30}",
-            "source", "energy (J)", "duration (s)", "mean power (W)"
-        );
+        let mut rows = vec![vec![
+            "source".to_owned(),
+            "energy (J)".to_owned(),
+            "bound (J)".to_owned(),
+            "duration (s)".to_owned(),
+            "mean power (W)".to_owned(),
+        ]];
         for s in &summary {
             let name = if s.total {
                 format!("{} (total)", Escaped(&s.source))
             } else {
                 Escaped(&s.source).to_string()
             };
-            println!(
-                "  {name:<40} {:>34}  {:>30}  {:>30}",
-                pm(&s.joules, 3),
-                pm(&s.duration_s, 3),
-                pm(&s.mean_watts, 3)
-            );
+            rows.push(vec![
+                name,
+                spread(&s.joules),
+                format!("± {:.4}", s.joules_bound),
+                spread(&s.duration_s),
+                spread(&s.mean_watts),
+            ]);
             if let Some(net) = &s.net_joules {
-                println!("  {:<40} {:>34}", "  above idle", pm(net, 3));
+                rows.push(vec!["  above idle".to_owned(), spread(net)]);
             }
         }
+        print_rows(&rows);
         summaries.push((m.command.line(), summary));
     }
     let compared = comparisons(&summaries);

@@ -4,8 +4,9 @@
 //! A sampler reads every zone's counter every `power.sample_interval` (every
 //! `power.run_sample_interval` while a measured run is open, no faster than the
 //! counter's ~1 ms update), so power and its peak come from the counter's
-//! increase between close readings: the peak is a real peak, not the mean over
-//! the collection interval. Energy is a counter in joules that keeps counting
+//! increase between close readings (at least 10 of its updates apart, so its
+//! steps move them by a tenth at most): the peak is a real peak, not the mean
+//! over the collection interval. Energy is a counter in joules that keeps counting
 //! through the hardware counter's wraps. Flat ids are `energy_<zone>_joules_total`
 //! and `power_<zone>_watts` (the spec's `power_package_watts`,
 //! `power_dram_watts`).
@@ -53,7 +54,7 @@ static POWER_ENERGY: PowerFamilies = PowerFamilies {
     joules: None,
     peak: Family::gauge(
         "rapl_power_peak_watts",
-        "Highest power of a RAPL zone between two counter readings (power.sample_interval apart, closer while a run is measured), over the last collection interval",
+        "Highest power of a RAPL zone between two counter readings (power.sample_interval apart, closer while a run is measured, at least 10 ms), over the last collection interval",
         "watts",
     )
     .at_least(0.0),

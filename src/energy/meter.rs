@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 /// A segment longer than this many sample periods is a gap.
 pub const GAP_PERIODS: u32 = 3;
 
+/// A counter's power is taken over at least this many of its updates (RAPL:
+/// 10 ms), so its steps move it by a tenth at most.
+pub const POWER_STEPS: u32 = 10;
+
 /// What one window saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -233,6 +237,8 @@ struct Point {
     at: Instant,
     /// Watts (power mode) or the hardware counter in joules (counter mode).
     value: f64,
+    /// How far from `at` the reading may really have been taken.
+    slack: Duration,
 }
 
 /// A window kept open by its owner until it is taken or closed.
@@ -259,6 +265,11 @@ pub struct Meter {
     gaps: u64,
     gap_seconds: f64,
     windows: Vec<Open>,
+    /// How often a hardware counter updates: a read sees the energy up to its
+    /// last update, up to this much old.
+    counter_step: Duration,
+    /// The read a counter's power is taken from.
+    power_base: Option<Point>,
 }
 
 impl Meter {
@@ -282,6 +293,8 @@ impl Meter {
             samples: 0,
             gaps: 0,
             gap_seconds: 0.0,
+            counter_step: Duration::ZERO,
+            power_base: None,
             windows: vec![Open {
                 key: PUBLISH,
                 window: Window::new(now),
@@ -299,28 +312,56 @@ impl Meter {
         self.period
     }
 
+    /// A hardware counter updates every `step` (RAPL: about 1 ms): each end of
+    /// a window may miss that much time at the power of then, which its bound
+    /// says.
+    pub fn set_counter_step(&mut self, step: Duration) {
+        self.counter_step = step;
+    }
+
+    /// What a counter's update step can put at one end of a window.
+    fn step_bound(&self, watts: f64) -> f64 {
+        match self.mode {
+            Mode::Counter => watts.max(0.0) * self.counter_step.as_secs_f64(),
+            Mode::Power => 0.0,
+        }
+    }
+
     /// A power reading, in watts, taken at `at`.
     pub fn record(&mut self, at: Instant, watts: f64) {
+        self.record_read(at, watts, Duration::ZERO);
+    }
+
+    /// A power reading, in watts, taken within `slack` of `at` (a read that
+    /// took a while, or was preempted, is timed at its middle): the windows'
+    /// bounds widen by the jump times that uncertainty.
+    pub fn record_read(&mut self, at: Instant, watts: f64, slack: Duration) {
         debug_assert_eq!(self.mode, Mode::Power);
         if !watts.is_finite() || self.last.is_some_and(|p| at <= p.at) {
             return;
         }
         if let Some(prev) = self.last {
             let (a, b) = (prev.value.max(0.0), watts.max(0.0));
-            self.segment(prev.at, at, (b - a).abs(), |from| {
+            let timing = (b - a).abs() * (prev.slack + slack).as_secs_f64();
+            self.segment(prev.at, at, (b - a).abs(), timing, |from| {
                 // Power at `from` on the line from a to b, then the trapezoid.
                 let span = (at - prev.at).as_secs_f64();
                 let start = a + (b - a) * ((from - prev.at).as_secs_f64() / span);
                 (start + b) / 2.0 * (at - from).as_secs_f64()
             });
         }
-        self.last = Some(Point { at, value: watts });
+        self.last = Some(Point {
+            at,
+            value: watts,
+            slack,
+        });
         self.reading(at, watts);
     }
 
     /// A hardware energy counter, in joules, read at `at`; `watts` is the power
-    /// the hardware reports beside it, if any (else the power over the segment
-    /// is the peak's reading).
+    /// the hardware reports beside it, if any (else the power since an earlier
+    /// read at least [`POWER_STEPS`] counter updates back is the reading: over
+    /// shorter spans the counter's own steps would swing it by half or more).
     pub fn record_counter(&mut self, at: Instant, joules: f64, watts: Option<f64>) {
         debug_assert_eq!(self.mode, Mode::Counter);
         if !joules.is_finite() || self.last.is_some_and(|p| at <= p.at) {
@@ -345,10 +386,35 @@ impl Meter {
                     }
                 }
                 self.joules += delta;
-                power = power.or(Some(micro(delta / span)));
+            } else {
+                // A counter that dropped: the power starts over from here.
+                self.power_base = None;
             }
         }
-        self.last = Some(Point { at, value: joules });
+        match self.power_base {
+            Some(base) if at - base.at >= self.counter_step * POWER_STEPS => {
+                let span = (at - base.at).as_secs_f64();
+                power = power.or(Some(micro((joules - base.value).max(0.0) / span)));
+                self.power_base = Some(Point {
+                    at,
+                    value: joules,
+                    slack: Duration::ZERO,
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.power_base = Some(Point {
+                    at,
+                    value: joules,
+                    slack: Duration::ZERO,
+                })
+            }
+        }
+        self.last = Some(Point {
+            at,
+            value: joules,
+            slack: Duration::ZERO,
+        });
         if let Some(w) = power {
             self.reading(at, w);
         } else {
@@ -375,12 +441,14 @@ impl Meter {
     /// Adds the segment `start..end` to the counter and to each window the part
     /// after its opening (`energy_from(from)` is the energy of `from..end`), or
     /// counts it as a gap. `rise` is how far the power moved over it (|b − a|),
-    /// for the windows' bounds.
+    /// for the windows' bounds, and `timing` what the readings' own timing
+    /// uncertainty can add (joules).
     fn segment(
         &mut self,
         start: Instant,
         end: Instant,
         rise: f64,
+        timing: f64,
         energy_from: impl Fn(Instant) -> f64,
     ) {
         let span = end - start;
@@ -405,11 +473,12 @@ impl Meter {
                 // Whole: the trapezoid is the middle of what the power between
                 // the readings allows. Cut by the window's start: the
                 // interpolated start can be off by the whole rise.
-                open.window.bound += if from == start {
-                    rise * seconds / 2.0
-                } else {
-                    rise * seconds
-                };
+                open.window.bound += timing
+                    + if from == start {
+                        rise * seconds / 2.0
+                    } else {
+                        rise * seconds
+                    };
             }
         }
     }
@@ -451,14 +520,20 @@ impl Meter {
 
     /// Opens a window under `key` (not 0) at `at`; an open one is replaced. With
     /// `trace`, it keeps its readings.
-    pub fn open(&mut self, key: u64, at: Instant, trace: Option<Trace>) {
+    pub fn open(&mut self, key: u64, at: Instant, mut trace: Option<Trace>) {
         debug_assert_ne!(key, PUBLISH);
         self.windows.retain(|o| o.key != key);
-        self.windows.push(Open {
-            key,
-            window: Window::new(at),
-            trace,
-        });
+        // The trace begins with the reading the window opens on (a run's start
+        // takes one just before), not with the next one.
+        if let (Some(trace), Some((read, watts))) = (&mut trace, self.latest)
+            && at >= read
+            && at - read <= self.period * GAP_PERIODS
+        {
+            trace.push(at, watts);
+        }
+        let mut window = Window::new(at);
+        window.bound += self.step_bound(self.latest.map_or(0.0, |(_, w)| w));
+        self.windows.push(Open { key, window, trace });
     }
 
     /// The window under `key` so far, its tail up to `now` included (see [`Meter::close`]).
@@ -488,9 +563,15 @@ impl Meter {
     }
 
     fn add_tail(&self, window: &mut Window, now: Instant) {
-        let Some((at, watts)) = self.latest else {
+        let Some((mut at, watts)) = self.latest else {
             return;
         };
+        // A counter's energy is counted up to its last read; its power may be
+        // from an earlier one.
+        if let (Mode::Counter, Some(last)) = (self.mode, self.last) {
+            at = at.max(last.at);
+        }
+        window.bound += self.step_bound(watts);
         let from = window.opened.max(at);
         if now > from && now - at <= self.period * GAP_PERIODS {
             let seconds = (now - from).as_secs_f64();

@@ -107,6 +107,8 @@ pub struct Registry {
     open_runs: std::sync::atomic::AtomicUsize,
     /// Sample fast even without a run open (`measure` sampling by itself).
     forced_fast: std::sync::atomic::AtomicBool,
+    /// Runs being opened: their first reading is already at the fast rate.
+    opening: std::sync::atomic::AtomicUsize,
     traces: Arc<TraceBudget>,
     /// Asks the samplers for a reading now: a run's start and stop take one,
     /// so no window begins or ends between two readings.
@@ -131,6 +133,7 @@ impl Default for Registry {
             inner: Mutex::default(),
             open_runs: Default::default(),
             forced_fast: Default::default(),
+            opening: Default::default(),
             traces: TraceBudget::new(TRACE_BUDGET),
             wake: Wake::default(),
         }
@@ -152,6 +155,18 @@ impl Inner {
     }
 }
 
+/// See [`Registry::opening`].
+#[derive(Debug)]
+pub struct Opening<'a>(&'a Registry);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0
+            .opening
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Registry {
     pub fn new() -> Arc<Self> {
         Arc::new(Registry::default())
@@ -161,7 +176,17 @@ impl Registry {
     /// [`Registry::force_fast`] is on.
     pub fn fast(&self) -> bool {
         use std::sync::atomic::Ordering;
-        self.open_runs.load(Ordering::Relaxed) > 0 || self.forced_fast.load(Ordering::Relaxed)
+        self.open_runs.load(Ordering::Relaxed) > 0
+            || self.forced_fast.load(Ordering::Relaxed)
+            || self.opening.load(Ordering::Relaxed) > 0
+    }
+
+    /// Fast sampling from now until the guard drops: a run about to open takes
+    /// its first reading and goes on at the fast rate from it.
+    pub fn opening(&self) -> Opening<'_> {
+        self.opening
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Opening(self)
     }
 
     /// Samples fast whether or not a run is open (`measure` by itself).

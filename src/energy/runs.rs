@@ -289,7 +289,9 @@ impl Runs {
         if state.open.len() >= MAX_OPEN {
             return Err(RunError::TooMany);
         }
-        // A reading of every sampled source now: the window opens on it.
+        // A reading of every sampled source now, the schedule fast from it:
+        // the window opens on that reading.
+        let _fast = self.registry.opening();
         self.registry.read_now();
         let started = SystemTime::now();
         let millis = crate::clock::unix_seconds(started) * 1000.0;
@@ -635,7 +637,7 @@ fn report(
         running: stopped.is_none(),
         end: None,
         started_at: crate::clock::rfc3339(crate::clock::unix_seconds(open.started)),
-        duration_s: round((now - open.at).as_secs_f64(), 1e3),
+        duration_s: round((now - open.at).as_secs_f64(), 1e6),
         exit_code: stopped.flatten(),
         timeout_s: open.timeout.as_secs_f64(),
         sources: windows.into_iter().map(source_report).collect(),

@@ -193,8 +193,12 @@ fn run(
     while !cancel.is_cancelled() {
         readings.clear();
         problems.clear();
-        let at = Instant::now();
+        // A read of several files takes a while (and can be preempted): its
+        // readings are timed at the middle of it.
+        let before = Instant::now();
         probe.read(&mut readings, &mut problems);
+        let slack = (Instant::now() - before) / 2;
+        let at = before + slack;
         {
             let mut s = lock(&state);
             s.reads += 1;
@@ -210,7 +214,9 @@ fn run(
                     Some(i) => i,
                     None => {
                         let meter = if r.joules.is_some() {
-                            meters.counter(&r.watts_id, &[], r.families.total)
+                            let m = meters.counter(&r.watts_id, &[], r.families.total);
+                            lock(&m).meter.set_counter_step(probe.min_period());
+                            m
                         } else {
                             meters.power(&r.watts_id, &[], r.families.total)
                         };
@@ -224,7 +230,7 @@ fn run(
                 let channel = &mut s.channels[i];
                 match (r.joules, r.watts) {
                     (Some(j), _) => lock(&channel.meter).meter.record_counter(at, j, None),
-                    (None, Some(w)) => lock(&channel.meter).meter.record(at, w),
+                    (None, Some(w)) => lock(&channel.meter).meter.record_read(at, w, slack),
                     (None, None) => {}
                 }
                 channel.reading = r;
@@ -255,7 +261,9 @@ fn run(
                 .sleep_until(next.min(now + Duration::from_millis(50)), generation);
             if woken != generation {
                 generation = woken;
-                // This reading is extra: the schedule stays as it was.
+                // A reading now, and the schedule (fast, when a run just
+                // opened) counts on from it.
+                next = Instant::now();
                 break;
             }
         }

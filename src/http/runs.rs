@@ -46,15 +46,15 @@ pub fn allow(path: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether the client asks for `kind` before JSON (a browser asks for HTML).
-fn wants(headers: &HeaderMap, kind: &str) -> bool {
+/// Whether `Accept` names `kind`, before `other` if it names both.
+fn wants(headers: &HeaderMap, kind: &str, other: &str) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| {
-            let html = a.find(kind);
-            let json = a.find("application/json");
-            html.is_some() && json.is_none_or(|j| html < Some(j))
+            let kind = a.find(kind);
+            let other = a.find(other);
+            kind.is_some() && other.is_none_or(|o| kind < Some(o))
         })
 }
 
@@ -78,7 +78,7 @@ async fn start(
     let body = read_body_limited(&headers, body, MAX_RUN_BODY).await?;
     let request: RunRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "Invalid run: {e} (expected {{\"name\": \"...\", \"labels\": {{...}}}})"
+            "Invalid run: {e} (expected {{\"name\": \"...\", \"labels\": {{...}}, \"timeout_s\": 3600}})"
         ))
     })?;
     let id = state.runs.start(request)?;
@@ -136,7 +136,7 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let runs = state.runs.clone();
-    let html = wants(&headers, "text/html");
+    let html = wants(&headers, "text/html", "application/json");
     tokio::task::spawn_blocking(move || {
         let report = runs.get(&id)?;
         if !html {
@@ -156,7 +156,7 @@ async fn trace(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let runs = state.runs.clone();
-    let json = wants(&headers, "application/json");
+    let json = wants(&headers, "application/json", "text/csv");
     tokio::task::spawn_blocking(move || {
         let Some(trace) = runs.trace(&id)? else {
             return Err(ApiError::new(
@@ -182,7 +182,7 @@ async fn trace(
 
 async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let runs = state.runs.clone();
-    let html = wants(&headers, "text/html");
+    let html = wants(&headers, "text/html", "application/json");
     let answer = tokio::task::spawn_blocking(move || {
         let all = runs.list();
         if !html {

@@ -25,6 +25,7 @@ mod metrics_endpoint;
 mod operations;
 mod prometheus;
 mod remote_write;
+mod runs;
 mod shelly_bounds;
 mod shelly_exporter;
 mod shelly_fleet;
