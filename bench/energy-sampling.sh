@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# What sampling the Jetson rails at a high rate costs: the release binary on a copy of
-# the Orin Nano fixture extended to 8 rails (three INA3221 chips: 3 + 3 + 2 channels),
-# `power.sample_interval: 0.01` (100 Hz), against the same tree without the chips.
-# Prints the CPU share of one core and the resident memory of each after SECONDS.
+# What sampling the power sources costs, at the rate they keep while no run is open
+# (`power.sample_interval: 0.1`, 10 Hz) and while a run is measured
+# (`power.run_sample_interval: 0.01`, 100 Hz).
+#
+# One release binary per source on a copy of its fixture, and one beside it on the same
+# fixture with the source switched off, all collecting every second:
+#   rails  the Orin Nano fixture extended to 8 rails (three INA3221 hwmon chips: 3 + 3 + 2)
+#   ina260 the Raspberry Pi 5 fixture's INA260 (hwmon `ina2xx`, update_interval 1 ms)
+#   rapl   the LattePanda 3 Delta fixture's RAPL zones (4 counters)
+# CPU from /proc/<pid>/stat over SECONDS with no run open, then over SECONDS with a run
+# open on each (POST /runs), the source's share being the difference to its twin. The
+# run's trace points and the RSS are printed too.
 # Usage: bench/energy-sampling.sh [seconds, default 60]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +22,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 hz=$(getconf CLK_TCK)
 
-tree() { # DIR WITH_RAILS
+rails_tree() { # DIR WITH_RAILS
   cp -a tests/fixtures/linux/jetson-orin-nano "$1"
   rm -rf "$1/sys/bus/i2c/drivers/ina3221"/* "$1/sys/class/hwmon"/*
   [ "$2" = yes ] || return 0
@@ -24,6 +32,7 @@ tree() { # DIR WITH_RAILS
     local hw="$dev/hwmon/hwmon$n"
     mkdir -p "$hw"
     echo ina3221 > "$hw/name"
+    echo 1 > "$hw/update_interval"
     for k in 1 2 3; do
       [ "$chip" = 1-0042 ] && [ "$k" = 3 ] && continue
       echo "RAIL_${n}_$k" > "$hw/in${k}_label"
@@ -36,12 +45,10 @@ tree() { # DIR WITH_RAILS
   done
 }
 
-run() { # NAME WITH_RAILS PORT
+# start NAME FIXTURE-DIR PORT EXTRA-YAML: an exporter on a copy of the fixture.
+start() {
   local root="$work/$1"
-  tree "$root" "$2"
-  echo "VDD_IN 1000mW/1000mW" > "$work/$1.log"
   cat > "$work/$1.yaml" <<YAML
-device_type: jetson_orin
 interval: 1
 port: $3
 reload_port: $(($3 + 1))
@@ -51,33 +58,84 @@ path:
   procfs: $root/proc
   sysfs: $root/sys
   rootfs: $root
-tegrastats:
-  replay: $work/$1.log
-  nvpmodel_command: /bin/true
 power:
-  sample_interval: 0.01
+  sample_interval: 0.1
+  run_sample_interval: 0.01
+$4
 YAML
   CONFIG_SERVER_URL=off "$bin" --config "$work/$1.yaml" >/dev/null 2>"$work/$1.err" &
   pids+=($!)
-  last=$!
+  eval "pid_$1=$!"
 }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-run rails yes 19302; with=$last
-run none no 19312; without=$last
+echo "VDD_IN 1000mW/1000mW" > "$work/tegrastats.log"
+jetson="device_type: jetson_orin
+tegrastats:
+  replay: $work/tegrastats.log
+  nvpmodel_command: /bin/true"
+rails_tree "$work/rails" yes
+rails_tree "$work/rails_off" no
+start rails "$work/rails" 19302 "$jetson"
+start rails_off "$work/rails_off" 19312 "$jetson"
+cp -a tests/fixtures/linux/raspberry-pi-5 "$work/ina260"
+cp -a tests/fixtures/linux/raspberry-pi-5 "$work/ina260_off"
+pi="device_type: raspberry_pi
+pmic:
+  enabled: false"
+start ina260 "$work/ina260" 19322 "$pi"
+start ina260_off "$work/ina260_off" 19332 "$pi
+ina2xx: []"
+cp -a tests/fixtures/linux/lattepanda-3-delta "$work/rapl"
+cp -a tests/fixtures/linux/lattepanda-3-delta "$work/rapl_off"
+start rapl "$work/rapl" 19342 "device_type: lattepanda"
+start rapl_off "$work/rapl_off" 19352 "device_type: lattepanda
+rapl:
+  enabled: false"
 sleep 3
-t0=$(date +%s.%N); a0=$(ticks "$with"); b0=$(ticks "$without")
-sleep "$secs"
-t1=$(date +%s.%N); a1=$(ticks "$with"); b1=$(ticks "$without")
-samples=$(curl -s http://127.0.0.1:19302/metrics | awk '/^edge_exporter_power_samples_total/ {print $2}')
-rails=$(curl -s http://127.0.0.1:19302/metrics | grep -c '^jetson_power_rail_[0-9]_[0-9]_joules_total' || true)
-awk -v a="$((a1 - a0))" -v b="$((b1 - b0))" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
-    -v ra="$(awk '/VmRSS/ {print $2}' /proc/$with/status)" -v rb="$(awk '/VmRSS/ {print $2}' /proc/$without/status)" \
-    -v n="$samples" -v rails="$rails" 'BEGIN {
-  s = t1 - t0
-  printf "over %.0f s, %s rails read %s times (%.1f Hz)\n", s, rails, n, n / (s + 3)
-  printf "with rails at 100 Hz:  CPU %.2f %% of one core, RSS %d kB\n", 100 * a / hz / s, ra
-  printf "without rails:         CPU %.2f %% of one core, RSS %d kB\n", 100 * b / hz / s, rb
-  printf "sampling costs:        CPU %.2f %% of one core, RSS %+d kB\n", 100 * (a - b) / hz / s, ra - rb
-}'
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { cat "$work"/*.err >&2; echo "an exporter did not start" >&2; exit 1; }
+done
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+names=(rails rails_off ina260 ina260_off rapl rapl_off)
+
+# measure PHASE: CPU ticks of every exporter over $secs.
+measure() {
+  local -A t0
+  for n in "${names[@]}"; do local v="pid_$n"; t0[$n]=$(ticks "${!v}"); done
+  local s0; s0=$(date +%s.%N)
+  sleep "$secs"
+  local s1; s1=$(date +%s.%N)
+  for n in "${names[@]}"; do
+    local v="pid_$n"
+    local d=$(( $(ticks "${!v}") - t0[$n] ))
+    awk -v d="$d" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.3f", 100 * d / hz / (s1 - s0) }' > "$work/cpu.$1.$n"
+    rss "${!v}" > "$work/rss.$1.$n"
+  done
+}
+
+measure idle
+declare -A ids
+for n in rails ina260 rapl; do
+  port=$(grep '^reload_port' "$work/$n.yaml" | awk '{print $2}')
+  ids[$n]=$(curl -sf -X POST -d '{"name":"bench"}' "http://127.0.0.1:$port/runs" | sed 's/.*"id":"\([0-9]*\)".*/\1/')
+done
+measure run
+for n in rails ina260 rapl; do
+  port=$(grep '^reload_port' "$work/$n.yaml" | awk '{print $2}')
+  curl -sf -X POST "http://127.0.0.1:$port/runs/${ids[$n]}/stop" > "$work/report.$n.json"
+  curl -sf "http://127.0.0.1:$port/runs/${ids[$n]}/trace" | tail -n +2 | wc -l > "$work/points.$n"
+done
+
+printf '%-8s %-22s %-22s %-10s %-12s %s\n' source "10 Hz (no run)" "100 Hz (run open)" samples "trace points" "RSS with / without, run open"
+for n in rails ina260 rapl; do
+  awk -v a="$(cat "$work/cpu.idle.$n")" -v b="$(cat "$work/cpu.idle.${n}_off")" \
+      -v c="$(cat "$work/cpu.run.$n")" -v d="$(cat "$work/cpu.run.${n}_off")" \
+      -v s="$(grep -o '"samples":[0-9]*' "$work/report.$n.json" | head -1 | cut -d: -f2)" \
+      -v p="$(cat "$work/points.$n")" -v n="$n" \
+      -v r="$(cat "$work/rss.run.$n")" -v q="$(cat "$work/rss.run.${n}_off")" 'BEGIN {
+    printf "%-8s %6.2f %% (%5.2f - %5.2f) %6.2f %% (%5.2f - %5.2f) %-10s %-12s %d / %d kB\n", n, a - b, a, b, c - d, c, d, s, p, r, q
+  }'
+done
+echo "(CPU: percent of one core, the source's exporter minus its twin without the source; over ${secs} s each)"

@@ -123,6 +123,9 @@ struct SensorState<B> {
     /// `board_power_<name>_watts`, built once.
     watts_id: Arc<str>,
     label: Arc<str>,
+    /// Through hwmon, the driver's `update_interval`: the chip converts at the
+    /// driver's settings, not the config's.
+    hwmon_update: Option<std::time::Duration>,
 }
 
 /// Reads every configured sensor once per call: what the sampler runs.
@@ -165,6 +168,7 @@ impl<O: Opener> Ina2xxProbe<O> {
                     label: config.name.as_str().into(),
                     config,
                     access: Access::Closed,
+                    hwmon_update: None,
                 })
                 .collect(),
         }
@@ -184,7 +188,10 @@ impl<O: Opener> Probe for Ina2xxProbe<O> {
     fn min_period(&self) -> Duration {
         self.sensors
             .iter()
-            .map(|s| s.config.settings.update_period())
+            .map(|s| match (&s.access, s.hwmon_update) {
+                (Access::Hwmon(_), Some(update)) => update,
+                _ => s.config.settings.update_period(),
+            })
             .max()
             .unwrap_or_default()
     }
@@ -261,6 +268,10 @@ fn read_one<O: Opener>(
         if !matches!(&state.access, Access::Hwmon(d) if *d == dir) {
             tracing::info!(sensor = %place(config), dir = %dir.display(), "reading through the kernel's hwmon driver");
             state.access = Access::Hwmon(dir.clone());
+            state.hwmon_update = crate::paths::read_i64(&dir.join("update_interval"))
+                .and_then(|ms| u64::try_from(ms).ok())
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis);
         }
         return ina2xx::read_hwmon(&dir).ok_or_else(|| {
             Problem::Failed(format!(

@@ -68,6 +68,8 @@ struct ZoneState {
     watts_id: std::sync::Arc<str>,
     labels: Vec<crate::sample::Label>,
     counter: Option<Unwrapped>,
+    /// The zone's directory, its `energy_uj` kept open between reads.
+    attrs: Option<crate::paths::AttrDir>,
 }
 
 /// Reads every RAPL zone's counter, keeping each unwrapped.
@@ -104,8 +106,12 @@ impl RaplProbe {
                 // Two zones with one name in one package: the directory tells them apart.
                 fragment = crate::sample::sanitize(&zone.dir_name).unwrap_or(fragment);
             }
-            let counter = old.remove(&zone.dir_name).and_then(|z| z.counter);
+            let (counter, attrs) = match old.remove(&zone.dir_name) {
+                Some(z) => (z.counter, z.attrs),
+                None => (None, crate::paths::AttrDir::open(&zone.dir)),
+            };
             self.zones.push(ZoneState {
+                attrs,
                 watts_id: format!("power_{fragment}_watts").into(),
                 labels: vec![
                     ("zone", zone.domain.as_str().into()),
@@ -139,8 +145,20 @@ impl Probe for RaplProbe {
         let mut gone = false;
         for z in &mut self.zones {
             let path = z.zone.energy_path();
-            let raw = match rapl::read_energy_uj(&path) {
-                Ok(raw) => raw,
+            // One pread of the kept file; opening it by path again tells why
+            // when that fails.
+            let kept = z.attrs.as_ref().and_then(|a| {
+                a.refresh();
+                a.read_i64(c"energy_uj").and_then(|v| u64::try_from(v).ok())
+            });
+            let raw = match kept.map_or_else(|| rapl::read_energy_uj(&path), Ok) {
+                Ok(raw) => {
+                    if kept.is_none() && z.attrs.is_some() {
+                        // The directory came back (a module reload): keep the new one.
+                        z.attrs = crate::paths::AttrDir::open(&z.zone.dir);
+                    }
+                    raw
+                }
                 Err(e) if e.kind() == ErrorKind::PermissionDenied => {
                     denied.push(path.display().to_string());
                     continue;

@@ -430,7 +430,31 @@ fn traces_and_run_pages() {
         r#"{"name": "traced <run>", "labels": {"model": "yolo"}}"#,
     );
     let id = r.json()["id"].as_str().expect("id").to_owned();
-    std::thread::sleep(Duration::from_millis(800));
+    // A workload to look at: the module input and the CPU/GPU rail follow a
+    // 40 ms spike, a 200 ms burst and a ramp (the run opened on 10 W).
+    let chip = j
+        .root
+        .join("sys/devices/platform/bus@0/c240000.i2c/i2c-1/1-0040/hwmon/hwmon1");
+    let set = |file: &str, milliamps: u32| {
+        let tmp = chip.join(format!("{file}.tmp"));
+        std::fs::write(&tmp, format!("{milliamps}\n")).expect("write");
+        std::fs::rename(&tmp, chip.join(file)).expect("rename");
+    };
+    let opened = std::time::Instant::now();
+    while opened.elapsed() < Duration::from_millis(800) {
+        let ms = opened.elapsed().as_millis() as u32;
+        let (input, cpu) = match ms {
+            0..150 => (2000, 400),
+            150..190 => (5000, 2000),
+            190..300 => (2000, 400),
+            300..500 => (3400, 1200),
+            500..700 => (2000 + (ms - 500) * 6, 400 + (ms - 500) * 4),
+            _ => (2000, 400),
+        };
+        set("curr1_input", input);
+        set("curr2_input", cpu);
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // While it runs, the trace so far.
     let live = get(&format!("{}/runs/{id}/trace", exporter.api_url), &[]);
     assert_eq!(live.status, 200);
@@ -526,7 +550,7 @@ fn traces_and_run_pages() {
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
-            "--window-size=1100,760",
+            "--window-size=1100,940",
         ])
         .arg(format!(
             "--user-data-dir={}",
