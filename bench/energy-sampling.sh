@@ -6,7 +6,8 @@
 # One release binary per source on a copy of its fixture, and one beside it on the same
 # fixture with the source switched off, all collecting every second:
 #   rails  the Orin Nano fixture extended to 8 rails (three INA3221 hwmon chips: 3 + 3 + 2)
-#   ina260 the Raspberry Pi 5 fixture's INA260 (hwmon `ina2xx`, update_interval 1 ms)
+#   ina260 the Raspberry Pi 5 fixture's INA260 (hwmon `ina2xx`, update_interval 35 ms, so
+#          28.6 reads a second at most)
 #   rapl   the LattePanda 3 Delta fixture's RAPL zones (4 counters)
 # CPU from /proc/<pid>/stat over SECONDS with no run open, then over SECONDS with a run
 # open on each (POST /runs), the source's share being the difference to its twin. The

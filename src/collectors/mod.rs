@@ -57,12 +57,6 @@ pub enum CollectError {
         path: std::path::PathBuf,
         source: std::sync::Arc<std::io::Error>,
     },
-    /// Files the exporter is not allowed to read (RAPL's `energy_uj`).
-    #[error(
-        "permission denied reading {} (energy_uj is root-only since Linux 5.10; see docs/board-sensors.md)",
-        .0.join(", ")
-    )]
-    PermissionDenied(Vec<String>),
     /// A board tool failed (`vcgencmd`, `nvpmodel`).
     #[error(transparent)]
     Command(#[from] crate::sources::command::CommandError),

@@ -36,6 +36,9 @@ See docs/board-sensors.md";
 const COUNTER_UPDATE: Duration = Duration::from_millis(1);
 /// How often the zones are listed again (they rarely change).
 const REDISCOVER: Duration = Duration::from_secs(30);
+/// How often a zone read through its kept file is looked up by path again: a
+/// kept file can outlive its zone's entry in `/sys/class/powercap`.
+const RECHECK: Duration = Duration::from_secs(1);
 
 static ENERGY: Family = Family::counter(
     "rapl_energy_joules_total",
@@ -78,6 +81,8 @@ pub struct RaplProbe {
     paths: Paths,
     zones: Vec<ZoneState>,
     listed: Option<Instant>,
+    /// When the kept files' zones were last looked up by path.
+    checked: Option<Instant>,
     /// Permission denied has been logged with the fix.
     told_permission: bool,
 }
@@ -88,6 +93,7 @@ impl RaplProbe {
             paths,
             zones: Vec::new(),
             listed: None,
+            checked: None,
             told_permission: false,
         }
     }
@@ -141,6 +147,15 @@ impl Probe for RaplProbe {
             )));
             return;
         }
+        if self.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
+            // A zone whose entry is gone is read by path below, which tells so.
+            for z in &mut self.zones {
+                if z.attrs.is_some() && !z.zone.dir.exists() {
+                    z.attrs = None;
+                }
+            }
+            self.checked = Some(Instant::now());
+        }
         let mut denied = Vec::new();
         let mut gone = false;
         for z in &mut self.zones {
@@ -153,7 +168,7 @@ impl Probe for RaplProbe {
             });
             let raw = match kept.map_or_else(|| rapl::read_energy_uj(&path), Ok) {
                 Ok(raw) => {
-                    if kept.is_none() && z.attrs.is_some() {
+                    if kept.is_none() {
                         // The directory came back (a module reload): keep the new one.
                         z.attrs = crate::paths::AttrDir::open(&z.zone.dir);
                     }
@@ -205,7 +220,7 @@ impl Probe for RaplProbe {
                 self.told_permission = true;
             }
             problems.push(Problem::Failed(format!(
-                "permission denied: {} ({PERMISSION_FIX})",
+                "permission denied reading {} (energy_uj is root-only since Linux 5.10; see docs/board-sensors.md)",
                 denied.join(", ")
             )));
         }

@@ -67,6 +67,8 @@ pub trait Probe: Send + 'static {
 struct Channel {
     reading: Reading,
     meter: MeterHandle,
+    /// The number of the read that last gave this channel.
+    read: u64,
 }
 
 /// What a sampler shares with its collector.
@@ -202,7 +204,9 @@ fn run(
         {
             let mut s = lock(&state);
             s.reads += 1;
-            if problems.iter().any(|p| matches!(p, Problem::Failed(_))) {
+            let reads = s.reads;
+            let failed = problems.iter().any(|p| matches!(p, Problem::Failed(_)));
+            if failed {
                 s.errors += 1;
             }
             for r in readings.drain(..) {
@@ -223,6 +227,7 @@ fn run(
                         s.channels.push(Channel {
                             reading: r.clone(),
                             meter,
+                            read: 0,
                         });
                         s.channels.len() - 1
                     }
@@ -234,6 +239,12 @@ fn run(
                     (None, None) => {}
                 }
                 channel.reading = r;
+                channel.read = reads;
+            }
+            if !failed {
+                // A read that failed nowhere gave every channel there is: one it
+                // left out is gone (a zone unloaded, a rail removed).
+                s.channels.retain(|c| c.read == reads);
             }
             s.problems = std::mem::take(&mut problems);
         }
