@@ -13,7 +13,9 @@
 //!
 //! SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to the running command;
 //! `measure` waits for it, stores and prints what was measured, and exits
-//! 128 + the signal. Otherwise it exits with the (last) command's status.
+//! 128 + the signal. Otherwise it exits with the (last) command's status. A
+//! signal the terminal sent (Ctrl-C, `Ctrl-\`, a hangup) went to the whole
+//! foreground process group, the command included, and is not sent again.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -67,6 +69,22 @@ struct Outcome {
 /// The four signals passed on to the command, waited on all the time.
 struct Signals(Vec<(i32, Signal)>);
 
+/// `si_code` of a signal the kernel sent (Linux's `SI_KERNEL`): for these four,
+/// the terminal's, which goes to the whole foreground process group.
+const SI_KERNEL: i32 = 0x80;
+
+/// Whether the latest of each signal came from the kernel, by number.
+static FROM_KERNEL: [std::sync::atomic::AtomicBool; 32] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; 32];
+
+/// Whether the latest `n` received came from the kernel (the terminal).
+fn from_kernel(n: i32) -> bool {
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| FROM_KERNEL.get(i))
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Acquire))
+}
+
 impl Signals {
     fn install() -> std::io::Result<Signals> {
         let mut all = Vec::new();
@@ -76,6 +94,20 @@ impl Signals {
             (libc::SIGHUP, SignalKind::hangup()),
             (libc::SIGQUIT, SignalKind::quit()),
         ] {
+            // Where each came from is noted in the handler itself, before the
+            // stream below wakes.
+            let slot = usize::try_from(number).map_err(std::io::Error::other)?;
+            // SAFETY: the action only stores to an atomic, which is
+            // async-signal-safe.
+            #[allow(unsafe_code)]
+            unsafe {
+                signal_hook_registry::register_sigaction(number, move |info: &libc::siginfo_t| {
+                    FROM_KERNEL[slot].store(
+                        info.si_code == SI_KERNEL,
+                        std::sync::atomic::Ordering::Release,
+                    );
+                })?;
+            }
             all.push((number, signal(kind)?));
         }
         Ok(Signals(all))
@@ -422,6 +454,11 @@ async fn run_command(command: &Command, signals: &mut Signals) -> std::io::Resul
             status = child.wait() => break status?,
             n = signals.next() => {
                 received = Some(n);
+                // The terminal's signal reached the command too (it is in our
+                // process group): sending it again would deliver it twice.
+                if from_kernel(n) {
+                    continue;
+                }
                 if let (Some(pid), Ok(sig)) = (pid, nix::sys::signal::Signal::try_from(n)) {
                     let _ = nix::sys::signal::kill(pid, sig);
                 }

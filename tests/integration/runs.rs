@@ -147,6 +147,51 @@ fn measure_passes_signals_on_and_the_run_is_stored() {
     assert_eq!(run_named(&exporter, "int")["exit_code"], 7);
 }
 
+/// A Ctrl-C typed at a terminal: the kernel sends SIGINT to the whole
+/// foreground process group, the command included, so `measure` must not send
+/// it again (the command's trap runs once). `script` gives the terminal: a
+/// pseudo-terminal whose line discipline turns the ^C written to it into the
+/// signal, as a real one does.
+#[test]
+fn a_ctrl_c_at_the_terminal_reaches_the_command_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("saw");
+    let inner = format!(
+        "trap 'echo INT >> {}' INT; i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; exit 7",
+        marker.display()
+    );
+    let measure = format!(
+        "{BIN} measure --standalone --config {} --name tty -- sh -c \"{}\"",
+        dir.path().join("none.yaml").display(),
+        inner.replace('$', "\\$")
+    );
+    let mut command = Command::new("script");
+    command
+        .args(["-q", "-e", "-c", &measure, "/dev/null"])
+        .current_dir(dir.path())
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut child = command.spawn().expect("script (util-linux) runs");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"\x03").expect("a Ctrl-C");
+    stdin.flush().expect("flush");
+    let code = wait_timeout(&mut child, Duration::from_secs(20)).and_then(|s| s.code());
+    drop(stdin);
+    let (_, out, err) = output(child);
+    assert_eq!(code, Some(130), "{out}{err}");
+    assert!(out.contains("exit 7"), "the report printed: {out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).expect("the command saw it"),
+        "INT\n",
+        "the command got the terminal's SIGINT once: {out}{err}"
+    );
+}
+
 #[test]
 fn runs_end_by_timeout_shutdown_or_crash_and_are_all_found() {
     let j = jetson("jetson-orin-nano", ORIN_NANO_LINE, "");
