@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_metrics_exporter::http::client;
+use edge_metrics_exporter::net::client;
 use shelly_sim::{SimPlug, plug_status};
 
 fn arg(n: usize, default: u64) -> u64 {

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::sync::SyncArgs;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "edge-metrics-exporter",
@@ -396,59 +398,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub web: WebArgs,
-}
-
-/// How the exporter reaches the central config server (`config-server`).
-#[derive(Debug, Args, Clone)]
-pub struct SyncArgs {
-    /// The config server; an empty value or `off` runs on the local file alone.
-    #[arg(
-        long = "config-server",
-        env = "CONFIG_SERVER_URL",
-        value_name = "URL",
-        default_value = "http://localhost:8080"
-    )]
-    pub url: String,
-
-    /// Time limit of each request to the config server, seconds.
-    #[arg(
-        long = "config-timeout",
-        env = "CONFIG_TIMEOUT",
-        value_name = "SECONDS",
-        default_value_t = 5.0
-    )]
-    pub timeout: f64,
-
-    /// How often to ask the config server for changes, seconds.
-    #[arg(
-        long = "config-poll-interval",
-        env = "CONFIG_POLL_INTERVAL",
-        value_name = "SECONDS",
-        default_value_t = 30.0
-    )]
-    pub poll_interval: f64,
-
-    /// This device's id at the config server (default: the hostname).
-    #[arg(long = "device-id", env = "DEVICE_ID")]
-    pub device_id: Option<String>,
-
-    /// Token for the config server (the admin token, or this device's own from
-    /// `config-server token create`). Prefer the environment variable.
-    #[arg(
-        long = "config-server-token",
-        env = "CONFIG_SERVER_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-
-    /// CA certificates (PEM) the config server's certificate must chain to, for an
-    /// `https://` URL. Default: the system's roots.
-    #[arg(
-        long = "config-server-ca-file",
-        env = "CONFIG_SERVER_CA_FILE",
-        value_name = "FILE"
-    )]
-    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

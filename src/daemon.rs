@@ -17,11 +17,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::store::OpenNote;
 use crate::config::{Config, ConfigError, Overrides, Store};
-use crate::http;
-use crate::http::serve::{API_CONNECTIONS, Limits, METRICS_CONNECTIONS, PLUG_CONNECTIONS};
+use crate::net::serve::{API_CONNECTIONS, Limits, METRICS_CONNECTIONS, PLUG_CONNECTIONS};
 use crate::reload::{apply_file, load_metrics_tls, load_tls, reload_on_sighup, reload_samples};
 use crate::scheduler::Scheduler;
 use crate::state::AppState;
+use crate::{http, net};
 
 /// How long shutdown waits for in-flight requests and collections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -90,9 +90,9 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     }
 
     // A certificate that cannot be used stops the start, like any invalid config.
-    let tls = Arc::new(crate::http::tls::ServerTls::default());
+    let tls = Arc::new(crate::net::tls::ServerTls::default());
     tls.set(load_tls(&config, store.path())?);
-    let metrics_tls = Arc::new(crate::http::tls::ServerTls::default());
+    let metrics_tls = Arc::new(crate::net::tls::ServerTls::default());
     metrics_tls.set(load_metrics_tls(&config, store.path())?);
     // `--web.listen-address` (each a listener) wins over `listen_address`/`port`.
     let metrics_addrs = if config.web.listen.is_empty() {
@@ -121,7 +121,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
                 config.shelly.secret.clone(),
                 shutdown.clone(),
             );
-            tracker.spawn(http::serve::serve(
+            tracker.spawn(net::serve::serve(
                 listener,
                 router,
                 shutdown.clone(),
@@ -205,7 +205,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
 
     let metrics_router = crate::telemetry::track(http::metrics::router(state.clone()), "metrics");
     for listener in metrics_listeners {
-        tracker.spawn(http::serve::serve_tls(
+        tracker.spawn(net::serve::serve_tls(
             listener,
             metrics_router.clone(),
             shutdown.clone(),
@@ -213,7 +213,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
             Limits::new(METRICS_CONNECTIONS),
         ));
     }
-    tracker.spawn(http::serve::serve_tls(
+    tracker.spawn(net::serve::serve_tls(
         api_listener,
         crate::telemetry::track(http::api::router(state.clone()), "api"),
         shutdown.clone(),

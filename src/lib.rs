@@ -3,18 +3,34 @@
 //!
 //! # Layout
 //!
-//! Data flows from sources through collectors into one snapshot per collection
-//! tick, which the outputs serve; the config, its store and the reload path steer
-//! it. Each box is one module:
+//! Every top-level module sits on one floor; a module uses only modules of its
+//! own floor and of the floors below it (`tests/integration/layout.rs` reads
+//! this table and checks every import against it):
 //!
 //! ```text
-//! sources ──► collectors ──► scheduler ──► snapshot ──► http::metrics (/metrics)
-//!    │            ▲    │                            └─► remote_write (push)
-//!    │            │    ▼
-//!    └─► sampler ─► energy (meters, runs) ◄── http::runs, `measure`
-//! config (raw → validate) ◄──► config::store ◄──► sync ◄──► config_server
-//!            ▲                                   reload ◄── http::api, SIGHUP
+//! ┌──────────────┬──────────────────────────────────────────────────────────┐
+//! │ commands     │ cmd, cli                                                 │
+//! │ serving      │ daemon, http, config_server                              │
+//! │ operating    │ reload, health, health_log                               │
+//! │ shared state │ state                                                    │
+//! │ outputs      │ scheduler, remote_write, sync                            │
+//! │ collecting   │ collectors                                               │
+//! │ plug hub     │ shelly_server                                            │
+//! │ measuring    │ energy                                                   │
+//! │ settings     │ config, recordings                                       │
+//! │ hardware     │ sources                                                  │
+//! │ formats      │ exposition, snapshot, telemetry                          │
+//! │ plumbing     │ net, sample                                              │
+//! │ foundations  │ lock, clock, escape, paths, atomic_file, memory, systemd │
+//! └──────────────┴──────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! Data flows up: `sources` read the hardware, `collectors` turn readings into
+//! samples (power through `energy`'s meters: source → meter → snapshot), the
+//! `scheduler` publishes one `snapshot` per tick, and the outputs serve it
+//! (`http::metrics`, `remote_write`, the hub's page). The config flows down:
+//! `config::store` holds it, `sync` keeps it in step with the `config_server`,
+//! and `reload` applies a change to the running daemon.
 //!
 //! **The data path**
 //! * `sources`: readers of the hardware (procfs, sysfs, I2C, board tools,
@@ -47,8 +63,11 @@
 //!
 //! **Serving and operating**
 //! * `daemon`: `serve`, wiring everything together; `state`: what its parts share.
-//! * `http`: the metrics endpoint and the management API (routers), probes,
-//!   credentials, the JSON errors, TLS, the outbound client and the serve loop.
+//! * `http`: the metrics endpoint and the management API (routers), the
+//!   measured runs' routes, probes, and who may call them (`access`).
+//! * `net`: the plumbing under every server and client: the serve loop with its
+//!   timeouts, TLS (policies, rustls setups, certificate names), bearer and
+//!   Basic checks, secrets, bounded bodies, the JSON error, the outbound client.
 //! * `health`: the `/health` answer, also read by the `health` command.
 //! * `shelly_server`: the plug hub Shelly plugs connect to (`shelly-server`, or
 //!   embedded in the exporter), its readings kept from the plugs' notifications and
@@ -60,10 +79,12 @@
 //! **Small pieces shared by all**: `paths` (the filesystem roots every hardware
 //! read goes through, and the hostname), `atomic_file` (crash-safe file
 //! replacement), `clock` (wall-clock time as reported), `lock` (the one way to
-//! take a mutex), `recordings` (the tegrastats recordings `--demo` replays).
+//! take a mutex), `escape` (outside text made safe for logs and terminals),
+//! `memory` (the allocator's arenas and trimming), `recordings` (the tegrastats
+//! recordings `--demo` replays).
 //!
-//! Modules do not import each other in a circle; `tests/integration/layout.rs`
-//! checks it.
+//! Modules do not import each other in a circle, nor a module of a floor above
+//! their own; `tests/integration/layout.rs` checks both.
 
 pub mod atomic_file;
 pub mod cli;
@@ -82,6 +103,7 @@ pub mod health_log;
 pub mod http;
 pub mod lock;
 pub mod memory;
+pub mod net;
 pub mod paths;
 pub mod recordings;
 pub mod reload;

@@ -160,7 +160,7 @@ pub fn load_metrics_tls(
     let Some(tls) = &web.tls else {
         return load_tls(config, file);
     };
-    crate::http::tls::server(tls)
+    crate::net::tls::server(tls)
         .map(Some)
         .map_err(|message| ConfigError {
             file: web.path.clone(),
@@ -182,7 +182,7 @@ pub fn load_tls(
     let Some(tls) = &config.tls else {
         return Ok(None);
     };
-    crate::http::tls::server(tls)
+    crate::net::tls::server(tls)
         .map(Some)
         .map_err(|message| ConfigError {
             file: file.to_owned(),

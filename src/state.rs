@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Store;
-use crate::http::tls::ServerTls;
+use crate::net::tls::ServerTls;
 use crate::scheduler::Scheduler;
 use crate::snapshot::Latest;
 

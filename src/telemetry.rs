@@ -214,7 +214,7 @@ pub fn samples(out: &mut Vec<Sample>) {
     out.push(Sample::own(&START, reg.start_time));
     out.push(Sample::own(
         &HANDSHAKES_FAILED,
-        crate::http::serve::HANDSHAKE_FAILURES.load(Ordering::Relaxed) as f64,
+        crate::net::serve::HANDSHAKE_FAILURES.load(Ordering::Relaxed) as f64,
     ));
     for (file, n) in crate::atomic_file::append_failures() {
         out.push(Sample::own(&APPEND_FAILURES, n as f64).const_label("file", file));

@@ -41,7 +41,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert!(tls.client_auth.requires());
         }
         if let (Pem::Inline(_), Pem::Inline(_)) = (&tls.cert, &tls.key) {
-            let _ = edge_metrics_exporter::http::tls::server(tls);
+            let _ = edge_metrics_exporter::net::tls::server(tls);
         }
     }
     for hash in web.users.values() {

@@ -20,7 +20,7 @@ pub fn run(args: &HealthArgs) -> ExitCode {
             insecure_skip_verify: args.insecure,
             ..Default::default()
         };
-        match crate::http::tls::client(&settings) {
+        match crate::net::tls::client(&settings) {
             Ok(tls) => Some(tls),
             Err(e) => {
                 eprintln!("unreachable: {e}");
@@ -35,7 +35,7 @@ pub fn run(args: &HealthArgs) -> ExitCode {
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(crate::http::client::Client::new(tls).get(&url, &headers, limit, 1 << 20))
+            rt.block_on(crate::net::client::Client::new(tls).get(&url, &headers, limit, 1 << 20))
                 .map_err(|e| e.to_string())
         });
     let response = match answer {

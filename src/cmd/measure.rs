@@ -547,7 +547,7 @@ impl Meter {
 struct Api {
     base: String,
     headers: Vec<(hyper::header::HeaderName, String)>,
-    client: crate::http::client::Client,
+    client: crate::net::client::Client,
 }
 
 impl Api {
@@ -556,7 +556,7 @@ impl Api {
         let tls = base
             .starts_with("https://")
             .then(|| {
-                crate::http::tls::client(&crate::config::TlsClientConfig {
+                crate::net::tls::client(&crate::config::TlsClientConfig {
                     ca_file: args.ca_file.clone(),
                     insecure_skip_verify: args.insecure,
                     ..Default::default()
@@ -567,7 +567,7 @@ impl Api {
         Api {
             base,
             headers: super::api_token_header(),
-            client: crate::http::client::Client::new(tls),
+            client: crate::net::client::Client::new(tls),
         }
     }
 

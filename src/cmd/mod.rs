@@ -17,6 +17,8 @@ mod measure;
 pub mod parse;
 mod provision;
 mod serve;
+#[cfg(feature = "config-server")]
+mod token;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,7 +30,7 @@ use crate::cli::{Cli, Command, ConfigServerArgs, LogArgs, LogFormat, ShellyServe
 /// Runs the command `cli` asks for.
 pub fn main(cli: Cli) -> ExitCode {
     crate::telemetry::init();
-    crate::http::serve::raise_fd_limit();
+    crate::net::serve::raise_fd_limit();
     // `serve` may set its log level and format in the config file; flags and
     // the environment win.
     let config_file = match &cli.command {
@@ -134,7 +136,7 @@ fn config_server(args: ConfigServerArgs) -> ExitCode {
     use crate::config::Secret;
     use crate::config_server::{self, ServerOptions};
     if let Some(crate::cli::ConfigServerCommand::Token(command)) = args.command {
-        return config_server::tokens::run(command);
+        return token::run(command);
     }
     let tls = match (args.tls_cert_file, args.tls_key_file) {
         (Some(cert_file), Some(key_file)) => Some(

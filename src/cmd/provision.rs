@@ -22,7 +22,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
 use crate::cli::ProvisionArgs;
-use crate::http::client::Client;
+use crate::net::client::Client;
 use crate::sources::shelly::{digest, poll::client_nonce};
 
 /// Why a plug could not be provisioned.

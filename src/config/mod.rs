@@ -17,12 +17,10 @@ pub mod glob;
 mod json;
 pub mod raw;
 pub mod store;
-pub mod tls;
 mod validate;
 pub mod web;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,11 +29,17 @@ use crate::exposition::MetricStyle;
 use crate::paths::Paths;
 use crate::sources::ina2xx;
 
+pub use crate::net::auth::BasicCredentials;
+pub use crate::net::secret::Secret;
+pub use crate::net::tls_policy::{
+    self as tls, ClientAuth, Curve, Pem, ServerTlsConfig, Tls12Suite, TlsClientConfig, TlsVersion,
+};
+pub use crate::sources::board::DeviceType;
+pub use crate::sources::shelly::poll::PollTarget;
 pub use error::{ConfigError, Source, line_of};
 pub use json::{validate_json, yaml_to_json};
 pub use raw::{RawConfig, parse_raw};
 pub use store::Store;
-pub use tls::{ClientAuth, Curve, Pem, ServerTlsConfig, Tls12Suite, TlsVersion};
 
 /// Whether a `metrics:` key is a glob pattern (`*` any run of characters, `?` one).
 pub fn is_metric_pattern(key: &str) -> bool {
@@ -59,79 +63,6 @@ pub const DEFAULT_SHELLY_URL: &str = "http://localhost:8766";
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest accepted collection interval.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// What the exporter runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceType {
-    /// Any Linux machine: the `linux` collector only.
-    Linux,
-    /// Detect the board; falls back to `linux`.
-    Auto,
-    /// A Jetson of another family (TX1, TX2, Thor, ...): tegrastats plus `linux`.
-    Jetson,
-    JetsonOrin,
-    JetsonXavier,
-    JetsonNano,
-    /// Power from INA260 over I2C (and the PMIC on a Pi 5).
-    RaspberryPi,
-    /// sysfs: the board profile's input, where the board has one.
-    OrangePi,
-    /// x86: RAPL through powercap.
-    LattePanda,
-}
-
-impl DeviceType {
-    pub const SUPPORTED: &[&str] = &[
-        "linux",
-        "auto",
-        "jetson",
-        "jetson_orin",
-        "jetson_xavier",
-        "jetson_nano",
-        "raspberry_pi",
-        "orange_pi",
-        "lattepanda",
-    ];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "linux" => Some(DeviceType::Linux),
-            "auto" => Some(DeviceType::Auto),
-            "jetson" => Some(DeviceType::Jetson),
-            "jetson_orin" => Some(DeviceType::JetsonOrin),
-            "jetson_xavier" => Some(DeviceType::JetsonXavier),
-            "jetson_nano" => Some(DeviceType::JetsonNano),
-            "raspberry_pi" => Some(DeviceType::RaspberryPi),
-            "orange_pi" => Some(DeviceType::OrangePi),
-            "lattepanda" => Some(DeviceType::LattePanda),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceType::Linux => "linux",
-            DeviceType::Auto => "auto",
-            DeviceType::Jetson => "jetson",
-            DeviceType::JetsonOrin => "jetson_orin",
-            DeviceType::JetsonXavier => "jetson_xavier",
-            DeviceType::JetsonNano => "jetson_nano",
-            DeviceType::RaspberryPi => "raspberry_pi",
-            DeviceType::OrangePi => "orange_pi",
-            DeviceType::LattePanda => "lattepanda",
-        }
-    }
-
-    pub fn is_jetson(self) -> bool {
-        matches!(
-            self,
-            DeviceType::Jetson
-                | DeviceType::JetsonOrin
-                | DeviceType::JetsonXavier
-                | DeviceType::JetsonNano
-        )
-    }
-}
 
 /// How the `tegrastats` collector gets its lines (config section `tegrastats:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,23 +146,6 @@ pub enum RemoteAuth {
     Basic { username: String, password: Secret },
 }
 
-/// HTTP Basic credentials a listener accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BasicCredentials {
-    pub username: String,
-    pub password: Secret,
-}
-
-/// How an outbound TLS connection checks its peer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsClientConfig {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub server_name: Option<String>,
-    pub insecure_skip_verify: bool,
-}
-
 /// The Raspberry Pi 5 PMIC reader (config section `pmic:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmicConfig {
@@ -278,28 +192,6 @@ pub struct Demo {
     pub lines: std::sync::Arc<Vec<String>>,
 }
 
-/// A secret from the config or the environment. Its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Option<Self> {
-        let value = value.into();
-        let trimmed = value.trim();
-        (!trimmed.is_empty()).then(|| Secret(trimmed.to_owned()))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShellyConfig {
     pub enabled: bool,
@@ -308,17 +200,6 @@ pub struct ShellyConfig {
     pub listen: Option<std::net::SocketAddr>,
     pub secret: Option<Secret>,
     pub poll: Vec<PollTarget>,
-}
-
-/// A plug read over HTTP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollTarget {
-    /// `http://host[:port]`, without a path.
-    pub url: String,
-    pub generation: u8,
-    pub username: String,
-    pub password: Option<Secret>,
-    pub name: String,
 }
 
 /// Settings that come from the command line and the environment rather than the

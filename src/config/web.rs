@@ -37,7 +37,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Secret;
-use super::tls::{ClientAuth, Curve, Pem, ServerTlsConfig, Tls12Suite, TlsVersion};
+use crate::net::tls_policy::{ClientAuth, Curve, Pem, ServerTlsConfig, Tls12Suite, TlsVersion};
 
 /// A checked web config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,9 +40,9 @@ use serde_json::{Value, json};
 
 use super::db::{Db, Listed, Precondition, Report, WriteOutcome};
 use crate::config::Secret;
-use crate::http::auth::{authorized_or_basic, bearer_token};
-use crate::http::body::{PathParam, QueryParams, bounded, read_body_limited};
-use crate::http::error::{ApiError, json_fallbacks};
+use crate::net::auth::{authorized_or_basic, bearer_token};
+use crate::net::body::{PathParam, QueryParams, bounded, read_body_limited};
+use crate::net::error::{ApiError, json_fallbacks};
 
 /// Largest config body accepted (thousands of metric ids fit easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -8,7 +8,6 @@
 pub mod api;
 pub mod db;
 pub mod layers;
-pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +46,7 @@ pub enum ServerError {
     #[error("{0}")]
     Runtime(String),
     #[error(transparent)]
-    Tls(#[from] crate::http::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// Opens the database, listens, and serves until `shutdown`.
@@ -66,9 +65,9 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
             addr: options.addr,
             source,
         })?;
-    let tls = Arc::new(crate::http::tls::ServerTls::default());
+    let tls = Arc::new(crate::net::tls::ServerTls::default());
     if let Some(cfg) = &options.tls {
-        tls.set(Some(crate::http::tls::server(cfg)?));
+        tls.set(Some(crate::net::tls::server(cfg)?));
     }
     let local = listener.local_addr().unwrap_or(options.addr);
     tracing::info!(
@@ -102,7 +101,7 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
         token: options.token,
         allow_enroll: options.allow_enroll,
     });
-    let reloader = tokio::spawn(crate::http::tls::reload_on_hangup(
+    let reloader = tokio::spawn(crate::net::tls::reload_on_hangup(
         options.tls.clone(),
         tls.clone(),
         shutdown.clone(),
@@ -125,12 +124,12 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> Result<
         format!("serving configs on {local}"),
         shutdown.clone(),
     ));
-    crate::http::serve::serve_tls(
+    crate::net::serve::serve_tls(
         listener,
         router,
         shutdown,
         tls,
-        crate::http::serve::Limits::new(crate::http::serve::CONFIG_SERVER_CONNECTIONS),
+        crate::net::serve::Limits::new(crate::net::serve::CONFIG_SERVER_CONNECTIONS),
     )
     .await;
     let _ = notifier.await;

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::auth::{Guarded, allowed, challenge};
-use super::error::ApiError;
 use crate::config::{BasicCredentials, Config, Secret};
+use crate::net::auth::{Guarded, allowed, challenge};
+use crate::net::error::ApiError;
 use crate::state::AppState;
 
 /// Which of the exporter's listeners.
@@ -99,7 +99,7 @@ impl Access {
         let Some((user, password)) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(super::auth::basic_pair)
+            .and_then(crate::net::auth::basic_pair)
         else {
             return Decision::Deny;
         };
@@ -190,7 +190,7 @@ impl Guarded for Access {
         if web_users {
             return (
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, super::auth::BASIC_CHALLENGE)],
+                [(header::WWW_AUTHENTICATE, crate::net::auth::BASIC_CHALLENGE)],
                 "Unauthorized: send a user and password of the web config's basic_auth_users\n",
             )
                 .into_response();
@@ -218,7 +218,7 @@ impl Guarded for Access {
     }
 }
 
-/// [`super::auth::require`] for a listener whose check may run bcrypt: the
+/// [`crate::net::auth::require`] for a listener whose check may run bcrypt: the
 /// request goes on when [`Access::allows_request`] says so, else the 401.
 pub async fn require_access(
     axum::extract::State(access): axum::extract::State<Arc<Access>>,

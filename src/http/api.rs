@@ -20,12 +20,12 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, Listener};
-use super::auth::require;
-use super::body::{bounded, read_body_limited};
-use super::error::{ApiError, json_fallbacks};
 use crate::config::ConfigError;
 use crate::config::store::StoreError;
 use crate::health::Health;
+use crate::net::auth::require;
+use crate::net::body::{bounded, read_body_limited};
+use crate::net::error::{ApiError, json_fallbacks};
 use crate::state::AppState;
 
 /// Largest request body accepted (413 beyond).

@@ -15,10 +15,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::body::{PathParam, read_body_limited};
-use super::error::ApiError;
 use crate::energy::plot;
 use crate::energy::runs::{End, RunError, RunReport, RunRequest};
+use crate::net::body::{PathParam, read_body_limited};
+use crate::net::error::ApiError;
 use crate::state::AppState;
 
 /// Largest run request: a name and at most 16 short labels fit well inside.

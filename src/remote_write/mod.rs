@@ -209,7 +209,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Tls(#[from] crate::http::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// One configured receiver: the buffer, the series already pushed, the sender.
@@ -244,7 +244,7 @@ impl Pusher {
             tracing::info!(samples = buffer.pending(), dir = %dir.display(), "remote write: sending the samples already in the buffer");
         }
         let tls = if cfg.url.starts_with("https://") {
-            Some(crate::http::tls::client(&cfg.tls)?)
+            Some(crate::net::tls::client(&cfg.tls)?)
         } else {
             None
         };
@@ -257,7 +257,7 @@ impl Pusher {
         let sender = tokio::spawn(send_loop(
             Sender {
                 cfg: cfg.clone(),
-                client: crate::http::client::Client::new(tls),
+                client: crate::net::client::Client::new(tls),
                 buffer: buffer.clone(),
                 stats: stats.clone(),
             },
@@ -372,7 +372,7 @@ pub fn encode(
 struct Sender {
     cfg: RemoteWriteConfig,
     /// Keeps the connection to the receiver open between pushes.
-    client: crate::http::client::Client,
+    client: crate::net::client::Client,
     buffer: Arc<Mutex<Buffer>>,
     stats: Arc<Stats>,
 }
@@ -508,7 +508,7 @@ impl Sender {
             RemoteAuth::Basic { username, password } => {
                 headers.push((
                     header::AUTHORIZATION,
-                    crate::http::auth::basic_header(username, password.expose()),
+                    crate::net::auth::basic_header(username, password.expose()),
                 ));
             }
         }

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{Hub, RpcFailure};
 use crate::config::Secret;
-use crate::http::auth::tokens_match;
-use crate::http::body::{PathParam, QueryParams, bounded};
-use crate::http::error::{ApiError, json_fallbacks};
-use crate::http::serve::ConnectionSlot;
+use crate::net::auth::tokens_match;
+use crate::net::body::{PathParam, QueryParams, bounded};
+use crate::net::error::{ApiError, json_fallbacks};
+use crate::net::serve::ConnectionSlot;
 use crate::sources::shelly::PlugReading;
 
 #[derive(Debug, Clone)]

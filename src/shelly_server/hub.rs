@@ -680,11 +680,11 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = super::super::api::ws_router(hub.clone(), None, shutdown.clone());
-        tokio::spawn(crate::http::serve::serve(
+        tokio::spawn(crate::net::serve::serve(
             listener,
             router,
             shutdown.clone(),
-            crate::http::serve::Limits::new(16),
+            crate::net::serve::Limits::new(16),
         ));
         let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/quiet"))
             .await

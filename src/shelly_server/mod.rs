@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Secret;
-use crate::http::serve::{HUB_API_CONNECTIONS, Limits, PLUG_CONNECTIONS, serve};
+use crate::net::serve::{HUB_API_CONNECTIONS, Limits, PLUG_CONNECTIONS, serve};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -39,10 +39,10 @@ pub struct ServerOptions {
 
 /// Binds both listeners and serves until `shutdown`.
 pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io::Result<()> {
-    let ws_tls = std::sync::Arc::new(crate::http::tls::ServerTls::default());
+    let ws_tls = std::sync::Arc::new(crate::net::tls::ServerTls::default());
     if let Some(cfg) = &options.ws_tls {
         ws_tls.set(Some(
-            crate::http::tls::server(cfg).map_err(|e| std::io::Error::other(e.to_string()))?,
+            crate::net::tls::server(cfg).map_err(|e| std::io::Error::other(e.to_string()))?,
         ));
         tracing::info!("plugs connect with wss:// (TLS)");
     }
@@ -55,14 +55,14 @@ pub async fn run(options: ServerOptions, shutdown: CancellationToken) -> std::io
     }
     let hub = Hub::new(options.hub);
     let tracker = TaskTracker::new();
-    tracker.spawn(crate::http::serve::serve_tls(
+    tracker.spawn(crate::net::serve::serve_tls(
         ws,
         api::ws_router(hub.clone(), options.secret, shutdown.clone()),
         shutdown.clone(),
         ws_tls.clone(),
         Limits::new(PLUG_CONNECTIONS),
     ));
-    tracker.spawn(crate::http::tls::reload_on_hangup(
+    tracker.spawn(crate::net::tls::reload_on_hangup(
         options.ws_tls.clone(),
         ws_tls,
         shutdown.clone(),

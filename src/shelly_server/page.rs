@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::hub::{Hub, Plug};
-use crate::http::body::QueryParams;
-use crate::http::error::ApiError;
+use crate::net::body::QueryParams;
+use crate::net::error::ApiError;
 use crate::sample::Family;
 use crate::sources::shelly::{self, Measurements};
 

@@ -9,8 +9,80 @@
 //! be read, if anywhere. `docs/tegrastats.md` and `docs/board-sensors.md` have the
 //! tables.
 
-use crate::config::DeviceType;
 use crate::paths::{self, Paths};
+
+/// What the exporter runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceType {
+    /// Any Linux machine: the `linux` collector only.
+    Linux,
+    /// Detect the board; falls back to `linux`.
+    Auto,
+    /// A Jetson of another family (TX1, TX2, Thor, ...): tegrastats plus `linux`.
+    Jetson,
+    JetsonOrin,
+    JetsonXavier,
+    JetsonNano,
+    /// Power from INA260 over I2C (and the PMIC on a Pi 5).
+    RaspberryPi,
+    /// sysfs: the board profile's input, where the board has one.
+    OrangePi,
+    /// x86: RAPL through powercap.
+    LattePanda,
+}
+
+impl DeviceType {
+    pub const SUPPORTED: &[&str] = &[
+        "linux",
+        "auto",
+        "jetson",
+        "jetson_orin",
+        "jetson_xavier",
+        "jetson_nano",
+        "raspberry_pi",
+        "orange_pi",
+        "lattepanda",
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "linux" => Some(DeviceType::Linux),
+            "auto" => Some(DeviceType::Auto),
+            "jetson" => Some(DeviceType::Jetson),
+            "jetson_orin" => Some(DeviceType::JetsonOrin),
+            "jetson_xavier" => Some(DeviceType::JetsonXavier),
+            "jetson_nano" => Some(DeviceType::JetsonNano),
+            "raspberry_pi" => Some(DeviceType::RaspberryPi),
+            "orange_pi" => Some(DeviceType::OrangePi),
+            "lattepanda" => Some(DeviceType::LattePanda),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::Linux => "linux",
+            DeviceType::Auto => "auto",
+            DeviceType::Jetson => "jetson",
+            DeviceType::JetsonOrin => "jetson_orin",
+            DeviceType::JetsonXavier => "jetson_xavier",
+            DeviceType::JetsonNano => "jetson_nano",
+            DeviceType::RaspberryPi => "raspberry_pi",
+            DeviceType::OrangePi => "orange_pi",
+            DeviceType::LattePanda => "lattepanda",
+        }
+    }
+
+    pub fn is_jetson(self) -> bool {
+        matches!(
+            self,
+            DeviceType::Jetson
+                | DeviceType::JetsonOrin
+                | DeviceType::JetsonXavier
+                | DeviceType::JetsonNano
+        )
+    }
+}
 
 /// Facts about one family of boards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Settings;
 use super::doc::Doc;
-use crate::http::client::ClientError;
+use crate::net::client::ClientError;
 
 /// Largest config the device accepts from the server.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;

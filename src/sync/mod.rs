@@ -55,7 +55,7 @@ use queue::{ConflictRecord, Pending, State};
 
 pub use client::{ExchangeError, MAX_CONFIG_BYTES};
 pub use queue::{Queue, state_path};
-pub use settings::{Settings, SettingsError, TokenSlot, is_device_id, token_path};
+pub use settings::{Settings, SettingsError, SyncArgs, TokenSlot, is_device_id, token_path};
 
 /// The header a config server's 201 carries an enrolled device's new token in.
 pub const DEVICE_TOKEN_HEADER: &str = "x-device-token";

@@ -7,10 +7,64 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cli::SyncArgs;
+use clap::Args;
+
 use crate::config::Secret;
 use crate::lock::lock;
 use crate::paths::Paths;
+
+/// How the exporter reaches the central config server (`config-server`).
+#[derive(Debug, Args, Clone)]
+pub struct SyncArgs {
+    /// The config server; an empty value or `off` runs on the local file alone.
+    #[arg(
+        long = "config-server",
+        env = "CONFIG_SERVER_URL",
+        value_name = "URL",
+        default_value = "http://localhost:8080"
+    )]
+    pub url: String,
+
+    /// Time limit of each request to the config server, seconds.
+    #[arg(
+        long = "config-timeout",
+        env = "CONFIG_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 5.0
+    )]
+    pub timeout: f64,
+
+    /// How often to ask the config server for changes, seconds.
+    #[arg(
+        long = "config-poll-interval",
+        env = "CONFIG_POLL_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 30.0
+    )]
+    pub poll_interval: f64,
+
+    /// This device's id at the config server (default: the hostname).
+    #[arg(long = "device-id", env = "DEVICE_ID")]
+    pub device_id: Option<String>,
+
+    /// Token for the config server (the admin token, or this device's own from
+    /// `config-server token create`). Prefer the environment variable.
+    #[arg(
+        long = "config-server-token",
+        env = "CONFIG_SERVER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// CA certificates (PEM) the config server's certificate must chain to, for an
+    /// `https://` URL. Default: the system's roots.
+    #[arg(
+        long = "config-server-ca-file",
+        env = "CONFIG_SERVER_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+}
 
 /// The spec's default server; a device that finds nothing there runs on its file.
 pub const DEFAULT_URL: &str = "http://localhost:8080";
@@ -33,7 +87,7 @@ pub struct Settings {
     pub explicit: bool,
     /// Keeps the connection to the server open between requests; trusts
     /// `CONFIG_SERVER_CA_FILE` (or the system's roots) for `https://`.
-    pub client: crate::http::client::Client,
+    pub client: crate::net::client::Client,
 }
 
 /// A flag that cannot be used; the message names it and what it accepts.
@@ -74,7 +128,7 @@ impl Settings {
         }
         let tls = match (&args.ca_file, https) {
             (Some(ca), true) => Some(
-                crate::http::tls::client(&crate::config::TlsClientConfig {
+                crate::net::tls::client(&crate::config::TlsClientConfig {
                     ca_file: Some(ca.clone()),
                     ..Default::default()
                 })
@@ -105,7 +159,7 @@ impl Settings {
             poll_interval: seconds("CONFIG_POLL_INTERVAL", args.poll_interval, 0.1)?,
             token: TokenSlot::new(args.token.clone().and_then(Secret::new)),
             explicit: url != DEFAULT_URL,
-            client: crate::http::client::Client::new(tls),
+            client: crate::net::client::Client::new(tls),
         }))
     }
 

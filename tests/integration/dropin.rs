@@ -161,7 +161,7 @@ fn prometheus_scrapes_with_a_bcrypt_user_from_a_web_config_file() {
     let port = port_of(&exporter.metrics_url);
     let url = format!("https://127.0.0.1:{port}/metrics");
     let trust = trusting(&pki.ca);
-    let basic = edge_metrics_exporter::http::auth::basic_header;
+    let basic = edge_metrics_exporter::net::auth::basic_header;
     let status_as = |user: &str, password: &str| {
         https_get(&url, &trust, &[("Authorization", &basic(user, password))])
             .expect("https")

@@ -204,13 +204,13 @@ fn devices_pushing_into_one_receiver_stay_apart_on_few_connections() {
 /// A client of the config server that trusts the test CA.
 struct Https {
     runtime: tokio::runtime::Runtime,
-    client: edge_metrics_exporter::http::client::Client,
+    client: edge_metrics_exporter::net::client::Client,
     base: String,
 }
 
 impl Https {
     fn new(base: &str, ca: &Path) -> Https {
-        let tls = edge_metrics_exporter::http::tls::client(
+        let tls = edge_metrics_exporter::net::tls::client(
             &edge_metrics_exporter::config::TlsClientConfig {
                 ca_file: Some(ca.to_owned()),
                 ..Default::default()
@@ -222,7 +222,7 @@ impl Https {
                 .enable_all()
                 .build()
                 .expect("runtime"),
-            client: edge_metrics_exporter::http::client::Client::new(Some(tls)),
+            client: edge_metrics_exporter::net::client::Client::new(Some(tls)),
             base: base.to_owned(),
         }
     }

@@ -1,7 +1,8 @@
 //! The layout stays acyclic: no module imports another that imports it back,
 //! directly or through others. A module and its own parent or children are one
 //! room (a child uses its parent's types, a parent builds its children), so only
-//! imports between rooms count.
+//! imports between rooms count. And it is layered: `src/lib.rs` draws every
+//! top-level module on a floor, and no module imports one drawn above it.
 //!
 //! The check reads `src/` as text: every file is a module; its references to
 //! other modules are its `use` trees, its `crate::`/`super::`/`self::` paths and
@@ -43,6 +44,32 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
                 .join("::");
             out.insert(name, path);
         }
+    }
+    // A file declared `#[cfg(test)] mod name;` is a test of its parent.
+    let tests: Vec<String> = out
+        .iter()
+        .flat_map(|(name, path)| {
+            let text = std::fs::read_to_string(path).expect("read");
+            let code = code_only(&text);
+            let mut found = Vec::new();
+            let mut rest = code.as_str();
+            while let Some(at) = rest.find("#[cfg(test)]") {
+                rest = &rest[at + "#[cfg(test)]".len()..];
+                let line = rest.trim_start();
+                if let Some(child) = line
+                    .strip_prefix("mod ")
+                    .and_then(|l| l.split_once(';'))
+                    .map(|(c, _)| c.trim())
+                    .filter(|c| c.chars().all(is_ident))
+                {
+                    found.push(format!("{name}::{child}"));
+                }
+            }
+            found
+        })
+        .collect();
+    for name in tests {
+        out.remove(&name);
     }
     out
 }
@@ -432,7 +459,7 @@ fn no_import_cycles_between_modules() {
     let sees = |from: &str, to: &str| edges[from].contains(to);
     assert!(sees("crate::daemon", "crate::reload"));
     assert!(
-        sees("crate::daemon", "crate::http::serve"),
+        sees("crate::daemon", "crate::net::serve"),
         "through `use crate::http;`"
     );
     assert!(sees("crate::remote_write", "crate::snapshot"));
@@ -508,5 +535,80 @@ fn the_checker_finds_a_cycle() {
     assert_eq!(
         code_only("let s = \"crate::x\"; // crate::y\nlet c = '{'; crate::z"),
         "let s =  ; \nlet c =  ; crate::z"
+    );
+}
+
+/// The floors of `src/lib.rs`'s layout table, top first: the modules of each.
+fn floors(lib: &str) -> Vec<(String, Vec<String>)> {
+    let table = lib
+        .split("```text")
+        .nth(1)
+        .and_then(|t| t.split("```").next())
+        .expect("a text block in lib.rs");
+    table
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('│').map(str::trim).collect();
+            // `//! │ floor │ a, b │`: the comment, the floor, its modules, "".
+            (cells.len() == 4).then(|| {
+                let modules = cells[2].split(',').map(|m| m.trim().to_owned()).collect();
+                (cells[1].to_owned(), modules)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn no_module_imports_one_drawn_above_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("lib.rs");
+    let floors = floors(&lib);
+    assert!(floors.len() >= 5, "{floors:?}");
+    // Floor numbers count up from the bottom.
+    let mut floor_of: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for (i, (floor, modules)) in floors.iter().rev().enumerate() {
+        for m in modules {
+            let before = floor_of.insert(format!("crate::{m}"), (i, floor.clone()));
+            assert!(before.is_none(), "{m} is drawn twice");
+        }
+    }
+    let modules = modules(&root.join("src"));
+    let top = |m: &str| m.split("::").take(2).collect::<Vec<_>>().join("::");
+    let tops: BTreeSet<String> = modules
+        .keys()
+        .filter(|m| *m != "crate")
+        .map(|m| top(m))
+        .collect();
+    let drawn: BTreeSet<String> = floor_of.keys().cloned().collect();
+    assert_eq!(tops, drawn, "every top-level module is drawn, once");
+    let mut upward = Vec::new();
+    for (from, targets) in references(&modules) {
+        if from == "crate" {
+            continue;
+        }
+        let (a, a_floor) = &floor_of[&top(&from)];
+        for to in targets.iter().filter(|t| *t != "crate") {
+            let (b, b_floor) = &floor_of[&top(to)];
+            if b > a {
+                upward.push(format!("    {from} ({a_floor}) -> {to} ({b_floor})"));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports of a floor above:\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn the_floors_are_read_from_the_table() {
+    let lib = "//! ```text\n//! ┌───┬───┐\n//! │ top │ cmd, cli │\n//! │ bottom │ lock │\n//! └───┴───┘\n//! ```\n";
+    assert_eq!(
+        floors(lib),
+        [
+            ("top".to_owned(), vec!["cmd".to_owned(), "cli".to_owned()]),
+            ("bottom".to_owned(), vec!["lock".to_owned()]),
+        ]
     );
 }

@@ -375,7 +375,7 @@ fn raw_metrics(exporter: &Exporter, headers: &[(&str, &str)]) -> (u16, hyper::He
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(edge_metrics_exporter::http::client::Client::new(None).get(
+        .block_on(edge_metrics_exporter::net::client::Client::new(None).get(
             &format!("{}/metrics", exporter.metrics_url),
             &headers,
             Duration::from_secs(5),

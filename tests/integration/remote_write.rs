@@ -542,7 +542,7 @@ fn pushes_over_tls_and_refuses_an_unknown_certificate() {
     };
     // Our own client (the crate's) reads the TLS receiver back.
     let tls =
-        edge_metrics_exporter::http::tls::client(&edge_metrics_exporter::config::TlsClientConfig {
+        edge_metrics_exporter::net::tls::client(&edge_metrics_exporter::config::TlsClientConfig {
             ca_file: Some(ca.clone()),
             ..Default::default()
         })
@@ -551,7 +551,7 @@ fn pushes_over_tls_and_refuses_an_unknown_certificate() {
         .enable_all()
         .build()
         .expect("runtime");
-    let client = edge_metrics_exporter::http::client::Client::new(Some(tls));
+    let client = edge_metrics_exporter::net::client::Client::new(Some(tls));
     let fetch = |path: &str| -> Option<String> {
         let url = format!("{}{path}", receiver.base);
         runtime

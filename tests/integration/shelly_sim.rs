@@ -68,7 +68,7 @@ impl SimPlug {
         status: Value,
         ca: &std::path::Path,
     ) -> Result<SimPlug, String> {
-        let tls = edge_metrics_exporter::http::tls::client(
+        let tls = edge_metrics_exporter::net::tls::client(
             &edge_metrics_exporter::config::TlsClientConfig {
                 ca_file: Some(ca.to_owned()),
                 ..Default::default()

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use edge_metrics_exporter::config::TlsClientConfig;
-use edge_metrics_exporter::http::{client, tls};
+use edge_metrics_exporter::net::{client, tls};
 
 use crate::support::*;
 

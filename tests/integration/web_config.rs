@@ -910,7 +910,7 @@ fn the_toolkits_good_files_serve_what_its_go_tests_expect() {
     );
     let (exporter, port) = both_accept(d, &write(d, "web.yml", &users));
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let basic = edge_metrics_exporter::http::auth::basic_header;
+    let basic = edge_metrics_exporter::net::auth::basic_header;
     assert_eq!(get(&url, &[]).status, 401);
     for (user, password, status) in [
         ("dave", "dave123", 200),
@@ -939,7 +939,7 @@ fn a_reload_that_fails_anywhere_changes_nothing() {
         &format!("{SERVER}basic_auth_users:\n  prometheus: {hash}\n"),
     );
     let (exporter, port) = both_accept(d, &web);
-    let basic = edge_metrics_exporter::http::auth::basic_header("prometheus", "scrape-pass");
+    let basic = edge_metrics_exporter::net::auth::basic_header("prometheus", "scrape-pass");
     let authorized = |port: &str| {
         fetch(&pki, port, &Client::default(), "/metrics", Some(&basic))
             .expect("fetch")
@@ -1005,7 +1005,7 @@ fn unknown_users_cost_what_wrong_passwords_cost_and_checks_are_bounded() {
     );
     let (exporter, port) = both_accept(dir.path(), &web);
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let basic = edge_metrics_exporter::http::auth::basic_header;
+    let basic = edge_metrics_exporter::net::auth::basic_header;
     let timed = |user: &str, password: &str| {
         let started = Instant::now();
         let r = get(&url, &[("Authorization", &basic(user, password))]);

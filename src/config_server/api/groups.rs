@@ -17,8 +17,8 @@ use super::{
 };
 use crate::config_server::db::WriteOutcome;
 use crate::config_server::layers::{self, Doc, MATCH, Rules};
-use crate::http::body::{PathParam, QueryParams, read_body_limited};
-use crate::http::error::ApiError;
+use crate::net::body::{PathParam, QueryParams, read_body_limited};
+use crate::net::error::ApiError;
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     if layers::is_group_name(name) {

@@ -1,6 +1,6 @@
 //! HTTP Digest access authentication (RFC 7616) with SHA-256, as Shelly Gen2+
 //! plugs require when they have a password (user `admin`, realm = the device id).
-//! Gen1 plugs take HTTP Basic (`http::auth::basic_header`).
+//! Gen1 plugs take HTTP Basic (`net::auth::basic_header`).
 
 use sha2::{Digest, Sha256};
 

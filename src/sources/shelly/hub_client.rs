@@ -4,7 +4,7 @@
 //! plug; several are a 409 that lists them).
 
 use super::{MAX_BODY, PlugReading, REQUEST_TIMEOUT};
-use crate::http::client::{self, ClientError};
+use crate::net::client::{self, ClientError};
 
 /// Why the hub gave no reading.
 #[derive(Debug, thiserror::Error)]

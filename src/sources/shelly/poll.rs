@@ -7,9 +7,20 @@ use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use serde_json::Value;
 
 use super::{MAX_BODY, REQUEST_TIMEOUT, Reading, digest, gen1_reading, reading};
-use crate::config::PollTarget;
-use crate::http::auth::basic_header;
-use crate::http::client::{self, ClientError};
+use crate::net::auth::basic_header;
+use crate::net::client::{self, ClientError};
+use crate::net::secret::Secret;
+
+/// A plug read over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollTarget {
+    /// `http://host[:port]`, without a path.
+    pub url: String,
+    pub generation: u8,
+    pub username: String,
+    pub password: Option<Secret>,
+    pub name: String,
+}
 
 /// Why a device gave no reading.
 #[derive(Debug, thiserror::Error)]

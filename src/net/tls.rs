@@ -20,7 +20,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, ServerConfig};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{
+use super::tls_policy::{
     ClientAuth, Curve, Pem, ServerTlsConfig, Tls12Suite, TlsClientConfig, TlsVersion,
 };
 

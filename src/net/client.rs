@@ -32,7 +32,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::http::tls::TlsClient;
+use super::tls::TlsClient;
 
 /// Idle pooled connections are closed after this; under the 30 s our own servers
 /// allow, so a reused connection is not one the server is closing.
@@ -77,7 +77,7 @@ impl Tls {
             Tls::Given(tls) => Ok(tls),
             Tls::System(cell) => cell
                 .get_or_init(|| {
-                    crate::http::tls::client(&crate::config::TlsClientConfig::default())
+                    super::tls::client(&super::tls_policy::TlsClientConfig::default())
                         .map_err(|e| e.to_string())
                 })
                 .as_ref()

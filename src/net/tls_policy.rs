@@ -1,13 +1,13 @@
 //! The TLS policy of the exporter's own listeners, as exporter-toolkit's
 //! `tls_server_config` describes it (the web config file), or the simpler
 //! `tls:` of `config.yaml` and the servers' `--tls-*` flags, which fill in the
-//! same shape. `http::tls::server` turns it into a rustls setup; every value here
+//! same shape. `net::tls::server` turns it into a rustls setup; every value here
 //! is one rustls enforces exactly (the web config refuses the rest, see `web`).
 
 use std::fmt;
 use std::path::PathBuf;
 
-use super::Secret;
+use super::secret::Secret;
 
 /// A PEM document: a file read at start and at every reload, or the text itself
 /// (exporter-toolkit's inline `cert`, `key` and `client_ca`).
@@ -228,4 +228,14 @@ impl ServerTlsConfig {
         }
         self
     }
+}
+
+/// How an outbound TLS connection checks its peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsClientConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
 }

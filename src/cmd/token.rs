@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
-use super::db::Db;
 use crate::cli::TokenCommand;
+use crate::config_server::db::Db;
 
 /// Runs one token command; prints the token (create), the list, or why not.
 pub fn run(command: TokenCommand) -> ExitCode {

@@ -14,7 +14,14 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{BasicCredentials, Secret};
+use super::secret::Secret;
+
+/// HTTP Basic credentials a listener accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: Secret,
+}
 
 /// A server (or route) whose requests need credentials: what it accepts, and what
 /// it answers without them. Read per request, so a reload applies at once.
