@@ -73,6 +73,19 @@ struct Signals(Vec<(i32, Signal)>);
 /// the terminal's, which goes to the whole foreground process group.
 const SI_KERNEL: i32 = 0x80;
 
+/// The latest of the four received since [`take_received`] (0: none), noted
+/// in the handler itself: a command that exits at once on a signal sent to its
+/// whole group can be seen to exit before the signal's stream wakes.
+static RECEIVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signal received since the last call, if any.
+fn take_received() -> Option<i32> {
+    match RECEIVED.swap(0, std::sync::atomic::Ordering::AcqRel) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
 /// Whether the latest of each signal came from the kernel, by number.
 static FROM_KERNEL: [std::sync::atomic::AtomicBool; 32] =
     [const { std::sync::atomic::AtomicBool::new(false) }; 32];
@@ -106,6 +119,7 @@ impl Signals {
                         info.si_code == SI_KERNEL,
                         std::sync::atomic::Ordering::Release,
                     );
+                    RECEIVED.store(number, std::sync::atomic::Ordering::Release);
                 })?;
             }
             all.push((number, signal(kind)?));
@@ -449,9 +463,14 @@ async fn run_command(command: &Command, signals: &mut Signals) -> std::io::Resul
     };
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
     let mut received = None;
+    // What arrived before the command started is not the command's.
+    take_received();
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status?,
+            // A signal to the whole group can end the command before its
+            // stream below wakes; the handler has run by then (the kernel
+            // delivers it before the SIGCHLD that ends the wait).
+            status = child.wait() => break (status?, take_received()),
             n = signals.next() => {
                 received = Some(n);
                 // The terminal's signal reached the command too (it is in our
@@ -465,13 +484,14 @@ async fn run_command(command: &Command, signals: &mut Signals) -> std::io::Resul
             }
         }
     };
+    let (status, late) = status;
     use std::os::unix::process::ExitStatusExt;
     Ok(Outcome {
         code: status
             .code()
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(1),
-        signal: received,
+        signal: received.or(late),
     })
 }
 

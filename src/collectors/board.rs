@@ -4,33 +4,13 @@
 //! `docs/board-sensors.md` lists which do and what to add on those that do not.
 
 use super::{CollectError, Collector};
-use crate::energy::{Meters, PowerFamilies};
+use crate::energy::{Meters, families};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::sources::power_supply::{self, Supply};
 
 pub const NAME: &str = "board";
 
-static POWER: Family = Family::gauge(
-    "board_input_power_watts",
-    "Power into the board from its input supply (power_now, else voltage times current)",
-    "watts",
-);
-/// The board's input: the board's own total.
-static INPUT_ENERGY: PowerFamilies = PowerFamilies {
-    watts: &POWER,
-    joules: Some(Family::counter(
-        "board_input_power_joules_total",
-        "Energy into the board from its input supply, integrated from board_input_power_watts",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "board_input_power_peak_watts",
-        "Power into the board, highest reading over the last collection interval",
-        "watts",
-    ),
-    total: true,
-};
 static VOLTAGE: Family = Family::gauge(
     "board_input_voltage_volts",
     "Voltage of the board's input supply",
@@ -91,9 +71,14 @@ impl Collector for BoardCollector {
                 .map(|(v, a)| v * a.abs())
         });
         if let Some(watts) = power {
-            let sample = Sample::new(&POWER, watts).const_label("supply", input.name.as_str());
-            self.meters
-                .push_reading(out, &INPUT_ENERGY, sample, std::time::Instant::now());
+            let sample = Sample::new(&families::BOARD_INPUT_WATTS, watts)
+                .const_label("supply", input.name.as_str());
+            self.meters.push_reading(
+                out,
+                &families::BOARD_INPUT,
+                sample,
+                std::time::Instant::now(),
+            );
         }
         let fields = [
             (input.voltage_volts, &VOLTAGE),

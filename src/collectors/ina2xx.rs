@@ -23,7 +23,7 @@ use embedded_hal::i2c::{ErrorKind, I2c, NoAcknowledgeSource};
 use super::jetson_rails::{push_sampler_counts, sampler_result};
 use super::{BuildContext, CollectError, Collector};
 use crate::config::Ina2xxSensor;
-use crate::energy::PowerFamilies;
+use crate::energy::families;
 pub use crate::energy::sampler::Problem;
 use crate::energy::sampler::{Probe, Reading, Sampled};
 use crate::paths::Paths;
@@ -32,26 +32,6 @@ use crate::sources::ina2xx::{self, Ina2xx, Measurement};
 
 pub const NAME: &str = "ina2xx";
 
-static POWER: Family = Family::gauge(
-    "board_power_watts",
-    "Power measured by an INA2xx sensor",
-    "watts",
-);
-/// An INA2xx sensor measures a whole board (or what it is wired into): a total.
-static BOARD_POWER: PowerFamilies = PowerFamilies {
-    watts: &POWER,
-    joules: Some(Family::counter(
-        "board_power_joules_total",
-        "Energy measured by an INA2xx sensor, integrated from its readings",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "board_power_peak_watts",
-        "Power measured by an INA2xx sensor, highest reading over the last collection interval",
-        "watts",
-    ),
-    total: true,
-};
 static VOLTAGE: Family = Family::gauge(
     "board_voltage_volts",
     "Bus voltage measured by an INA2xx sensor",
@@ -202,7 +182,7 @@ impl<O: Opener> Probe for Ina2xxProbe<O> {
                 Ok(m) => out.push(Reading {
                     watts_id: state.watts_id.clone(),
                     labels: vec![("sensor", state.label.clone())],
-                    families: &BOARD_POWER,
+                    families: &families::INA2XX,
                     watts: Some(m.power_watts),
                     volts: Some(m.bus_volts),
                     amps: Some(m.current_amps),
@@ -331,9 +311,11 @@ impl Collector for Ina2xxCollector {
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let problems = self.sampled.push(out, |out, r| {
+        let pushed = self.sampled.push(out);
+        // Each sensor's bus voltage and current, beside the power.
+        for r in &pushed.readings {
             let Some((_, name)) = r.labels.first() else {
-                return;
+                continue;
             };
             out.push_some(r.volts, |v| {
                 Sample::with_id(format!("board_voltage_{name}_volts"), &VOLTAGE, v)
@@ -343,7 +325,8 @@ impl Collector for Ina2xxCollector {
                 Sample::with_id(format!("board_current_{name}_amps"), &CURRENT, a)
                     .label("sensor", name.clone())
             });
-        });
+        }
+        let problems = pushed.problems;
         push_sampler_counts(out, NAME, &self.sampled);
         // Failures first, then what is absent, in the order the sensors are listed.
         let (failed, absent): (Vec<Problem>, Vec<Problem>) = problems

@@ -12,11 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::tegrastats::{INPUT_RAILS, mapping};
 use super::{BuildContext, CollectError, Collector};
+use crate::energy::families;
 use crate::energy::sampler::{Probe, Problem, Reading, Sampled};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink, sanitize};
+use crate::sources::board::INPUT_RAILS;
 use crate::sources::jetson_rails::{self, Rail};
 
 pub const NAME: &str = "jetson_rails";
@@ -165,7 +166,7 @@ impl Probe for RailsProbe {
             out.push(Reading {
                 watts_id: c.watts_id.clone(),
                 labels: labels.clone(),
-                families: &mapping::RAIL_POWER,
+                families: &families::JETSON_RAIL,
                 watts: r.watts,
                 volts: r.volts,
                 amps: r.amps,
@@ -175,7 +176,7 @@ impl Probe for RailsProbe {
                 out.push(Reading {
                     watts_id: "jetson_power_input_watts".into(),
                     labels,
-                    families: &mapping::INPUT_POWER,
+                    families: &families::JETSON_INPUT,
                     watts: r.watts,
                     volts: None,
                     amps: None,
@@ -231,12 +232,13 @@ impl Collector for JetsonRailsCollector {
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let problems = self.sampled.push(out, |out, r| {
-            if !std::ptr::eq(r.families, &mapping::RAIL_POWER) {
-                return;
-            }
-            let rail = r.labels.first().map(|(_, v)| v.clone());
-            let Some(rail) = rail else { return };
+        let pushed = self.sampled.push(out);
+        // Each rail's bus voltage and current, beside the power (the input
+        // total's reading has neither: the rail itself carries them).
+        for r in &pushed.readings {
+            let Some((_, rail)) = r.labels.first() else {
+                continue;
+            };
             out.push_some(r.volts, |v| {
                 Sample::with_id(format!("jetson_rail_{rail}_voltage_volts"), &VOLTAGE, v)
                     .label("rail", rail.clone())
@@ -245,9 +247,9 @@ impl Collector for JetsonRailsCollector {
                 Sample::with_id(format!("jetson_rail_{rail}_current_amps"), &CURRENT, a)
                     .label("rail", rail.clone())
             });
-        });
+        }
         push_sampler_counts(out, NAME, &self.sampled);
-        sampler_result(problems)
+        sampler_result(pushed.problems)
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::{CollectError, Collector};
-use crate::energy::{Meters, PowerFamilies};
+use crate::energy::{Meters, families};
 use crate::paths::{self, Paths};
 use crate::sample::{Family, MHZ, MIB, Sample, SampleSink, sanitize};
 use crate::sources::hwmon::{self, SensorKind};
@@ -85,25 +85,6 @@ static HWMON_VOLTAGE: Family =
     Family::gauge("host_hwmon_voltage_volts", "hwmon voltage sensor", "volts");
 static HWMON_CURRENT: Family =
     Family::gauge("host_hwmon_current_amps", "hwmon current sensor", "amps");
-static HWMON_POWER: Family = Family::gauge(
-    "host_hwmon_power_watts",
-    "hwmon power sensor (or an INA2xx/INA3221 channel's voltage times current)",
-    "watts",
-);
-static HWMON_POWER_ENERGY: PowerFamilies = PowerFamilies {
-    watts: &HWMON_POWER,
-    joules: Some(Family::counter(
-        "host_hwmon_power_joules_total",
-        "Energy of an hwmon power sensor, integrated from its readings",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "host_hwmon_power_peak_watts",
-        "hwmon power sensor, highest reading over the last collection interval",
-        "watts",
-    ),
-    total: false,
-};
 static HWMON_FAN: Family = Family::gauge("host_hwmon_fan_rpm", "hwmon fan speed", "rpm");
 static HWMON_FREQ: Family = Family::gauge(
     "host_hwmon_frequency_hertz",
@@ -135,25 +116,6 @@ static PSU_CURRENT: Family = Family::gauge(
     "Power supply current (negative when a battery discharges, on drivers that sign it)",
     "amps",
 );
-static PSU_POWER: Family = Family::gauge(
-    "host_power_supply_power_watts",
-    "Power supply power",
-    "watts",
-);
-static PSU_POWER_ENERGY: PowerFamilies = PowerFamilies {
-    watts: &PSU_POWER,
-    joules: Some(Family::counter(
-        "host_power_supply_power_joules_total",
-        "Energy through a power supply, integrated from its power_now",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "host_power_supply_power_peak_watts",
-        "Power supply power, highest reading over the last collection interval",
-        "watts",
-    ),
-    total: false,
-};
 static PSU_CAPACITY: Family = Family::gauge(
     "host_power_supply_capacity_percent",
     "Battery charge",
@@ -432,13 +394,12 @@ impl LinuxCollector {
         let Some(watts) = watts else { return };
         let sample = Sample::with_id(
             format!("host_power_{chip}_{sensor}_watts"),
-            &HWMON_POWER,
+            &families::HWMON_WATTS,
             watts,
         )
         .label("chip", chip)
         .label("sensor", sensor);
-        self.meters
-            .push_reading(out, &HWMON_POWER_ENERGY, sample, at);
+        self.meters.push_reading(out, &families::HWMON, sample, at);
     }
 
     fn collect_power_supplies(&mut self, out: &mut SampleSink) {
@@ -470,12 +431,12 @@ impl LinuxCollector {
             if let Some(watts) = supply.power_watts {
                 let sample = Sample::with_id(
                     format!("host_power_supply_{name}_power_watts"),
-                    &PSU_POWER,
+                    &families::POWER_SUPPLY_WATTS,
                     watts,
                 )
                 .label("supply", name.as_str());
                 self.meters
-                    .push_reading(out, &PSU_POWER_ENERGY, sample, now);
+                    .push_reading(out, &families::POWER_SUPPLY, sample, now);
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{CollectError, Collector};
-use crate::energy::{Meters, PowerFamilies};
+use crate::energy::{Meters, families};
 use crate::sample::{Family, Sample, SampleSink, sanitize};
 use crate::sources::command::{self, CommandError};
 use crate::sources::pmic;
@@ -29,28 +29,6 @@ static POWER: Family = Family::gauge(
     "Power of a Raspberry Pi 5 PMIC rail: its voltage times its current",
     "watts",
 );
-static ESTIMATE: Family = Family::gauge(
-    "board_pmic_power_estimate_watts",
-    "ESTIMATE of a Raspberry Pi 5's power: the sum of voltage times current over the PMIC rails. It leaves out USB peripherals and conversion losses, so the power at the wall is higher",
-    "watts",
-);
-
-/// The estimate's energy: not a device total (it is a sum of rails, and leaves
-/// out USB and conversion losses).
-static ESTIMATE_ENERGY: PowerFamilies = PowerFamilies {
-    watts: &ESTIMATE,
-    joules: Some(Family::counter(
-        "board_pmic_power_estimate_joules_total",
-        "ESTIMATE of a Raspberry Pi 5's energy, integrated from board_pmic_power_estimate_watts",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "board_pmic_power_estimate_peak_watts",
-        "ESTIMATE of a Raspberry Pi 5's power, highest over the last collection interval",
-        "watts",
-    ),
-    total: false,
-};
 
 #[derive(Debug)]
 pub struct PmicCollector {
@@ -87,8 +65,12 @@ impl Collector for PmicCollector {
         push_rails(out, &rails);
         if let Some(watts) = pmic::estimate_watts(&rails) {
             let at = std::time::Instant::now();
-            self.meters
-                .push_reading(out, &ESTIMATE_ENERGY, Sample::new(&ESTIMATE, watts), at);
+            self.meters.push_reading(
+                out,
+                &families::PMIC_ESTIMATE,
+                Sample::new(&families::PMIC_ESTIMATE_WATTS, watts),
+                at,
+            );
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::jetson_rails::{push_sampler_counts, sampler_result};
 use super::{BuildContext, CollectError, Collector};
-use crate::energy::PowerFamilies;
+use crate::energy::families;
 use crate::energy::sampler::{Probe, Problem, Reading, Sampled};
 use crate::paths::Paths;
 use crate::sample::{Family, Sample, SampleSink};
@@ -45,24 +45,6 @@ static ENERGY: Family = Family::counter(
     "Energy used by a RAPL zone since boot (powercap energy_uj; the counter's wraps are added back)",
     "joules",
 );
-static POWER: Family = Family::gauge(
-    "rapl_power_watts",
-    "Average power of a RAPL zone over the last collection interval",
-    "watts",
-)
-.at_least(0.0);
-/// RAPL has a hardware counter (`ENERGY`): the layer adds the peak.
-static POWER_ENERGY: PowerFamilies = PowerFamilies {
-    watts: &POWER,
-    joules: None,
-    peak: Family::gauge(
-        "rapl_power_peak_watts",
-        "Highest power of a RAPL zone between two counter readings (power.sample_interval apart, closer while a run is measured, at least 10 ms), over the last collection interval",
-        "watts",
-    )
-    .at_least(0.0),
-    total: false,
-};
 
 /// One zone the probe reads.
 #[derive(Debug)]
@@ -203,7 +185,7 @@ impl Probe for RaplProbe {
             out.push(Reading {
                 watts_id: z.watts_id.clone(),
                 labels: z.labels.clone(),
-                families: &POWER_ENERGY,
+                families: &families::RAPL,
                 watts: None,
                 volts: None,
                 amps: None,
@@ -262,8 +244,10 @@ impl Collector for RaplCollector {
     }
 
     fn collect(&mut self, out: &mut SampleSink) -> Result<(), CollectError> {
-        let problems = self.sampled.push(out, |out, r| {
-            let Some(joules) = r.joules else { return };
+        let pushed = self.sampled.push(out);
+        // The zones' own counters, beside the power the sampler published.
+        for r in &pushed.readings {
+            let Some(joules) = r.joules else { continue };
             let id = crate::energy::companion_id(&r.watts_id, "_joules_total")
                 .replacen("power_", "energy_", 1);
             let mut s = Sample::with_id(id, &ENERGY, joules);
@@ -271,9 +255,9 @@ impl Collector for RaplCollector {
                 s = s.label(k, v.clone());
             }
             out.push(s);
-        });
+        }
         push_sampler_counts(out, NAME, &self.sampled);
-        sampler_result(problems)
+        sampler_result(pushed.problems)
     }
 }
 

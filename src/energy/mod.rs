@@ -15,6 +15,7 @@
 //! ([`runs`]) open a window on every meter and read it back when they stop.
 //! This module does not read hardware, and it does not know the HTTP API.
 
+pub mod families;
 pub mod meter;
 pub mod plot;
 pub mod runs;
@@ -35,7 +36,7 @@ use crate::sample::{Family, Label, Sample, SampleSink};
 /// A power family and the two that follow from it. The flat ids follow the watts
 /// id: `jetson_power_vdd_in_watts` → `jetson_power_vdd_in_joules_total` and
 /// `jetson_power_vdd_in_peak_watts`; the labeled families carry the same labels.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct PowerFamilies {
     pub watts: &'static Family,
     /// None where the source has a hardware energy counter of its own (RAPL, a

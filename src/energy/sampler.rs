@@ -62,6 +62,15 @@ pub trait Probe: Send + 'static {
     }
 }
 
+/// What [`Sampled::push`] hands back to its collector.
+#[derive(Debug)]
+pub struct Pushed {
+    /// Each channel's latest reading.
+    pub readings: Vec<Reading>,
+    /// The latest read's problems.
+    pub problems: Vec<Problem>,
+}
+
 /// One channel as the collector publishes it.
 #[derive(Debug)]
 struct Channel {
@@ -140,14 +149,11 @@ impl Sampled {
         self.fast
     }
 
-    /// Publishes every channel: watts (the mean over the interval), joules, peak,
-    /// and `volts`/`amps` of its latest reading through `extra`. Returns the
+    /// Publishes every channel's power: watts (the mean over the interval),
+    /// joules and peak. Returns what the collector reports beside it: each
+    /// channel's latest reading (its volts, amps, a hardware counter) and the
     /// latest read's problems.
-    pub fn push(
-        &self,
-        out: &mut SampleSink,
-        mut extra: impl FnMut(&mut SampleSink, &Reading),
-    ) -> Vec<Problem> {
+    pub fn push(&self, out: &mut SampleSink) -> Pushed {
         // The first collection can come before the sampler's first read: wait
         // for it (briefly), so what is reported is that read's outcome, not an
         // empty "ok".
@@ -156,14 +162,18 @@ impl Sampled {
             std::thread::sleep(Duration::from_millis(5));
         }
         let state = lock(&self.state);
+        let mut readings = Vec::with_capacity(state.channels.len());
         for channel in &state.channels {
             let r = &channel.reading;
             let mut template = Sample::with_id(r.watts_id.clone(), r.families.watts, 0.0);
             template.labels.clone_from(&r.labels);
             publish(out, r.families, &channel.meter, template, self.interval);
-            extra(out, r);
+            readings.push(r.clone());
         }
-        state.problems.clone()
+        Pushed {
+            readings,
+            problems: state.problems.clone(),
+        }
     }
 
     /// Reads and failed reads so far.

@@ -84,6 +84,11 @@ impl DeviceType {
     }
 }
 
+/// Jetson rails (as tegrastats and the INA3221 name them) that measure the power into the whole module, where a board has one.
+/// `VIN_SYS_5V0` (AGX Orin, Thor) is a 5 V system rail, not the module input, and
+/// AGX Xavier's rails overlap: neither gets a total, and no rails are ever summed.
+pub const INPUT_RAILS: &[&str] = &["VDD_IN", "POM_5V_IN", "VIN"];
+
 /// Facts about one family of boards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Profile {

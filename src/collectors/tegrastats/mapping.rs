@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use crate::energy::PowerFamilies;
+use crate::energy::{PowerFamilies, families};
 use crate::sample::{Family, Label, MHZ, MIB};
+use crate::sources::board::INPUT_RAILS;
 use crate::sources::tegrastats::parse::{EngineState, Field, LineStats, parse_line};
 
 /// The most series a mapper can hold: every plain id, every numbered one up to
@@ -144,8 +145,6 @@ static TEMP_MAX: Family = Family::gauge(
     "Highest temperature tegrastats has seen (JetPack 7.2)",
     "celsius",
 );
-static POWER: Family =
-    Family::gauge("jetson_power_watts", "Power rail, instantaneous", "watts").at_least(0.0);
 static POWER_AVG: Family = Family::gauge(
     "jetson_power_avg_watts",
     "Power rail, average since tegrastats started",
@@ -158,61 +157,6 @@ static POWER_MAX: Family = Family::gauge(
     "watts",
 )
 .at_least(0.0);
-static POWER_INPUT: Family = Family::gauge(
-    "jetson_power_input_watts",
-    "Power into the module, from its input rail (VDD_IN, POM_5V_IN or VIN); absent on boards without one",
-    "watts",
-)
-.at_least(0.0);
-
-/// The rails' energy layer: a counter and a peak beside each rail's watts.
-pub static RAIL_POWER: PowerFamilies = PowerFamilies {
-    watts: &POWER,
-    joules: Some(Family::counter(
-        "jetson_power_joules_total",
-        "Energy of a power rail, integrated from its readings (gaps over 3 sample periods left out)",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "jetson_power_peak_watts",
-        "Power rail, highest reading over the last collection interval",
-        "watts",
-    )
-    .at_least(0.0),
-    total: false,
-};
-/// The same for the module's input rail: the module's own total.
-pub static INPUT_POWER: PowerFamilies = PowerFamilies {
-    watts: &POWER_INPUT,
-    joules: Some(Family::counter(
-        "jetson_power_input_joules_total",
-        "Energy into the module, from its input rail (VDD_IN, POM_5V_IN or VIN)",
-        "joules",
-    )),
-    peak: Family::gauge(
-        "jetson_power_input_peak_watts",
-        "Power into the module, highest reading over the last collection interval",
-        "watts",
-    )
-    .at_least(0.0),
-    total: true,
-};
-
-/// The energy families of a rail family, for the series that get a meter.
-pub fn metered(family: &'static Family) -> Option<&'static PowerFamilies> {
-    if std::ptr::eq(family, &POWER) {
-        Some(&RAIL_POWER)
-    } else if std::ptr::eq(family, &POWER_INPUT) {
-        Some(&INPUT_POWER)
-    } else {
-        None
-    }
-}
-
-/// Rails that measure the power into the whole module, where a board has one.
-/// `VIN_SYS_5V0` (AGX Orin, Thor) is a 5 V system rail, not the module input, and
-/// AGX Xavier's rails overlap: neither gets a total, and no rails are ever summed.
-pub const INPUT_RAILS: &[&str] = &["VDD_IN", "POM_5V_IN", "VIN"];
 
 /// What one flat id is: its family and its labels for the labeled style.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +164,8 @@ pub struct Series {
     pub id: Arc<str>,
     pub family: &'static Family,
     pub labels: Vec<Label>,
+    /// The energy families of a series that gets a meter (a rail's watts).
+    pub power: Option<&'static PowerFamilies>,
 }
 
 /// One value of a line: which series, and its number.
@@ -247,6 +193,8 @@ struct Template {
     label: &'static str,
     family: &'static Family,
     fixed: bool,
+    /// Its series get a meter, with these energy families.
+    power: Option<&'static PowerFamilies>,
 }
 
 impl Template {
@@ -262,6 +210,19 @@ impl Template {
             label,
             family,
             fixed: false,
+            power: None,
+        }
+    }
+
+    /// The same, its series metered with `power` (whose watts is its family).
+    const fn metered(
+        power: &'static PowerFamilies,
+        prefix: &'static str,
+        suffix: &'static str,
+    ) -> Self {
+        Template {
+            power: Some(power),
+            ..Template::new(prefix, suffix, "rail", power.watts)
         }
     }
 }
@@ -292,15 +253,16 @@ static NAMED: [Template; 9] = [
     Template::new("jetson_", "_freq_mhz", "engine", &ENGINE_FREQ),
     Template::new("jetson_temp_", "_celsius", "sensor", &TEMP),
     Template::new("jetson_temp_", "_max_celsius", "sensor", &TEMP_MAX),
-    Template::new("jetson_power_", "_watts", "rail", &POWER),
+    Template::metered(&families::JETSON_RAIL, "jetson_power_", "_watts"),
     Template::new("jetson_power_", "_avg_watts", "rail", &POWER_AVG),
     Template::new("jetson_power_", "_max_watts", "rail", &POWER_MAX),
     Template {
         prefix: "jetson_power_input_watts",
         suffix: "",
         label: "rail",
-        family: &POWER_INPUT,
+        family: &families::JETSON_INPUT_WATTS,
         fixed: true,
+        power: Some(&families::JETSON_INPUT),
     },
 ];
 /// CPU cores a line may list; past it (a corrupt line) entries are dropped. The
@@ -384,7 +346,12 @@ impl LineMapper {
     }
 
     /// The series of the id in `self.id`, made with `labels` when it is new.
-    fn intern(&mut self, family: &'static Family, labels: &[(&'static str, &str)]) -> u32 {
+    fn intern(
+        &mut self,
+        family: &'static Family,
+        power: Option<&'static PowerFamilies>,
+        labels: &[(&'static str, &str)],
+    ) -> u32 {
         if let Some(&i) = self.by_id.get(self.id.as_str()) {
             return i;
         }
@@ -392,6 +359,7 @@ impl LineMapper {
             id: Arc::from(self.id.as_str()),
             family,
             labels: labels.iter().map(|(k, v)| (*k, Arc::from(*v))).collect(),
+            power,
         });
         let i = self.series.len() as u32;
         self.series.push(series);
@@ -409,7 +377,7 @@ impl LineMapper {
             None => {
                 self.id.clear();
                 self.id.push_str(id);
-                let i = self.intern(family, &[]);
+                let i = self.intern(family, None, &[]);
                 self.plain.insert(id, i);
                 i
             }
@@ -440,7 +408,7 @@ impl LineMapper {
             self.id.push_str(template.prefix);
             self.id.push_str(number);
             self.id.push_str(template.suffix);
-            let i = self.intern(template.family, &[(template.label, number)]);
+            let i = self.intern(template.family, template.power, &[(template.label, number)]);
             if n < MAX_NUMBER {
                 let table = &mut self.numbered[t];
                 if table.len() <= slot {
@@ -475,7 +443,7 @@ impl LineMapper {
                         self.id.push_str(&name);
                         self.id.push_str(template.suffix);
                     }
-                    self.intern(template.family, &[(template.label, &name)])
+                    self.intern(template.family, template.power, &[(template.label, &name)])
                 } else {
                     NAMELESS
                 };

@@ -10,7 +10,7 @@
 
 pub mod mapping;
 
-pub use mapping::{INPUT_RAILS, LineMapper, Mapped, Series, map_line};
+pub use mapping::{LineMapper, Mapped, Series, map_line};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -118,7 +118,7 @@ impl LineSink for Sink {
         let now = Instant::now();
         for m in &shared.scratch {
             let series = shared.mapper.series(m).clone();
-            let meter = match mapping::metered(series.family) {
+            let meter = match series.power {
                 Some(_) if shared.power_from_sysfs => continue,
                 Some(families) => {
                     let handle = shared.meters.power(&series.id, &[], families.total);
@@ -199,7 +199,7 @@ impl Collector for TegrastatsCollector {
                 let mut sample =
                     Sample::with_id(series.id.clone(), series.family, *value).observed(observed);
                 sample.labels.clone_from(&series.labels);
-                match (meter, mapping::metered(series.family)) {
+                match (meter, series.power) {
                     (Some(meter), Some(families)) => {
                         energy::publish(out, families, meter, sample, self.interval);
                     }
