@@ -602,6 +602,18 @@ fn no_module_imports_one_drawn_above_it() {
 }
 
 #[test]
+fn the_architecture_page_shows_the_same_floors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("lib.rs");
+    let page = std::fs::read_to_string(root.join("docs/architecture.md")).expect("page");
+    assert_eq!(
+        floors(&page),
+        floors(&lib),
+        "docs/architecture.md and src/lib.rs"
+    );
+}
+
+#[test]
 fn the_floors_are_read_from_the_table() {
     let lib = "//! ```text\n//! ┌───┬───┐\n//! │ top │ cmd, cli │\n//! │ bottom │ lock │\n//! └───┴───┘\n//! ```\n";
     assert_eq!(

@@ -11,6 +11,7 @@ mod config_server_bounds;
 mod config_sync;
 mod deploy;
 mod disk_full;
+mod docs;
 mod dropin;
 mod energy;
 mod fleet;
