@@ -19,14 +19,6 @@ pub const NANO_LINE: &str = "RAM 1923/3964MB (lfb 2x2MB) SWAP 191/1982MB (cached
 
 const ORIN: &str = "device_type=\"jetson_orin\",hostname=\"fixture-host\"";
 
-fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
-}
-
 /// Writes `value` to `path` the way a test rewrites a sensor: temp file, rename.
 fn rewrite(path: &Path, value: &str) {
     let tmp = path.with_extension("tmp-rewrite");

@@ -21,14 +21,6 @@ fn jetson_config(root: &Path, nvpmodel: &Path) -> String {
     .replace("device_type: linux", "device_type: auto")
 }
 
-fn write_script(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
-}
-
 #[test]
 fn auto_detects_an_orin_and_reports_control_status() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -396,9 +396,6 @@ fn gunzip(data: &[u8]) -> String {
 
 #[test]
 fn gzip_when_the_scraper_accepts_it_in_both_formats() {
-    let Some(promtool) = peer("promtool") else {
-        return;
-    };
     let m = machine();
     let exporter = Exporter::start(&fixture_config(&m.root, "metric_style: labeled\n"));
     let plain = wait_complete(&exporter);
@@ -419,12 +416,15 @@ fn gzip_when_the_scraper_accepts_it_in_both_formats() {
         text.len()
     );
     assert_eq!(text.lines().count(), plain.lines().count());
-    let (status, stdout, stderr) =
-        run_with_stdin(&promtool, &["check", "metrics"], text.as_bytes());
-    assert!(
-        status.success() && stdout.trim().is_empty(),
-        "{stdout}{stderr}"
-    );
+    // What came out of the gzip is what promtool accepts.
+    if let Some(promtool) = peer("promtool") {
+        let (status, stdout, stderr) =
+            run_with_stdin(&promtool, &["check", "metrics"], text.as_bytes());
+        assert!(
+            status.success() && stdout.trim().is_empty(),
+            "{stdout}{stderr}"
+        );
+    }
     // OpenMetrics, gzip'd too.
     let (_, headers, body) = raw_metrics(
         &exporter,

@@ -11,14 +11,6 @@ use crate::shelly_hub::runtime;
 use crate::shelly_sim::{Mode, SimPlug, plug_status};
 use crate::support::*;
 
-fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn rpc_requests(server: &ShellyServer) -> u64 {
     server.get("/devices").json()["stats"]["rpc_requests"]
         .as_u64()

@@ -21,14 +21,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn device_count(server: &ShellyServer) -> u64 {
     server.get("/devices").json()["count"].as_u64().unwrap_or(0)
 }
@@ -37,14 +29,12 @@ fn device_count(server: &ShellyServer) -> u64 {
 fn metrics_devices_and_status_with_one_plug() {
     let server = ShellyServer::start(None);
     let rt = runtime();
-    let plug = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01", server.ws_url),
+    let plug = server.plug(
+        &rt,
+        "/edge-01",
         PLUG,
         plug_status(45.3, 220.5, 0.205, 1234.5),
-    ));
-    wait_for("the plug", Duration::from_secs(5), || {
-        device_count(&server) == 1
-    });
+    );
 
     let devices = server.get("/devices").json();
     assert_eq!(devices["devices"], json!(["edge-01"]));
@@ -101,19 +91,18 @@ fn no_device_and_several_devices() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "No Shelly device connected");
     let rt = runtime();
-    let _a = rt.block_on(SimPlug::connect(
-        &format!("{}/pi-01", server.ws_url),
+    let _a = server.plug(
+        &rt,
+        "/pi-01",
         "shellyplugsg3-000000000001",
         plug_status(5.0, 230.0, 0.02, 1.0),
-    ));
-    let _b = rt.block_on(SimPlug::connect(
-        &format!("{}/pi-02", server.ws_url),
+    );
+    let _b = server.plug(
+        &rt,
+        "/pi-02",
         "shellyplugsg3-000000000002",
         plug_status(7.0, 230.0, 0.03, 2.0),
-    ));
-    wait_for("two plugs", Duration::from_secs(5), || {
-        device_count(&server) == 2
-    });
+    );
     let r = server.get("/metrics");
     assert_eq!(r.status, 409, "no plug picked at random");
     assert_eq!(r.json()["devices"], json!(["pi-01", "pi-02"]));
@@ -127,14 +116,7 @@ fn no_device_and_several_devices() {
 fn silent_plug_times_out_after_five_seconds() {
     let server = ShellyServer::start(None);
     let rt = runtime();
-    let plug = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01", server.ws_url),
-        PLUG,
-        plug_status(1.0, 230.0, 0.01, 1.0),
-    ));
-    wait_for("the plug", Duration::from_secs(5), || {
-        device_count(&server) == 1
-    });
+    let plug = server.plug(&rt, "/edge-01", PLUG, plug_status(1.0, 230.0, 0.01, 1.0));
     plug.set_mode(Mode::Silent);
     let started = Instant::now();
     let r = server.get("/metrics/edge-01");
@@ -156,14 +138,7 @@ fn silent_plug_times_out_after_five_seconds() {
 fn error_replies_are_500_with_the_reason() {
     let server = ShellyServer::start(None);
     let rt = runtime();
-    let plug = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01", server.ws_url),
-        PLUG,
-        plug_status(1.0, 230.0, 0.01, 1.0),
-    ));
-    wait_for("the plug", Duration::from_secs(5), || {
-        device_count(&server) == 1
-    });
+    let plug = server.plug(&rt, "/edge-01", PLUG, plug_status(1.0, 230.0, 0.01, 1.0));
     plug.set_mode(Mode::Error(-109, "shutting down in 952 ms".into()));
     let r = server.get("/metrics/edge-01");
     assert_eq!(r.status, 500);
@@ -173,14 +148,12 @@ fn error_replies_are_500_with_the_reason() {
     );
     // A status without any power component is an invalid answer, not zeros.
     plug.set_mode(Mode::Answer);
-    let bare = rt.block_on(SimPlug::connect(
-        &format!("{}/bare", server.ws_url),
+    let bare = server.plug(
+        &rt,
+        "/bare",
         "shellyplus1-000000000009",
         json!({"switch:0": {"id": 0, "output": true}}),
-    ));
-    wait_for("the second plug", Duration::from_secs(5), || {
-        device_count(&server) == 2
-    });
+    );
     let r = server.get("/metrics/bare");
     assert_eq!(r.status, 500);
     assert!(
@@ -196,14 +169,7 @@ fn error_replies_are_500_with_the_reason() {
 fn a_plug_that_goes_away_is_502_while_waiting_and_404_after() {
     let server = ShellyServer::start(None);
     let rt = runtime();
-    let plug = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01", server.ws_url),
-        PLUG,
-        plug_status(1.0, 230.0, 0.01, 1.0),
-    ));
-    wait_for("the plug", Duration::from_secs(5), || {
-        device_count(&server) == 1
-    });
+    let plug = server.plug(&rt, "/edge-01", PLUG, plug_status(1.0, 230.0, 0.01, 1.0));
     plug.set_mode(Mode::Silent);
     let url = format!("{}/metrics/edge-01", server.api_url);
     let waiting = std::thread::spawn(move || get(&url, &[]));
@@ -222,14 +188,7 @@ fn a_plug_that_goes_away_is_502_while_waiting_and_404_after() {
 fn garbage_is_counted_and_oversized_frames_close_the_socket() {
     let server = ShellyServer::start(None);
     let rt = runtime();
-    let plug = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01", server.ws_url),
-        PLUG,
-        plug_status(3.0, 230.0, 0.01, 1.0),
-    ));
-    wait_for("the plug", Duration::from_secs(5), || {
-        device_count(&server) == 1
-    });
+    let plug = server.plug(&rt, "/edge-01", PLUG, plug_status(3.0, 230.0, 0.01, 1.0));
     for junk in [
         "not json",
         "[1,2,3]",
@@ -264,14 +223,7 @@ fn garbage_is_counted_and_oversized_frames_close_the_socket() {
 fn a_reconnect_replaces_the_old_connection() {
     let server = ShellyServer::start(None);
     let rt = runtime();
-    let first = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01", server.ws_url),
-        PLUG,
-        plug_status(1.0, 230.0, 0.01, 1.0),
-    ));
-    wait_for("the plug", Duration::from_secs(5), || {
-        device_count(&server) == 1
-    });
+    let first = server.plug(&rt, "/edge-01", PLUG, plug_status(1.0, 230.0, 0.01, 1.0));
     let second = rt.block_on(SimPlug::connect(
         &format!("{}/edge-01", server.ws_url),
         PLUG,
@@ -300,19 +252,8 @@ fn pm_mini_and_pro_3em() {
         "em:0":{"id":0,"a_current":4.029,"a_voltage":236.1,"a_act_power":951.2,"a_freq":50,"b_current":4.027,"b_voltage":236.201,"b_act_power":-951.1,"c_current":3.03,"c_voltage":236.402,"c_act_power":715.4,"n_current":null,"total_current":11.083,"total_act_power":2484.782,"errors":["phase_sequence"]},
         "emdata:0":{"id":0,"total_act":1500.5,"total_act_ret":20.25}
     });
-    let _pm = rt.block_on(SimPlug::connect(
-        &format!("{}/pm", server.ws_url),
-        "shellypmminig3-84fce63f0001",
-        pm,
-    ));
-    let _em = rt.block_on(SimPlug::connect(
-        &format!("{}/em", server.ws_url),
-        "shellypro3em-ec62608f0001",
-        em3,
-    ));
-    wait_for("two meters", Duration::from_secs(5), || {
-        device_count(&server) == 2
-    });
+    let _pm = server.plug(&rt, "/pm", "shellypmminig3-84fce63f0001", pm);
+    let _em = server.plug(&rt, "/em", "shellypro3em-ec62608f0001", em3);
     let pm = server.get("/metrics/pm").json();
     assert_eq!(pm["metrics"]["power_total_watts"], 230.0);
     assert_eq!(pm["metrics"]["power_voltage_volts"], 230.9);
@@ -343,19 +284,18 @@ fn the_secret_is_required_in_the_url() {
         server.ws_url
     )));
     assert!(wrong.is_err());
-    let _ok = rt.block_on(SimPlug::connect(
-        &format!("{}/edge-01?token=s3cret", server.ws_url),
+    let _ok = server.plug(
+        &rt,
+        "/edge-01?token=s3cret",
         PLUG,
         plug_status(1.0, 230.0, 0.01, 1.0),
-    ));
-    let _path = rt.block_on(SimPlug::connect(
-        &format!("{}/s3cret/edge-02", server.ws_url),
+    );
+    let _path = server.plug(
+        &rt,
+        "/s3cret/edge-02",
         "shellyplusplugs-000000000002",
         plug_status(1.0, 230.0, 0.01, 1.0),
-    ));
-    wait_for("two plugs", Duration::from_secs(5), || {
-        device_count(&server) == 2
-    });
+    );
     assert_eq!(server.get("/devices").json()["stats"]["rejected"], 2);
     let log = server.log.lock().unwrap().join("\n");
     assert!(

@@ -476,6 +476,74 @@ impl Drop for ConfigServer {
     }
 }
 
+/// Polls `pred` until it holds, failing after `limit` (see [`eventually`]).
+pub fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
+    eventually(what, limit, || pred().then_some(()));
+}
+
+/// Writes an executable script `name` into `dir` (a stand-in for a board tool).
+pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Resident memory of a process, kB. Fails when it cannot be read: a figure of 0
+/// would make "memory stays flat" hold without measuring anything.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The strict OpenMetrics parser of python3-prometheus-client, as a peer: `None`
+/// (the check skipped, with a note) on a developer machine without it; under CI
+/// a missing one fails the test.
+pub fn strict_parser() -> Option<StrictParser> {
+    let python = Path::new("/usr/bin/python3");
+    let found = python.is_file()
+        && std::process::Command::new(python)
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            !in_ci(),
+            "python3-prometheus-client is required under CI=true"
+        );
+        eprintln!("SKIPPED: python3-prometheus-client not installed");
+    }
+    found.then_some(StrictParser)
+}
+
+/// The strict OpenMetrics parser, found.
+pub struct StrictParser;
+
+impl StrictParser {
+    /// The samples it reads in `body`, or its complaint.
+    pub fn check(&self, body: &str) -> Result<usize, String> {
+        let script = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+print(sum(len(f.samples) for f in text_string_to_metric_families(sys.stdin.read())))\n";
+        let (status, stdout, stderr) = run_with_stdin(
+            Path::new("/usr/bin/python3"),
+            &["-c", script],
+            body.as_bytes(),
+        );
+        if !status.success() {
+            return Err(stderr);
+        }
+        stdout.trim().parse().map_err(|e| format!("{e}: {stdout}"))
+    }
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, failing after `limit`.
 pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -546,6 +614,30 @@ impl ShellyServer {
 
     pub fn get(&self, path: &str) -> Response {
         get(&format!("{}{path}", self.api_url), &[])
+    }
+
+    /// Connects a simulated plug `id` with `status` to this hub at `path` (what
+    /// follows the WebSocket URL: `/edge-01`, `/?token=…`) and waits until the
+    /// hub lists it.
+    pub fn plug(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        path: &str,
+        id: &str,
+        status: serde_json::Value,
+    ) -> crate::shelly_sim::SimPlug {
+        let plug = rt.block_on(crate::shelly_sim::SimPlug::connect(
+            &format!("{}{path}", self.ws_url),
+            id,
+            status,
+        ));
+        wait_for(&format!("plug {id} listed"), Duration::from_secs(5), || {
+            let devices = self.get("/devices").json();
+            devices["plugs"]
+                .as_array()
+                .is_some_and(|plugs| plugs.iter().any(|p| p["id"] == id))
+        });
+        plug
     }
 }
 

@@ -103,14 +103,6 @@ fn zombies_of(parent: i32) -> Vec<i32> {
     found
 }
 
-fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The `/health` entry of one collector.
 fn collector_health(exporter: &Exporter, name: &str) -> serde_json::Value {
     exporter.api_get("/health").json()["collectors"]
