@@ -51,14 +51,17 @@
 //!
 //! **Configuration**
 //! * `config`: `config.yaml` in two stages (`raw`, `validate`), the live config
-//!   and the one writer of the file (`store`), comment-preserving `edit`s, and the
-//!   exporter-toolkit web config file of `--web.config.file` (`web`).
+//!   and the one writer of the file (`store`), comment-preserving `edit`s, the
+//!   exporter-toolkit web config file of `--web.config.file` (`web`), and config
+//!   documents with their diffs and patches (`doc`), which the device's `sync` and
+//!   the `config_server` both speak.
 //! * `reload`: the one path from a changed config to the running daemon.
 //! * `sync`: the exporter's side of the config server (settings, client,
 //!   persisted queue).
 //! * `config_server`: the central config store devices sync with, over HTTP or
 //!   HTTPS, with per-device tokens, groups whose configs devices inherit
-//!   (`layers`: base, groups, overrides) and the fleet view (cargo feature
+//!   (`layers`: base, groups, overrides) and the fleet view; its store `db` by
+//!   concern: `schema`, `tokens`, `devices`, `groups`, `history` (cargo feature
 //!   `config-server`, on by default).
 //!
 //! **Serving and operating**

@@ -11,6 +11,7 @@
 //!
 //! A config that fails validation never replaces the running one.
 
+pub mod doc;
 pub mod edit;
 mod error;
 pub mod glob;

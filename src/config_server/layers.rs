@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::config::doc;
+pub use crate::config::doc::Doc;
 use crate::config::{Glob, glob_match, is_metric_pattern};
-use crate::sync::doc;
-pub use crate::sync::doc::Doc;
 
 const METRICS: &str = "metrics";
 /// The top-level key of a group's match rules (not a config key).

@@ -27,11 +27,10 @@
 //!
 //! Here: [`ConfigSync`], the exchanges and the background task. `settings` checks
 //! the flags, `client` makes one request and reads its answer, `queue` is the
-//! persisted queue the store reports local changes to, `doc` the pure functions on
-//! config documents (diff, patch, rebase).
+//! persisted queue the store reports local changes to; `doc` (the pure functions on
+//! config documents: diff, patch, rebase) is `config::doc`, shared with the server.
 
 mod client;
-pub mod doc;
 mod queue;
 mod settings;
 
@@ -47,6 +46,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Store;
+pub use crate::config::doc;
 use crate::config::store::ConfigSource;
 use crate::lock::lock;
 use client::{Answer, request};

@@ -108,7 +108,7 @@ fn parse_group(name: &str, value: Value) -> Result<(Doc, Option<Rules>), ApiErro
         }
     }
     if let Some(Value::Object(shelly)) = config.get("shelly") {
-        for key in crate::sync::doc::LOCAL_ONLY_SHELLY {
+        for key in crate::config::doc::LOCAL_ONLY_SHELLY {
             if shelly.contains_key(*key) {
                 return Err(ApiError::bad_request(format!(
                     "shelly.{key} cannot be set by a group: it stays on each device"
