@@ -6,6 +6,7 @@
 //! release builds) both are no-ops: musl returns freed memory by itself.
 
 /// Arenas the allocator may use (glibc's default is eight per core).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const ARENAS: i32 = 2;
 
 /// Caps the allocator's arenas; call once at start, before threads start.

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use super::{CollectError, Collector};
 use crate::config::PollTarget;
-use crate::energy::Meters;
+use crate::energy::{Meters, families};
 use crate::lock::lock;
 use crate::sample::{Family, Sample, SampleSink};
 use crate::shelly_server::{Hub, Pick, RpcFailure};
@@ -47,22 +47,6 @@ pub enum ShellyError {
     Rpc(#[from] RpcFailure),
 }
 
-static POWER: Family = Family::gauge(
-    "power_total_watts",
-    "AC power drawn at the wall socket (Shelly plug)",
-    "watts",
-);
-static MEAN: Family = Family::gauge(
-    "power_mean_watts",
-    "Mean power at the wall socket over the last collection interval, from the plug's energy counter",
-    "watts",
-)
-.at_least(0.0);
-static PEAK: Family = Family::gauge(
-    "power_peak_watts",
-    "Highest power reading at the wall socket over the last collection interval",
-    "watts",
-);
 static VOLTAGE: Family = Family::gauge(
     "power_voltage_volts",
     "AC voltage at the wall socket (Shelly plug)",
@@ -181,7 +165,7 @@ impl ShellyCollector {
             Sample::new(family, v).const_label("plug", plug.to_owned())
         };
         let m = &r.metrics;
-        out.push_some(m.power_total_watts, |v| mk(&POWER, v));
+        out.push_some(m.power_total_watts, |v| mk(&families::SHELLY_PLUG_WATTS, v));
         out.push_some(m.power_voltage_volts, |v| mk(&VOLTAGE, v));
         out.push_some(m.power_current_amps, |v| mk(&CURRENT, v));
         out.push_some(m.power_factor, |v| mk(&FACTOR, v));
@@ -200,7 +184,9 @@ impl ShellyCollector {
         // the interval; the readings in it, the peak.
         if let Some(joules) = energy_j.filter(|j| *j >= 0.0) {
             let const_labels = [("plug", Arc::<str>::from(plug))];
-            let handle = self.meters.counter(POWER.name, &const_labels, true);
+            let handle = self
+                .meters
+                .counter(families::SHELLY_PLUG_WATTS.name, &const_labels, true);
             let (mean, peak) = {
                 let mut m = lock(&handle);
                 m.meter.record_counter(at, joules, m_power(r));
@@ -210,8 +196,8 @@ impl ShellyCollector {
                     window.peak,
                 )
             };
-            out.push_some(mean, |v| mk(&MEAN, v));
-            out.push_some(peak, |v| mk(&PEAK, v));
+            out.push_some(mean, |v| mk(families::SHELLY_PLUG.watts, v));
+            out.push_some(peak, |v| mk(&families::SHELLY_PLUG.peak, v));
         }
         // The documented flags, and `other` for the rest: what a device (or
         // something posing as one) reports cannot make new ids.

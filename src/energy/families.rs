@@ -182,3 +182,28 @@ pub static INA2XX: PowerFamilies = PowerFamilies {
     ),
     total: true,
 };
+
+// Shelly plugs (the plug's own power reading, and the mean and peak its energy
+// counter gives; the counter itself is the plug's)
+
+pub static SHELLY_PLUG_WATTS: Family = Family::gauge(
+    "power_total_watts",
+    "AC power drawn at the wall socket (Shelly plug)",
+    "watts",
+);
+pub static SHELLY_PLUG_MEAN_WATTS: Family = Family::gauge(
+    "power_mean_watts",
+    "Mean power at the wall socket over the last collection interval, from the plug's energy counter",
+    "watts",
+)
+.at_least(0.0);
+pub static SHELLY_PLUG: PowerFamilies = PowerFamilies {
+    watts: &SHELLY_PLUG_MEAN_WATTS,
+    joules: None,
+    peak: Family::gauge(
+        "power_peak_watts",
+        "Highest power reading at the wall socket over the last collection interval",
+        "watts",
+    ),
+    total: true,
+};
