@@ -215,15 +215,7 @@ impl Ina2xxCollector {
         O::Bus: Send,
     {
         Ina2xxCollector {
-            sampled: Sampled::start(
-                probe,
-                period,
-                fast,
-                interval,
-                ctx.energy.clone(),
-                &ctx.tracker,
-                &ctx.cancel,
-            ),
+            sampled: ctx.sampled(probe, period, fast, interval),
         }
     }
 }

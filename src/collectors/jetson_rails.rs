@@ -213,15 +213,7 @@ impl JetsonRailsCollector {
             update: Duration::ZERO,
         };
         JetsonRailsCollector {
-            sampled: Sampled::start(
-                probe,
-                sample_interval,
-                fast,
-                interval,
-                ctx.energy.clone(),
-                &ctx.tracker,
-                &ctx.cancel,
-            ),
+            sampled: ctx.sampled(probe, sample_interval, fast, interval),
         }
     }
 }

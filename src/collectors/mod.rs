@@ -199,6 +199,29 @@ pub struct BuildContext {
     pub energy: std::sync::Arc<crate::energy::Registry>,
 }
 
+impl BuildContext {
+    /// Starts sampling `probe` on a thread of its own, every `period` (every
+    /// `fast` while a run is open), with this context's meters, tracker and
+    /// stop token.
+    pub fn sampled(
+        &self,
+        probe: impl crate::energy::sampler::Probe,
+        period: std::time::Duration,
+        fast: std::time::Duration,
+        interval: std::time::Duration,
+    ) -> crate::energy::sampler::Sampled {
+        crate::energy::sampler::Sampled::start(
+            probe,
+            period,
+            fast,
+            interval,
+            self.energy.clone(),
+            &self.tracker,
+            &self.cancel,
+        )
+    }
+}
+
 impl CollectorSpec {
     pub fn name(&self) -> &'static str {
         match self {

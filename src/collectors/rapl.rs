@@ -225,15 +225,7 @@ impl RaplCollector {
         ctx: &BuildContext,
     ) -> Self {
         RaplCollector {
-            sampled: Sampled::start(
-                RaplProbe::new(paths),
-                sample_interval,
-                fast,
-                interval,
-                ctx.energy.clone(),
-                &ctx.tracker,
-                &ctx.cancel,
-            ),
+            sampled: ctx.sampled(RaplProbe::new(paths), sample_interval, fast, interval),
         }
     }
 }
