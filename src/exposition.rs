@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sample::{Label, MetricKind, Sample};
+use crate::sample::{Family, Label, MetricKind, Sample};
 
 /// How samples are named in the output (config key `metric_style`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -142,6 +142,11 @@ fn write_header(out: &mut String, sample: &Sample, name: &str, style: MetricStyl
         out.push(')');
     }
     out.push('\n');
+    write_type_and_unit(out, meta, family, format);
+}
+
+/// `# TYPE` from the family's kind, and in OpenMetrics its `# UNIT`.
+fn write_type_and_unit(out: &mut String, meta: &str, family: &Family, format: Format) {
     let _ = writeln!(out, "# TYPE {meta} {}", family.kind.as_str());
     // OpenMetrics requires the unit to be a suffix of the family name; ids that do
     // not end in their unit (`host_ram_used_mb` does, `jetson_cpu_core0_status`
@@ -156,6 +161,51 @@ fn write_header(out: &mut String, sample: &Sample, name: &str, style: MetricStyl
     }
 }
 
+/// For pages written family by family without [`Sample`]s (the plug hub's, one
+/// line per plug and channel): the family's `# HELP`, `# TYPE` (from
+/// `family.kind`) and, in OpenMetrics, `# UNIT`.
+pub fn write_family_header(out: &mut String, family: &Family, format: Format) {
+    let meta = metadata_name(family.name, family.kind, format);
+    out.push_str("# HELP ");
+    out.push_str(meta);
+    out.push(' ');
+    escape_help(out, family.help, format);
+    out.push('\n');
+    write_type_and_unit(out, meta, family, format);
+}
+
+/// One line of `family` whose labels are already written (`a="x",b="y"`, each
+/// value through [`escape_label_value`]); empty `labels` writes none.
+pub fn write_family_line(
+    out: &mut String,
+    family: &Family,
+    labels: &[&str],
+    value: f64,
+    format: Format,
+) {
+    write_name(out, family.name, family.kind, format);
+    let mut first = true;
+    for part in labels.iter().filter(|p| !p.is_empty()) {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(part);
+    }
+    if !first {
+        out.push('}');
+    }
+    out.push(' ');
+    write_value(out, value);
+    out.push('\n');
+}
+
+/// A series' name; OpenMetrics counters always end in `_total`.
+fn write_name(out: &mut String, name: &str, kind: MetricKind, format: Format) {
+    out.push_str(name);
+    if format == Format::OpenMetrics && kind == MetricKind::Counter && !name.ends_with("_total") {
+        out.push_str("_total");
+    }
+}
+
 fn write_sample_line(
     out: &mut String,
     sample: &Sample,
@@ -164,13 +214,7 @@ fn write_sample_line(
     format: Format,
     device: &DeviceLabels,
 ) {
-    out.push_str(name);
-    if format == Format::OpenMetrics
-        && sample.family.kind == MetricKind::Counter
-        && !name.ends_with("_total")
-    {
-        out.push_str("_total");
-    }
+    write_name(out, name, sample.family.kind, format);
     let mut first = true;
     for (key, value) in labels(sample, style, device) {
         out.push(if first { '{' } else { ',' });
@@ -257,7 +301,6 @@ fn escape_help(out: &mut String, value: &str, format: Format) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::Family;
 
     static USAGE: Family = Family::gauge("host_cpu_usage_percent", "CPU core usage", "percent");
     static ENERGY: Family = Family::counter("host_energy_joules_total", "Energy", "joules");

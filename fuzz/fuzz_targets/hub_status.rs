@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use edge_metrics_exporter::sources::shelly::{
-    CompactStatus, Incoming, channels, parse_frame, status::MAX_COMPONENTS, status::MAX_LEAVES,
+    CompactStatus, Incoming, parse_frame, status::MAX_COMPONENTS, status::MAX_LEAVES,
 };
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -36,9 +36,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         );
         let _ = refused.any();
     }
-    let (chans, total) = channels(&status.to_map());
+    let view = status.view();
+    let (chans, total) = (&view.channels, &view.total);
     let mut seen = BTreeSet::new();
-    for c in &chans {
+    for c in chans {
         assert!(
             seen.insert((c.component, c.index, c.phase)),
             "two channels {} {} {:?}",
@@ -51,7 +52,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             m.power_total_watts,
             m.power_voltage_volts,
             m.power_current_amps,
-            m.energy_total_wh,
+            m.energy_total_joules,
         ]
         .into_iter()
         .flatten()

@@ -23,7 +23,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut status = CompactStatus::default();
     status.apply(&params.0, params.1);
     status.apply(&params.0, false);
-    let r = reading(&status.to_map());
+    let r = status.view().reading;
+    assert_eq!(r, reading(&status.to_map()), "the view and a rebuilt document agree");
     let m = &r.metrics;
     for v in [
         m.power_total_watts,
@@ -31,8 +32,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         m.power_current_amps,
         m.power_factor,
         m.power_frequency_hertz,
-        m.energy_total_wh,
-        m.energy_returned_wh,
+        m.energy_total_joules,
+        m.energy_returned_joules,
         m.temperature_celsius,
     ]
     .into_iter()

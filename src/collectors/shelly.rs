@@ -25,6 +25,7 @@ use crate::config::PollTarget;
 use crate::energy::{Meters, families};
 use crate::lock::lock;
 use crate::sample::{Family, Sample, SampleSink};
+use crate::shelly_server::measures::MEASURES;
 use crate::shelly_server::{Hub, Pick, RpcFailure};
 use crate::sources::shelly::hub_client::{self, HubError};
 use crate::sources::shelly::poll::{self, PollError};
@@ -47,42 +48,6 @@ pub enum ShellyError {
     Rpc(#[from] RpcFailure),
 }
 
-static VOLTAGE: Family = Family::gauge(
-    "power_voltage_volts",
-    "AC voltage at the wall socket (Shelly plug)",
-    "volts",
-);
-static CURRENT: Family = Family::gauge(
-    "power_current_amps",
-    "AC current at the wall socket (Shelly plug)",
-    "amps",
-);
-static FACTOR: Family = Family::gauge(
-    "power_factor",
-    "Power factor at the wall socket (Shelly plug)",
-    "",
-);
-static FREQUENCY: Family = Family::gauge(
-    "power_frequency_hertz",
-    "AC frequency (Shelly plug)",
-    "hertz",
-);
-static ENERGY: Family = Family::counter(
-    "power_energy_joules_total",
-    "Energy drawn at the wall socket since the exporter started counting (Shelly plug; never decreases)",
-    "joules",
-);
-static RETURNED: Family = Family::counter(
-    "power_returned_energy_joules_total",
-    "Energy returned to the grid (bidirectional Shelly meters; never decreases)",
-    "joules",
-);
-static TEMPERATURE: Family = Family::gauge(
-    "power_device_temperature_celsius",
-    "Shelly plug's internal temperature",
-    "celsius",
-);
-static OUTPUT: Family = Family::gauge("power_output_on", "Shelly plug relay on (1) or off (0)", "");
 static ERROR: Family = Family::gauge(
     "power_error",
     "Error flag a Shelly plug reports (overtemp, overpower, ...), 1 while set",
@@ -164,32 +129,22 @@ impl ShellyCollector {
         let mk = |family: &'static Family, v: f64| {
             Sample::new(family, v).const_label("plug", plug.to_owned())
         };
-        let m = &r.metrics;
-        out.push_some(m.power_total_watts, |v| mk(&families::SHELLY_PLUG_WATTS, v));
-        out.push_some(m.power_voltage_volts, |v| mk(&VOLTAGE, v));
-        out.push_some(m.power_current_amps, |v| mk(&CURRENT, v));
-        out.push_some(m.power_factor, |v| mk(&FACTOR, v));
-        out.push_some(m.power_frequency_hertz, |v| mk(&FREQUENCY, v));
-        out.push_some(m.temperature_celsius, |v| mk(&TEMPERATURE, v));
-        out.push_some(m.output_on.map(|o| if o { 1.0 } else { 0.0 }), |v| {
-            mk(&OUTPUT, v)
-        });
-        // Wh to J. A negative total is dropped by the sink; a total that drops (a
-        // reboot, a reset) is carried on by the scheduler's counter guard.
-        let energy_j = m.energy_total_wh.map(|wh| wh * 3600.0);
-        let returned_j = m.energy_returned_wh.map(|wh| wh * 3600.0);
-        out.push_some(energy_j, |v| mk(&ENERGY, v));
-        out.push_some(returned_j, |v| mk(&RETURNED, v));
-        // The plug's counter (a wall plug: the device's total) gives the mean over
-        // the interval; the readings in it, the peak.
-        if let Some(joules) = energy_j.filter(|j| *j >= 0.0) {
+        for measure in &MEASURES {
+            out.push_some((measure.value)(&r.metrics), |v| mk(measure.device, v));
+        }
+        // A negative total is dropped by the sink; a total that drops (a reboot,
+        // a reset) is carried on by the scheduler's counter guard. The plug's
+        // counter (a wall plug: the device's total) gives the mean over the
+        // interval; the readings in it, the peak.
+        if let Some(joules) = r.metrics.energy_total_joules.filter(|j| *j >= 0.0) {
             let const_labels = [("plug", Arc::<str>::from(plug))];
             let handle = self
                 .meters
                 .counter(families::SHELLY_PLUG_WATTS.name, &const_labels, true);
             let (mean, peak) = {
                 let mut m = lock(&handle);
-                m.meter.record_counter(at, joules, m_power(r));
+                m.meter
+                    .record_counter(at, joules, r.metrics.power_total_watts);
                 let window = m.meter.publish(Instant::now());
                 (
                     m.meter.shown_watts(&window, self.meters.interval()),
@@ -210,11 +165,6 @@ impl ShellyCollector {
             );
         }
     }
-}
-
-/// The plug's own power reading, beside its counter.
-fn m_power(r: &Reading) -> Option<f64> {
-    r.metrics.power_total_watts
 }
 
 impl Collector for ShellyCollector {

@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::lock::lock;
-use crate::sources::shelly::{self, CompactStatus, Incoming, PlugReading, Reading, RpcError};
+use crate::sources::shelly::{
+    self, CompactStatus, Incoming, PlugReading, Reading, Refused, RpcError, StatusView,
+};
 
 /// The `src` our requests carry; replies come back with it as `dst`.
 pub const HUB_SRC: &str = "edge-metrics-exporter";
@@ -92,6 +94,10 @@ pub struct Plug {
     sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
     status: Mutex<CompactStatus>,
+    /// What the kept status reads as, made once each time a notification or an
+    /// answer changes it: every reader (the page, `/metrics/{id}`, the embedded
+    /// collector) takes this, never the status itself.
+    view: Mutex<Arc<StatusView>>,
     /// When the status was last brought up to date (a status notification or an
     /// RPC reply).
     updated: Mutex<Option<std::time::Instant>>,
@@ -178,7 +184,26 @@ impl Plug {
     /// Applies a status (full or partial) and counts what was left out, saying
     /// so in the log for the first and then every hundredth refusal.
     fn apply_status(&self, params: &Map<String, Value>, full: bool) {
-        let refused = lock(&self.status).apply(params, full);
+        let refused = {
+            let mut status = lock(&self.status);
+            let refused = status.apply(params, full);
+            *lock(&self.view) = Arc::new(status.view());
+            refused
+        };
+        self.count_refused(refused);
+    }
+
+    /// Takes a full status already read (an RPC's answer) as the kept one.
+    fn replace_status(&self, status: CompactStatus, view: Arc<StatusView>, refused: Refused) {
+        {
+            let mut kept = lock(&self.status);
+            *kept = status;
+            *lock(&self.view) = view;
+        }
+        self.count_refused(refused);
+    }
+
+    fn count_refused(&self, refused: Refused) {
         if !refused.any() {
             return;
         }
@@ -196,9 +221,9 @@ impl Plug {
         }
     }
 
-    /// The status and its age, read together.
-    pub fn snapshot(&self) -> (CompactStatus, Option<Duration>) {
-        (lock(&self.status).clone(), self.age())
+    /// What the status reads as, and its age, read together.
+    pub fn snapshot(&self) -> (Arc<StatusView>, Option<Duration>) {
+        (lock(&self.view).clone(), self.age())
     }
 
     fn touch(&self) {
@@ -211,8 +236,8 @@ impl Plug {
         if self.age().is_none_or(|age| age > max_age) {
             return None;
         }
-        let reading = shelly::reading(&self.status());
-        (!reading.components.is_empty()).then_some(reading)
+        let view = lock(&self.view).clone();
+        (!view.reading.components.is_empty()).then(|| view.reading.clone())
     }
 }
 
@@ -380,16 +405,18 @@ impl Hub {
                 "the status is not an object".into(),
             ));
         };
-        let reading = shelly::reading(&status);
-        if reading.components.is_empty() {
+        let mut fresh = CompactStatus::default();
+        let refused = fresh.apply(&status, true);
+        let view = Arc::new(fresh.view());
+        if view.reading.components.is_empty() {
             return Err(RpcFailure::Invalid(
                 plug.name().to_owned(),
                 "no power component (switch with apower, pm1, em1, em) in the status".into(),
             ));
         }
-        plug.apply_status(&status, true);
+        plug.replace_status(fresh, view.clone(), refused);
         plug.touch();
-        Ok(reading)
+        Ok(view.reading.clone())
     }
 
     /// A reading at most `max_age` old: from the status the plug keeps pushing
@@ -514,6 +541,7 @@ impl Hub {
             sink: tokio::sync::Mutex::new(sink),
             pending: Mutex::new(HashMap::new()),
             status: Mutex::new(CompactStatus::default()),
+            view: Mutex::default(),
             updated: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             info: Mutex::new(None),

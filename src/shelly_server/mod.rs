@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod hub;
+pub mod measures;
 pub mod page;
 
 pub use hub::{Hub, HubConfig, Pick, RpcFailure};

@@ -22,10 +22,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::hub::{Hub, Plug};
+use super::measures::MEASURES;
+use crate::exposition::{Format, escape_label_value, write_family_header, write_family_line};
 use crate::net::body::QueryParams;
 use crate::net::error::ApiError;
 use crate::sample::Family;
-use crate::sources::shelly::{self, Measurements};
+use crate::sources::shelly::StatusView;
 
 /// The default freshness of `/plugs/metrics`.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
@@ -43,20 +45,10 @@ macro_rules! families {
     };
 }
 
+// The measurements' families (per channel, per device total) are
+// `measures::MEASURES`, shared with the `shelly` collector; these are the page's
+// own, about the plugs.
 families! {
-    POWER gauge "shelly_plug_power_watts" "Active power of a plug's channel (negative when a bidirectional meter exports)" "watts";
-    VOLTAGE gauge "shelly_plug_voltage_volts" "Voltage of a plug's channel" "volts";
-    CURRENT gauge "shelly_plug_current_amps" "Current of a plug's channel" "amps";
-    FACTOR gauge "shelly_plug_power_factor" "Power factor of a plug's channel" "";
-    FREQUENCY gauge "shelly_plug_frequency_hertz" "Mains frequency at a plug's channel" "hertz";
-    ENERGY counter "shelly_plug_energy_joules_total" "Active energy through a plug's channel, the device's own counter" "joules";
-    RETURNED counter "shelly_plug_returned_energy_joules_total" "Energy a plug's channel returned to the grid, the device's own counter" "joules";
-    TEMPERATURE gauge "shelly_plug_temperature_celsius" "Temperature of a plug's relay" "celsius";
-    RELAY gauge "shelly_plug_relay_on" "Relay of a plug's channel on (1) or off (0)" "";
-    TOTAL_POWER gauge "shelly_plug_total_power_watts" "Active power of a whole device, as the device totals it (three-phase meters)" "watts";
-    TOTAL_CURRENT gauge "shelly_plug_total_current_amps" "Current of a whole device, as the device totals it" "amps";
-    TOTAL_ENERGY counter "shelly_plug_total_energy_joules_total" "Active energy of a whole device, as the device totals it" "joules";
-    TOTAL_RETURNED counter "shelly_plug_total_returned_energy_joules_total" "Returned energy of a whole device, as the device totals it" "joules";
     INFO gauge "shelly_plug_info" "A connected plug: model, generation, firmware, MAC (Shelly.GetDeviceInfo); always 1" "";
     RSSI gauge "shelly_plug_wifi_rssi_dbm" "Wi-Fi signal strength the plug reports" "dbm";
     UPTIME gauge "shelly_plug_uptime_seconds" "Seconds since the plug started" "seconds";
@@ -107,10 +99,7 @@ pub async fn plugs_metrics(
         .collect();
     let body = render(plugs.len(), &plugs, &pages);
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            crate::exposition::Format::Text004.content_type(),
-        )],
+        [(axum::http::header::CONTENT_TYPE, FORMAT.content_type())],
         body,
     )
         .into_response()
@@ -118,32 +107,31 @@ pub async fn plugs_metrics(
 
 /// A per-plug value of the page.
 type PlugValue = fn(&PlugPage) -> Option<f64>;
-/// A value of a channel's (or a device total's) measurements.
-type MeasurementValue = fn(&Measurements) -> Option<f64>;
 
-/// What one plug contributes to the page, read once.
+/// The page is text 0.0.4, as it always was.
+const FORMAT: Format = Format::Text004;
+
+/// What one plug contributes to the page: its labels, and what its status read
+/// as when it last changed (no parsing here).
 struct PlugPage {
     /// `plug="…",alias="…"`, escaped.
     labels: String,
     age: f64,
-    rssi: Option<f64>,
-    uptime: Option<f64>,
-    update: Option<f64>,
+    view: Arc<StatusView>,
     /// Parts of its statuses left out, by reason.
     refused: Vec<(String, f64)>,
-    /// Extra labels of each channel (`,component="switch",channel="0"`, with
-    /// `,phase="a"` for the phases of an `em`).
-    channels: Vec<(String, Measurements)>,
-    total: Option<Measurements>,
+    /// Labels of each of `view.channels` (`component="switch",channel="0"`, with
+    /// `phase="a"` for the phases of an `em`).
+    channels: Vec<String>,
 }
 
 fn plug_labels(plug: &Plug) -> String {
     let mut labels = String::from("plug=\"");
-    crate::exposition::escape_label_value(&mut labels, &plug.id);
+    escape_label_value(&mut labels, &plug.id);
     labels.push('"');
     if let Some(alias) = &plug.alias {
         labels.push_str(",alias=\"");
-        crate::exposition::escape_label_value(&mut labels, alias);
+        escape_label_value(&mut labels, alias);
         labels.push('"');
     }
     labels
@@ -153,63 +141,52 @@ impl PlugPage {
     /// `None` when the plug's status is older than `oldest` and it did not
     /// answer after `asked_at`.
     fn of(plug: &Plug, oldest: Duration, asked_at: std::time::Instant) -> Option<PlugPage> {
-        let (status, age) = plug.snapshot();
+        let (view, age) = plug.snapshot();
         let answered_now = plug.updated_at().is_some_and(|t| t >= asked_at);
         let age = age.filter(|a| *a <= oldest || answered_now)?;
-        let (channels, total) = shelly::channels(&status.to_map());
+        let channels = view
+            .channels
+            .iter()
+            .map(|c| {
+                let mut labels = format!("component=\"{}\",channel=\"{}\"", c.component, c.index);
+                if let Some(p) = c.phase {
+                    labels.push_str(&format!(",phase=\"{p}\""));
+                }
+                labels
+            })
+            .collect();
         Some(PlugPage {
             labels: plug_labels(plug),
             age: age.as_secs_f64(),
-            rssi: status.number("wifi.rssi"),
-            uptime: status.number("sys.uptime"),
-            update: status
-                .flag("sys.update_available")
-                .map(|b| f64::from(u8::from(b))),
             refused: plug
                 .refused()
                 .iter()
                 .filter(|(_, n)| *n > 0)
-                .map(|(r, n)| (format!(",reason=\"{}\"", r.as_str()), *n as f64))
+                .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), *n as f64))
                 .collect(),
-            channels: channels
-                .into_iter()
-                .map(|c| {
-                    let mut extra =
-                        format!(",component=\"{}\",channel=\"{}\"", c.component, c.index);
-                    if let Some(p) = c.phase {
-                        extra.push_str(&format!(",phase=\"{p}\""));
-                    }
-                    (extra, c.metrics)
-                })
-                .collect(),
-            total,
+            channels,
+            view,
         })
     }
 }
 
-/// One family: HELP and TYPE, then a line per plug (or channel) that has a value.
+/// One family: its header (type from `Family.kind`), then a line per plug (or
+/// channel) that has a value; nothing when none has.
 fn family<'a>(
     out: &mut String,
     family: &Family,
     rows: impl Iterator<Item = (&'a str, &'a str, Option<f64>)>,
 ) {
-    use std::fmt::Write as _;
     let mut header = false;
     for (labels, extra, value) in rows {
         let Some(v) = value.filter(|v| v.is_finite()) else {
             continue;
         };
         if !header {
-            let kind = if family.name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", family.name);
+            write_family_header(out, family, FORMAT);
             header = true;
         }
-        let _ = writeln!(out, "{}{{{labels}{extra}}} {v}", family.name);
+        write_family_line(out, family, &[labels, extra], v, FORMAT);
     }
 }
 
@@ -217,12 +194,8 @@ fn render(connected: usize, plugs: &[Arc<Plug>], pages: &[PlugPage]) -> String {
     use std::fmt::Write as _;
     let lines: usize = pages.iter().map(|p| 4 + p.channels.len() * 9).sum();
     let mut out = String::with_capacity(lines * 96 + 4096);
-    let _ = writeln!(out, "# HELP {} {}", CONNECTED.name, CONNECTED.help);
-    let _ = writeln!(
-        out,
-        "# TYPE {} gauge\n{} {connected}",
-        CONNECTED.name, CONNECTED.name
-    );
+    write_family_header(&mut out, &CONNECTED, FORMAT);
+    write_family_line(&mut out, &CONNECTED, &[], connected as f64, FORMAT);
     // Info: labels from the device info.
     let infos: Vec<(String, String)> = plugs
         .iter()
@@ -237,8 +210,11 @@ fn render(connected: usize, plugs: &[Arc<Plug>], pages: &[PlugPage]) -> String {
                 ("app", &info.app),
             ] {
                 if let Some(v) = value {
-                    let _ = write!(extra, ",{name}=\"");
-                    crate::exposition::escape_label_value(&mut extra, v);
+                    if !extra.is_empty() {
+                        extra.push(',');
+                    }
+                    let _ = write!(extra, "{name}=\"");
+                    escape_label_value(&mut extra, v);
                     extra.push('"');
                 }
             }
@@ -254,9 +230,11 @@ fn render(connected: usize, plugs: &[Arc<Plug>], pages: &[PlugPage]) -> String {
     );
     let per_plug: [(&Family, PlugValue); 4] = [
         (&AGE, |p| Some(p.age)),
-        (&RSSI, |p| p.rssi),
-        (&UPTIME, |p| p.uptime),
-        (&UPDATE, |p| p.update),
+        (&RSSI, |p| p.view.rssi),
+        (&UPTIME, |p| p.view.uptime),
+        (&UPDATE, |p| {
+            p.view.update_available.map(|b| f64::from(u8::from(b)))
+        }),
     ];
     for (f, get) in per_plug {
         family(
@@ -274,43 +252,30 @@ fn render(connected: usize, plugs: &[Arc<Plug>], pages: &[PlugPage]) -> String {
                 .map(move |(extra, n)| (p.labels.as_str(), extra.as_str(), Some(*n)))
         }),
     );
-    let per_channel: [(&Family, MeasurementValue); 9] = [
-        (&POWER, |m| m.power_total_watts),
-        (&VOLTAGE, |m| m.power_voltage_volts),
-        (&CURRENT, |m| m.power_current_amps),
-        (&FACTOR, |m| m.power_factor),
-        (&FREQUENCY, |m| m.power_frequency_hertz),
-        (&ENERGY, |m| m.energy_total_wh.map(|wh| wh * 3600.0)),
-        (&RETURNED, |m| m.energy_returned_wh.map(|wh| wh * 3600.0)),
-        (&TEMPERATURE, |m| m.temperature_celsius),
-        (&RELAY, |m| m.output_on.map(|on| f64::from(u8::from(on)))),
-    ];
-    for (f, get) in per_channel {
+    for m in &MEASURES {
         family(
             &mut out,
-            f,
+            m.channel,
             pages.iter().flat_map(|p| {
-                p.channels
+                p.view
+                    .channels
                     .iter()
-                    .map(move |(extra, m)| (p.labels.as_str(), extra.as_str(), get(m)))
+                    .zip(&p.channels)
+                    .map(move |(c, extra)| {
+                        (p.labels.as_str(), extra.as_str(), (m.value)(&c.metrics))
+                    })
             }),
         );
     }
-    let totals: [(&Family, MeasurementValue); 4] = [
-        (&TOTAL_POWER, |m| m.power_total_watts),
-        (&TOTAL_CURRENT, |m| m.power_current_amps),
-        (&TOTAL_ENERGY, |m| m.energy_total_wh.map(|wh| wh * 3600.0)),
-        (&TOTAL_RETURNED, |m| {
-            m.energy_returned_wh.map(|wh| wh * 3600.0)
-        }),
-    ];
-    for (f, get) in totals {
+    for m in &MEASURES {
+        let Some(total) = m.total else { continue };
         family(
             &mut out,
-            f,
-            pages
-                .iter()
-                .filter_map(|p| p.total.as_ref().map(|t| (p.labels.as_str(), "", get(t)))),
+            total,
+            pages.iter().filter_map(|p| {
+                let t = p.view.total.as_ref()?;
+                Some((p.labels.as_str(), "", (m.value)(t)))
+            }),
         );
     }
     out

@@ -19,8 +19,9 @@ pub mod status;
 
 pub use frame::{FrameError, Incoming, RpcError, parse_frame, request};
 pub use status::{
-    Channel, CompactStatus, ERROR_FLAGS, Measurements, PlugReading, Reading, Refusal, Refused,
-    apply_status, channels, component_index, error_flag, gen1_reading, reading,
+    Channel, CompactStatus, ERROR_FLAGS, JOULES_PER_WH, Measurements, PlugReading, Reading,
+    Refusal, Refused, StatusView, apply_status, component_index, error_flag, gen1_reading, reading,
+    wh_of_joules,
 };
 
 use std::time::Duration;

@@ -337,12 +337,23 @@ pub struct Measurements {
     pub power_factor: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
     pub power_frequency_hertz: Option<f64>,
-    /// Active energy since the counters were last reset, Wh.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
-    pub energy_total_wh: Option<f64>,
-    /// Returned (exported) energy, Wh.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
-    pub energy_returned_wh: Option<f64>,
+    /// Active energy since the counters were last reset, J (written in Wh on
+    /// the hub's JSON, as `energy_total_wh`).
+    #[serde(
+        default,
+        rename = "energy_total_wh",
+        skip_serializing_if = "Option::is_none",
+        with = "finite_wh"
+    )]
+    pub energy_total_joules: Option<f64>,
+    /// Returned (exported) energy, J (`energy_returned_wh` on the wire).
+    #[serde(
+        default,
+        rename = "energy_returned_wh",
+        skip_serializing_if = "Option::is_none",
+        with = "finite_wh"
+    )]
+    pub energy_returned_joules: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "finite")]
     pub temperature_celsius: Option<f64>,
     /// Relay state, for devices with one relay; written as 1 or 0.
@@ -382,6 +393,24 @@ mod finite {
     }
 }
 
+/// Joules as watt-hours on the wire (the hub's documented `energy_total_wh`),
+/// written back to the watt-hours the plug reported (see [`wh_of_joules`]).
+mod finite_wh {
+    use serde::{Deserializer, Serializer};
+
+    use super::{JOULES_PER_WH, wh_of_joules};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        super::finite::serialize(&v.map(wh_of_joules), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(super::finite::deserialize(d)?
+            .map(|wh| wh * JOULES_PER_WH)
+            .filter(|j| j.is_finite()))
+    }
+}
+
 /// `Option<bool>` as the number 1 or 0 (a bool is read too).
 mod one_or_zero {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -418,81 +447,232 @@ fn first(slot: &mut Option<f64>, value: Option<f64>) {
     }
 }
 
-/// Component keys in a stable order: by type, then index (keys whose index is
-/// not canonical are not components, see [`component_index`]).
-fn components<'a>(status: &'a Map<String, Value>, kind: &str) -> Vec<(&'a String, &'a Value)> {
-    let mut found: Vec<(u32, (&String, &Value))> = status
-        .iter()
-        .filter_map(|(k, v)| {
-            let (t, i) = component_index(k)?;
-            (t == kind).then_some((i, (k, v)))
-        })
-        .collect();
-    found.sort_by_key(|(i, _)| *i);
-    found.into_iter().map(|(_, kv)| kv).collect()
+/// Joules in a watt-hour.
+pub const JOULES_PER_WH: f64 = 3600.0;
+
+/// Watt-hours as a device writes them, in joules (absent when too large to be
+/// a finite number of joules).
+fn joules(wh: Option<f64>) -> Option<f64> {
+    wh.map(|wh| wh * JOULES_PER_WH).filter(|j| j.is_finite())
 }
 
-/// Totals the power components of a Gen2+ status document.
+/// Energy totals summed over components as the device writes them, turned into
+/// joules once, so the hub's JSON writes the sum the device's figures make.
+#[derive(Default)]
+struct WattHours {
+    total: Option<f64>,
+    returned: Option<f64>,
+}
+
+impl WattHours {
+    fn into_joules(self, m: &mut Measurements) {
+        m.energy_total_joules = joules(self.total);
+        m.energy_returned_joules = joules(self.returned);
+    }
+}
+
+/// The watt-hours that `joules` came from: of the values next to `joules / 3600`
+/// that give `joules` back, the one with the shortest text, so a plug's
+/// `3195.88` Wh is written `3195.88` again at the hub's JSON boundary.
+pub fn wh_of_joules(joules: f64) -> f64 {
+    let q = joules / JOULES_PER_WH;
+    if !q.is_finite() {
+        return q;
+    }
+    // `q` is within a few ulps of the watt-hours `joules` was made from.
+    let mut below = q;
+    let mut above = q;
+    let mut candidates = vec![q];
+    for _ in 0..4 {
+        below = below.next_down();
+        above = above.next_up();
+        candidates.extend([below, above]);
+    }
+    candidates
+        .into_iter()
+        .filter(|c| c * JOULES_PER_WH == joules)
+        .min_by_key(|c| (c.to_string().len(), (c - q).abs().to_bits()))
+        .unwrap_or(q)
+}
+
+/// One power component of a [`CompactStatus`] (`switch:0`), read from its leaves.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    kind: &'a str,
+    index: u32,
+    key: &'a str,
+    leaves: &'a [(Box<str>, Value)],
+}
+
+impl<'a> Part<'a> {
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.leaves
+            .iter()
+            .find(|(path, _)| path.get(self.key.len() + 1..) == Some(field))
+            .map(|(_, v)| v)
+    }
+
+    fn num(&self, field: &str) -> Option<f64> {
+        self.get(field)
+            .and_then(Value::as_f64)
+            .filter(|x| x.is_finite())
+    }
+
+    fn has(&self, field: &str) -> bool {
+        self.get(field).is_some()
+    }
+
+    fn errors(&self) -> impl Iterator<Item = &'a str> {
+        self.get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    }
+}
+
+/// What the hub and every reader of a plug use, made once from the kept status
+/// when a notification or an answer changes it: the device's [`Reading`], its
+/// channels and total for the hub's page, and what the page shows of the device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusView {
+    pub reading: Reading,
+    pub channels: Vec<Channel>,
+    /// The device's own total (the `em` component's and `emdata`'s), where it
+    /// reports one.
+    pub total: Option<Measurements>,
+    pub rssi: Option<f64>,
+    pub uptime: Option<f64>,
+    pub update_available: Option<bool>,
+}
+
+impl CompactStatus {
+    /// A full status (`Shelly.GetStatus`, a polled body) kept within the bounds.
+    pub fn of(status: &Map<String, Value>) -> CompactStatus {
+        let mut compact = CompactStatus::default();
+        compact.apply(status, true);
+        compact
+    }
+
+    /// The power components, in the order readings add them up: by type as
+    /// [`POWER_COMPONENTS`] lists them, then by index.
+    fn parts(&self) -> Vec<Part<'_>> {
+        let mut parts: Vec<Part<'_>> = Vec::new();
+        let mut start = 0;
+        while start < self.leaves.len() {
+            let head = self.leaves[start].0.split('.').next().unwrap_or("");
+            let len = self.leaves[start..]
+                .iter()
+                .take_while(|(p, _)| p.split('.').next() == Some(head))
+                .count();
+            if let Some((kind, index)) =
+                component_index(head).filter(|(k, _)| is_power_component(k))
+            {
+                parts.push(Part {
+                    kind,
+                    index,
+                    key: head,
+                    leaves: &self.leaves[start..start + len],
+                });
+            }
+            start += len;
+        }
+        parts.sort_by_key(|p| {
+            let rank = POWER_COMPONENTS.iter().position(|k| *k == p.kind);
+            (rank, p.index)
+        });
+        parts
+    }
+
+    /// The typed view of the status (see [`StatusView`]).
+    pub fn view(&self) -> StatusView {
+        let parts = self.parts();
+        let (channels, total) = channels_of(&parts);
+        StatusView {
+            reading: reading_of(&parts),
+            channels,
+            total,
+            rssi: self.number("wifi.rssi"),
+            uptime: self.number("sys.uptime"),
+            update_available: self.flag("sys.update_available"),
+        }
+    }
+}
+
+fn of_kind<'p, 'a>(parts: &'p [Part<'a>], kind: &'p str) -> impl Iterator<Item = &'p Part<'a>> {
+    parts.iter().filter(move |p| p.kind == kind)
+}
+
+fn find<'p, 'a>(parts: &'p [Part<'a>], kind: &str, index: u32) -> Option<&'p Part<'a>> {
+    parts.iter().find(|p| p.kind == kind && p.index == index)
+}
+
+/// Totals the power components of a Gen2+ status document (through the
+/// compact status, so a polled status is bounded as a pushed one is).
+pub fn reading(status: &Map<String, Value>) -> Reading {
+    CompactStatus::of(status).view().reading
+}
+
+/// Totals the power components.
 ///
 /// Powers, currents and energies are summed over components; voltage, frequency,
 /// power factor and temperature come from the first component that has them (the
 /// channels of one device share the mains). A `switch:N` without `apower` is a relay
 /// without metering and is not a power component.
-pub fn reading(status: &Map<String, Value>) -> Reading {
+fn reading_of(parts: &[Part<'_>]) -> Reading {
     let mut r = Reading::default();
+    let mut wh = WattHours::default();
     let mut relays = Vec::new();
-    for (key, s) in components(status, "switch") {
+    for s in of_kind(parts, "switch") {
         relays.push(s.get("output").and_then(Value::as_bool));
-        if s.get("apower").is_none() {
+        if !s.has("apower") {
             continue;
         }
-        r.components.push(key.clone());
-        metered_channel(&mut r, s, "apower");
-        first(
-            &mut r.metrics.temperature_celsius,
-            s.get("temperature").and_then(|t| num(t, "tC")),
-        );
+        r.components.push(s.key.to_owned());
+        metered_channel(&mut r, &mut wh, s, "apower");
+        first(&mut r.metrics.temperature_celsius, s.num("temperature.tC"));
     }
-    for (key, s) in components(status, "pm1") {
-        r.components.push(key.clone());
-        metered_channel(&mut r, s, "apower");
+    for s in of_kind(parts, "pm1") {
+        r.components.push(s.key.to_owned());
+        metered_channel(&mut r, &mut wh, s, "apower");
     }
-    for (key, s) in components(status, "em1") {
-        r.components.push(key.clone());
-        metered_channel(&mut r, s, "act_power");
+    for s in of_kind(parts, "em1") {
+        r.components.push(s.key.to_owned());
+        metered_channel(&mut r, &mut wh, s, "act_power");
     }
-    for (_, d) in components(status, "em1data") {
-        add(&mut r.metrics.energy_total_wh, num(d, "total_act_energy"));
-        add(
-            &mut r.metrics.energy_returned_wh,
-            num(d, "total_act_ret_energy"),
-        );
+    for d in of_kind(parts, "em1data") {
+        add(&mut wh.total, d.num("total_act_energy"));
+        add(&mut wh.returned, d.num("total_act_ret_energy"));
     }
-    for (key, s) in components(status, "em") {
-        r.components.push(key.clone());
-        add(&mut r.metrics.power_total_watts, num(s, "total_act_power"));
-        add(&mut r.metrics.power_current_amps, num(s, "total_current"));
-        for phase in ["a", "b", "c"] {
+    for s in of_kind(parts, "em") {
+        r.components.push(s.key.to_owned());
+        add(&mut r.metrics.power_total_watts, s.num("total_act_power"));
+        add(&mut r.metrics.power_current_amps, s.num("total_current"));
+        for phase in PHASES {
             first(
                 &mut r.metrics.power_voltage_volts,
-                num(s, &format!("{phase}_voltage")),
+                s.num(&format!("{phase}_voltage")),
             );
             first(
                 &mut r.metrics.power_frequency_hertz,
-                num(s, &format!("{phase}_freq")),
+                s.num(&format!("{phase}_freq")),
             );
         }
         collect_errors(&mut r, s);
     }
-    for (_, d) in components(status, "emdata") {
-        add(&mut r.metrics.energy_total_wh, num(d, "total_act"));
-        add(&mut r.metrics.energy_returned_wh, num(d, "total_act_ret"));
+    for d in of_kind(parts, "emdata") {
+        add(&mut wh.total, d.num("total_act"));
+        add(&mut wh.returned, d.num("total_act_ret"));
     }
+    wh.into_joules(&mut r.metrics);
     if r.components.len() == 1 && relays.len() == 1 {
         r.metrics.output_on = relays[0];
     }
     r
 }
+
+/// The phases of a three-phase `em` component.
+const PHASES: [&str; 3] = ["a", "b", "c"];
 
 /// One channel of a device (a relay's meter, a PM, one EM1 channel, one phase of a
 /// three-phase EM), for the hub's per-plug page.
@@ -510,63 +690,50 @@ pub struct Channel {
 
 /// A device's channels and, where the device reports one, its total (the `em`
 /// component's `total_act_power` and `emdata`'s totals).
-pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measurements>) {
-    let index = |key: &str| component_index(key).map(|(_, i)| i);
+fn channels_of(parts: &[Part<'_>]) -> (Vec<Channel>, Option<Measurements>) {
     let mut out = Vec::new();
-    let channel = |component: &'static str, index: u32, s: &Value, power_key: &str| {
-        let mut m = Measurements {
-            power_total_watts: num(s, power_key),
-            power_voltage_volts: num(s, "voltage"),
-            power_current_amps: num(s, "current"),
-            power_factor: num(s, "pf"),
-            power_frequency_hertz: num(s, "freq"),
-            energy_total_wh: s.get("aenergy").and_then(|a| num(a, "total")),
-            energy_returned_wh: s.get("ret_aenergy").and_then(|a| num(a, "total")),
-            temperature_celsius: s.get("temperature").and_then(|t| num(t, "tC")),
-            output_on: s.get("output").and_then(Value::as_bool),
-        };
-        if power_key == "act_power" {
-            m.temperature_celsius = None;
-        }
+    let channel = |component: &'static str, s: &Part<'_>, power_key: &str| {
+        let metered = power_key == "apower";
         Channel {
             component,
-            index,
+            index: s.index,
             phase: None,
-            metrics: m,
+            metrics: Measurements {
+                power_total_watts: s.num(power_key),
+                power_voltage_volts: s.num("voltage"),
+                power_current_amps: s.num("current"),
+                power_factor: s.num("pf"),
+                power_frequency_hertz: s.num("freq"),
+                energy_total_joules: joules(s.num("aenergy.total")),
+                energy_returned_joules: joules(s.num("ret_aenergy.total")),
+                temperature_celsius: s.num("temperature.tC").filter(|_| metered),
+                output_on: s.get("output").and_then(Value::as_bool),
+            },
         }
     };
-    for (key, s) in components(status, "switch") {
-        if s.get("apower").is_some()
-            && let Some(i) = index(key)
-        {
-            out.push(channel("switch", i, s, "apower"));
-        }
+    for s in of_kind(parts, "switch").filter(|s| s.has("apower")) {
+        out.push(channel("switch", s, "apower"));
     }
-    for (key, s) in components(status, "pm1") {
-        if let Some(i) = index(key) {
-            out.push(channel("pm1", i, s, "apower"));
-        }
+    for s in of_kind(parts, "pm1") {
+        out.push(channel("pm1", s, "apower"));
     }
-    for (key, s) in components(status, "em1") {
-        if let Some(i) = index(key) {
-            let mut c = channel("em1", i, s, "act_power");
-            if let Some(d) = status.get(&format!("em1data:{i}")) {
-                c.metrics.energy_total_wh = num(d, "total_act_energy");
-                c.metrics.energy_returned_wh = num(d, "total_act_ret_energy");
-            }
-            out.push(c);
+    for s in of_kind(parts, "em1") {
+        let mut c = channel("em1", s, "act_power");
+        if let Some(d) = find(parts, "em1data", s.index) {
+            c.metrics.energy_total_joules = joules(d.num("total_act_energy"));
+            c.metrics.energy_returned_joules = joules(d.num("total_act_ret_energy"));
         }
+        out.push(c);
     }
-    let mut total = None;
-    for (key, s) in components(status, "em") {
-        let Some(i) = index(key) else { continue };
-        let data = status.get(&format!("emdata:{i}"));
-        for phase in ["a", "b", "c"] {
-            let f = |k: &str| num(s, &format!("{phase}_{k}"));
-            let d = |k: &str| data.and_then(|d| num(d, &format!("{phase}_{k}")));
+    let mut total: Option<(Measurements, WattHours)> = None;
+    for s in of_kind(parts, "em") {
+        let data = find(parts, "emdata", s.index);
+        for phase in PHASES {
+            let f = |k: &str| s.num(&format!("{phase}_{k}"));
+            let d = |k: &str| data.and_then(|d| d.num(&format!("{phase}_{k}")));
             out.push(Channel {
                 component: "em",
-                index: i,
+                index: s.index,
                 phase: Some(phase),
                 metrics: Measurements {
                     power_total_watts: f("act_power"),
@@ -574,50 +741,40 @@ pub fn channels(status: &Map<String, Value>) -> (Vec<Channel>, Option<Measuremen
                     power_current_amps: f("current"),
                     power_factor: f("pf"),
                     power_frequency_hertz: f("freq"),
-                    energy_total_wh: d("total_act_energy"),
-                    energy_returned_wh: d("total_act_ret_energy"),
+                    energy_total_joules: joules(d("total_act_energy")),
+                    energy_returned_joules: joules(d("total_act_ret_energy")),
                     ..Measurements::default()
                 },
             });
         }
-        let t = total.get_or_insert_with(Measurements::default);
-        add(&mut t.power_total_watts, num(s, "total_act_power"));
-        add(&mut t.power_current_amps, num(s, "total_current"));
-        add(
-            &mut t.energy_total_wh,
-            data.and_then(|d| num(d, "total_act")),
-        );
-        add(
-            &mut t.energy_returned_wh,
-            data.and_then(|d| num(d, "total_act_ret")),
-        );
+        let (t, wh) = total.get_or_insert_with(Default::default);
+        add(&mut t.power_total_watts, s.num("total_act_power"));
+        add(&mut t.power_current_amps, s.num("total_current"));
+        add(&mut wh.total, data.and_then(|d| d.num("total_act")));
+        add(&mut wh.returned, data.and_then(|d| d.num("total_act_ret")));
     }
+    let total = total.map(|(mut t, wh)| {
+        wh.into_joules(&mut t);
+        t
+    });
     (out, total)
 }
 
-fn metered_channel(r: &mut Reading, s: &Value, power_key: &str) {
-    add(&mut r.metrics.power_total_watts, num(s, power_key));
-    add(&mut r.metrics.power_current_amps, num(s, "current"));
-    first(&mut r.metrics.power_voltage_volts, num(s, "voltage"));
-    first(&mut r.metrics.power_frequency_hertz, num(s, "freq"));
-    first(&mut r.metrics.power_factor, num(s, "pf"));
-    add(
-        &mut r.metrics.energy_total_wh,
-        s.get("aenergy").and_then(|a| num(a, "total")),
-    );
-    add(
-        &mut r.metrics.energy_returned_wh,
-        s.get("ret_aenergy").and_then(|a| num(a, "total")),
-    );
+fn metered_channel(r: &mut Reading, wh: &mut WattHours, s: &Part<'_>, power_key: &str) {
+    add(&mut r.metrics.power_total_watts, s.num(power_key));
+    add(&mut r.metrics.power_current_amps, s.num("current"));
+    first(&mut r.metrics.power_voltage_volts, s.num("voltage"));
+    first(&mut r.metrics.power_frequency_hertz, s.num("freq"));
+    first(&mut r.metrics.power_factor, s.num("pf"));
+    add(&mut wh.total, s.num("aenergy.total"));
+    add(&mut wh.returned, s.num("ret_aenergy.total"));
     collect_errors(r, s);
 }
 
-fn collect_errors(r: &mut Reading, s: &Value) {
-    if let Some(errors) = s.get("errors").and_then(Value::as_array) {
-        for e in errors.iter().filter_map(Value::as_str) {
-            if !r.errors.iter().any(|x| x == e) {
-                r.errors.push(e.to_owned());
-            }
+fn collect_errors(r: &mut Reading, s: &Part<'_>) {
+    for e in s.errors() {
+        if !r.errors.iter().any(|x| x == e) {
+            r.errors.push(e.to_owned());
         }
     }
 }
@@ -661,8 +818,10 @@ pub fn gen1_reading(status: &Value) -> Reading {
             add(&mut r.metrics.power_total_watts, num(m, "power"));
             // Watt-minutes, the most repeated bug in Shelly integrations.
             add(
-                &mut r.metrics.energy_total_wh,
-                num(m, "total").map(|wmin| wmin / 60.0),
+                &mut r.metrics.energy_total_joules,
+                num(m, "total")
+                    .map(|wmin| wmin * 60.0)
+                    .filter(|j| j.is_finite()),
             );
         }
     }
@@ -673,8 +832,11 @@ pub fn gen1_reading(status: &Value) -> Reading {
             add(&mut r.metrics.power_current_amps, num(m, "current"));
             first(&mut r.metrics.power_voltage_volts, num(m, "voltage"));
             first(&mut r.metrics.power_factor, num(m, "pf"));
-            add(&mut r.metrics.energy_total_wh, num(m, "total"));
-            add(&mut r.metrics.energy_returned_wh, num(m, "total_returned"));
+            add(&mut r.metrics.energy_total_joules, joules(num(m, "total")));
+            add(
+                &mut r.metrics.energy_returned_joules,
+                joules(num(m, "total_returned")),
+            );
         }
     }
     if let Some(relays) = status.get("relays").and_then(Value::as_array)
@@ -771,8 +933,14 @@ mod tests {
         assert_eq!(r.metrics.power_total_watts, Some(0.0));
         assert_eq!(r.metrics.power_voltage_volts, Some(225.9));
         assert_eq!(r.metrics.power_frequency_hertz, Some(50.0));
-        assert_eq!(r.metrics.energy_total_wh, Some(11.679));
-        assert_eq!(r.metrics.energy_returned_wh, Some(5.817));
+        assert_eq!(
+            r.metrics.energy_total_joules.map(wh_of_joules),
+            Some(11.679)
+        );
+        assert_eq!(
+            r.metrics.energy_returned_joules.map(wh_of_joules),
+            Some(5.817)
+        );
         assert_eq!(r.metrics.temperature_celsius, Some(53.3));
         assert_eq!(r.metrics.output_on, Some(false));
         assert_eq!(r.components, ["switch:0"]);
@@ -788,7 +956,7 @@ mod tests {
                 pm.metrics.power_total_watts,
                 pm.metrics.power_voltage_volts,
                 pm.metrics.power_current_amps,
-                pm.metrics.energy_total_wh
+                pm.metrics.energy_total_joules.map(wh_of_joules)
             ),
             (Some(230.0), Some(230.9), Some(1.0), Some(3195.88))
         );
@@ -805,7 +973,10 @@ mod tests {
         assert_eq!(pro_em.metrics.power_current_amps, Some(7.473));
         assert_eq!(pro_em.metrics.power_voltage_volts, Some(240.2));
         assert_eq!(pro_em.metrics.power_factor, Some(0.87));
-        assert_eq!(pro_em.metrics.energy_total_wh, Some(2777175.11));
+        assert_eq!(
+            pro_em.metrics.energy_total_joules,
+            Some((2776175.11 + 1000.0) * 3600.0)
+        );
         assert_eq!(
             pro_em.components,
             ["em1:0", "em1:1"],
@@ -819,8 +990,8 @@ mod tests {
         assert_eq!(pro_3em.metrics.power_total_watts, Some(2484.782));
         assert_eq!(pro_3em.metrics.power_current_amps, Some(11.083));
         assert_eq!(pro_3em.metrics.power_voltage_volts, Some(236.1));
-        assert_eq!(pro_3em.metrics.energy_total_wh, Some(1500.5));
-        assert_eq!(pro_3em.metrics.energy_returned_wh, Some(20.25));
+        assert_eq!(pro_3em.metrics.energy_total_joules, Some(1500.5 * 3600.0));
+        assert_eq!(pro_3em.metrics.energy_returned_joules, Some(20.25 * 3600.0));
         assert_eq!(pro_3em.errors, ["phase_sequence"]);
     }
 
@@ -870,7 +1041,7 @@ mod tests {
             &json!({"meters":[{"power":230,"overpower":0.00,"is_valid":true,"timestamp":1756902511,"counters":[400.467,1127.491,1046.330],"total":3981113}],"relays":[{"ison":true}],"temperature":41.2}),
         );
         assert_eq!(r.metrics.power_total_watts, Some(230.0));
-        assert_eq!(r.metrics.energy_total_wh, Some(3981113.0 / 60.0));
+        assert_eq!(r.metrics.energy_total_joules, Some(3981113.0 * 60.0));
         assert_eq!(r.metrics.output_on, Some(true));
         assert_eq!(r.metrics.temperature_celsius, Some(41.2));
     }
@@ -881,7 +1052,11 @@ mod tests {
             json!({"switch:0":{"id":0,"output":true},"sys":{},"switch:x":{"apower":1},"pm1:0":"nonsense"}),
         ));
         assert_eq!(r.metrics.power_total_watts, None);
-        assert_eq!(r.components, ["pm1:0"]);
+        assert!(
+            r.components.is_empty(),
+            "a component without a value is not read: {:?}",
+            r.components
+        );
     }
 
     #[test]
@@ -892,8 +1067,72 @@ mod tests {
         let text = r#"{"emdata:1":{"total_act":1504600010689200033320.5,"total_act_ret":20.2}}"#;
         let status: Map<String, Value> = serde_json::from_str(text).unwrap();
         let r = reading(&status);
-        assert_eq!(r.metrics.energy_total_wh, Some(1.5046000106892e21));
+        assert_eq!(
+            r.metrics.energy_total_joules.map(wh_of_joules),
+            Some(1.5046000106892e21)
+        );
         let back: Reading = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    /// Sources give joules; the hub's JSON writes the plug's own watt-hours
+    /// back exactly, for every total of up to three decimals a plug writes.
+    #[test]
+    fn watt_hours_round_trip_through_joules() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let milli = x % 10_000_000_000_000;
+            let decimals = (x >> 60) % 4;
+            let text = match decimals {
+                0 => format!("{}", milli / 1000),
+                d => {
+                    let scale = 10u64.pow(3 - d as u32);
+                    let v = milli / scale;
+                    let p = 10u64.pow(d as u32);
+                    format!("{}.{:0w$}", v / p, v % p, w = d as usize)
+                }
+            };
+            let wh: f64 = text.parse().unwrap();
+            assert_eq!(wh_of_joules(wh * JOULES_PER_WH), wh, "{text}");
+            assert_eq!(wh_of_joules(wh * JOULES_PER_WH).to_string(), wh.to_string());
+        }
+    }
+
+    /// The view is made from the kept leaves, never from a rebuilt document:
+    /// channels, total and reading of a three-phase meter and a two-channel EM.
+    #[test]
+    fn view_of_the_kept_status() {
+        let status = obj(json!({
+            "em:0":{"id":0,"a_act_power":951.2,"a_voltage":236.1,"b_act_power":-951.1,"c_act_power":715.4,"total_act_power":2484.782,"total_current":11.083},
+            "emdata:0":{"id":0,"a_total_act_energy":10.5,"total_act":1500.5,"total_act_ret":20.25},
+            "switch:10":{"apower":1,"temperature":{"tC":40}},
+            "switch:2":{"apower":2,"aenergy":{"total":3195.88}},
+            "wifi":{"rssi":-61},"sys":{"uptime":7,"available_updates":{}}
+        }));
+        let view = CompactStatus::of(&status).view();
+        let names: Vec<String> = view
+            .channels
+            .iter()
+            .map(|c| format!("{}:{}{}", c.component, c.index, c.phase.unwrap_or("")))
+            .collect();
+        assert_eq!(names, ["switch:2", "switch:10", "em:0a", "em:0b", "em:0c"]);
+        assert_eq!(
+            view.channels[0].metrics.energy_total_joules,
+            Some(3195.88 * 3600.0)
+        );
+        assert_eq!(view.channels[1].metrics.temperature_celsius, Some(40.0));
+        assert_eq!(
+            view.channels[2].metrics.energy_total_joules,
+            Some(10.5 * 3600.0)
+        );
+        let total = view.total.expect("an em total");
+        assert_eq!(total.power_total_watts, Some(2484.782));
+        assert_eq!(total.energy_returned_joules, Some(20.25 * 3600.0));
+        assert_eq!(view.reading.components, ["switch:2", "switch:10", "em:0"]);
+        assert_eq!((view.rssi, view.uptime), (Some(-61.0), Some(7.0)));
+        assert_eq!(view.update_available, Some(false));
     }
 }
