@@ -23,7 +23,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut status = CompactStatus::default();
     status.apply(&params.0, params.1);
     status.apply(&params.0, false);
-    let r = status.view().reading;
+    let r = status.reading();
     assert_eq!(r, reading(&status.to_map()), "the view and a rebuilt document agree");
     let m = &r.metrics;
     for v in [

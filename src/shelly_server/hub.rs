@@ -93,11 +93,9 @@ pub struct Plug {
     /// The socket's sending half; requests and pings take turns on it.
     sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
+    /// Its status as numbers and flags by path, parsed once per notification;
+    /// readers take typed readings from it, never a rebuilt document.
     status: Mutex<CompactStatus>,
-    /// What the kept status reads as, made once each time a notification or an
-    /// answer changes it: every reader (the page, `/metrics/{id}`, the embedded
-    /// collector) takes this, never the status itself.
-    view: Mutex<Arc<StatusView>>,
     /// When the status was last brought up to date (a status notification or an
     /// RPC reply).
     updated: Mutex<Option<std::time::Instant>>,
@@ -184,22 +182,13 @@ impl Plug {
     /// Applies a status (full or partial) and counts what was left out, saying
     /// so in the log for the first and then every hundredth refusal.
     fn apply_status(&self, params: &Map<String, Value>, full: bool) {
-        let refused = {
-            let mut status = lock(&self.status);
-            let refused = status.apply(params, full);
-            *lock(&self.view) = Arc::new(status.view());
-            refused
-        };
+        let refused = lock(&self.status).apply(params, full);
         self.count_refused(refused);
     }
 
     /// Takes a full status already read (an RPC's answer) as the kept one.
-    fn replace_status(&self, status: CompactStatus, view: Arc<StatusView>, refused: Refused) {
-        {
-            let mut kept = lock(&self.status);
-            *kept = status;
-            *lock(&self.view) = view;
-        }
+    fn replace_status(&self, status: CompactStatus, refused: Refused) {
+        *lock(&self.status) = status;
         self.count_refused(refused);
     }
 
@@ -221,9 +210,9 @@ impl Plug {
         }
     }
 
-    /// What the status reads as, and its age, read together.
-    pub fn snapshot(&self) -> (Arc<StatusView>, Option<Duration>) {
-        (lock(&self.view).clone(), self.age())
+    /// What the page shows of the status, and its age, read together.
+    pub fn snapshot(&self) -> (StatusView, Option<Duration>) {
+        (lock(&self.status).view(), self.age())
     }
 
     fn touch(&self) {
@@ -236,8 +225,8 @@ impl Plug {
         if self.age().is_none_or(|age| age > max_age) {
             return None;
         }
-        let view = lock(&self.view).clone();
-        (!view.reading.components.is_empty()).then(|| view.reading.clone())
+        let reading = lock(&self.status).reading();
+        (!reading.components.is_empty()).then_some(reading)
     }
 }
 
@@ -407,16 +396,16 @@ impl Hub {
         };
         let mut fresh = CompactStatus::default();
         let refused = fresh.apply(&status, true);
-        let view = Arc::new(fresh.view());
-        if view.reading.components.is_empty() {
+        let reading = fresh.reading();
+        if reading.components.is_empty() {
             return Err(RpcFailure::Invalid(
                 plug.name().to_owned(),
                 "no power component (switch with apower, pm1, em1, em) in the status".into(),
             ));
         }
-        plug.replace_status(fresh, view.clone(), refused);
+        plug.replace_status(fresh, refused);
         plug.touch();
-        Ok(view.reading.clone())
+        Ok(reading)
     }
 
     /// A reading at most `max_age` old: from the status the plug keeps pushing
@@ -541,7 +530,6 @@ impl Hub {
             sink: tokio::sync::Mutex::new(sink),
             pending: Mutex::new(HashMap::new()),
             status: Mutex::new(CompactStatus::default()),
-            view: Mutex::default(),
             updated: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             info: Mutex::new(None),

@@ -117,7 +117,7 @@ struct PlugPage {
     /// `plug="…",alias="…"`, escaped.
     labels: String,
     age: f64,
-    view: Arc<StatusView>,
+    view: StatusView,
     /// Parts of its statuses left out, by reason.
     refused: Vec<(String, f64)>,
     /// Labels of each of `view.channels` (`component="switch",channel="0"`, with

@@ -531,12 +531,10 @@ impl<'a> Part<'a> {
     }
 }
 
-/// What the hub and every reader of a plug use, made once from the kept status
-/// when a notification or an answer changes it: the device's [`Reading`], its
-/// channels and total for the hub's page, and what the page shows of the device.
+/// What the hub's page shows of a plug, read straight from the kept leaves
+/// (no document is rebuilt): its channels, its own total, and how the device is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusView {
-    pub reading: Reading,
     pub channels: Vec<Channel>,
     /// The device's own total (the `em` component's and `emdata`'s), where it
     /// reports one.
@@ -584,12 +582,15 @@ impl CompactStatus {
         parts
     }
 
-    /// The typed view of the status (see [`StatusView`]).
+    /// The device's [`Reading`]: its power components totalled.
+    pub fn reading(&self) -> Reading {
+        reading_of(&self.parts())
+    }
+
+    /// The page's view of the status (see [`StatusView`]).
     pub fn view(&self) -> StatusView {
-        let parts = self.parts();
-        let (channels, total) = channels_of(&parts);
+        let (channels, total) = channels_of(&self.parts());
         StatusView {
-            reading: reading_of(&parts),
             channels,
             total,
             rssi: self.number("wifi.rssi"),
@@ -610,7 +611,7 @@ fn find<'p, 'a>(parts: &'p [Part<'a>], kind: &str, index: u32) -> Option<&'p Par
 /// Totals the power components of a Gen2+ status document (through the
 /// compact status, so a polled status is bounded as a pushed one is).
 pub fn reading(status: &Map<String, Value>) -> Reading {
-    CompactStatus::of(status).view().reading
+    CompactStatus::of(status).reading()
 }
 
 /// Totals the power components.
@@ -1101,8 +1102,8 @@ mod tests {
         }
     }
 
-    /// The view is made from the kept leaves, never from a rebuilt document:
-    /// channels, total and reading of a three-phase meter and a two-channel EM.
+    /// The view and the reading are read from the kept leaves, never from a
+    /// rebuilt document: channels, total and components, in order.
     #[test]
     fn view_of_the_kept_status() {
         let status = obj(json!({
@@ -1112,7 +1113,8 @@ mod tests {
             "switch:2":{"apower":2,"aenergy":{"total":3195.88}},
             "wifi":{"rssi":-61},"sys":{"uptime":7,"available_updates":{}}
         }));
-        let view = CompactStatus::of(&status).view();
+        let compact = CompactStatus::of(&status);
+        let view = compact.view();
         let names: Vec<String> = view
             .channels
             .iter()
@@ -1131,7 +1133,10 @@ mod tests {
         let total = view.total.expect("an em total");
         assert_eq!(total.power_total_watts, Some(2484.782));
         assert_eq!(total.energy_returned_joules, Some(20.25 * 3600.0));
-        assert_eq!(view.reading.components, ["switch:2", "switch:10", "em:0"]);
+        assert_eq!(
+            compact.reading().components,
+            ["switch:2", "switch:10", "em:0"]
+        );
         assert_eq!((view.rssi, view.uptime), (Some(-61.0), Some(7.0)));
         assert_eq!(view.update_available, Some(false));
     }
