@@ -223,6 +223,7 @@ pub async fn run(options: ServeOptions, shutdown: CancellationToken) -> Result<(
     tracker.spawn(reload_on_sighup(state.clone(), shutdown.clone()));
     tracker.spawn(keep_runs(state.runs.clone(), shutdown.clone()));
     tracker.spawn(crate::health_log::run(state.clone(), shutdown.clone()));
+    tracker.spawn(crate::memory::settle(shutdown.clone()));
     tracing::info!(
         device_type = state.scheduler.device().resolved.device_type.as_str(),
         config = %store.path().display(),

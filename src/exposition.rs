@@ -388,6 +388,46 @@ host_energy_joules_total{chip=\"x\\\"y\",device_type=\"linux\",hostname=\"edge-0
         assert_eq!(got, want);
     }
 
+    /// Pages written family by family (the plug hub's) get the same rules:
+    /// `# TYPE` from the family's kind, never from its name, and in OpenMetrics
+    /// the counter's metadata name without `_total` and its unit.
+    #[test]
+    fn families_written_line_by_line() {
+        static RELAY: Family = Family::gauge("relay_total", "A gauge named like a counter", "");
+        let mut text = String::new();
+        write_family_header(&mut text, &ENERGY, Format::Text004);
+        write_family_line(
+            &mut text,
+            &ENERGY,
+            &["plug=\"a\"", ""],
+            7.5,
+            Format::Text004,
+        );
+        write_family_header(&mut text, &RELAY, Format::Text004);
+        write_family_line(&mut text, &RELAY, &[], 1.0, Format::Text004);
+        assert_eq!(
+            text,
+            "# HELP host_energy_joules_total Energy\n# TYPE host_energy_joules_total counter\n\
+             host_energy_joules_total{plug=\"a\"} 7.5\n\
+             # HELP relay_total A gauge named like a counter\n# TYPE relay_total gauge\nrelay_total 1\n"
+        );
+        let mut om = String::new();
+        write_family_header(&mut om, &ENERGY, Format::OpenMetrics);
+        write_family_line(
+            &mut om,
+            &ENERGY,
+            &["plug=\"a\"", "channel=\"0\""],
+            7.5,
+            Format::OpenMetrics,
+        );
+        assert_eq!(
+            om,
+            "# HELP host_energy_joules Energy\n# TYPE host_energy_joules counter\n\
+             # UNIT host_energy_joules joules\n\
+             host_energy_joules_total{plug=\"a\",channel=\"0\"} 7.5\n"
+        );
+    }
+
     #[test]
     fn negotiation() {
         let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";

@@ -6,10 +6,13 @@
 //! * `hub`: the registry of connected plugs, their sockets and RPC;
 //! * `api`: the routers: the WebSocket endpoint (with its secret check) and the
 //!   HTTP API (`/metrics`, `/metrics/{device_id}`, `/devices`, `/status/{id}`,
-//!   `/telemetry`).
+//!   `/telemetry`);
+//! * `page`: `/plugs/metrics`, every plug in Prometheus text (through
+//!   `exposition`);
+//! * `measures`: which metric shows each measurement, for the page and for the
+//!   `shelly` collector alike.
 //!
-//! The protocol (frames, status documents, readings) is `sources::shelly`;
-//! metric names are the `shelly` collector's.
+//! The protocol (frames, status documents, readings) is `sources::shelly`.
 
 pub mod api;
 pub mod hub;

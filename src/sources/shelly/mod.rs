@@ -9,7 +9,8 @@
 //! * `hub_client`: reading a plug through a plug hub's HTTP API.
 //!
 //! The hub itself (sockets, registry, RPC) is `crate::shelly_server`; metric names
-//! are the `shelly` collector's.
+//! are `crate::shelly_server::measures`. Energy is read in joules here (watt-hours
+//! exist only at the hub's JSON boundary, see [`wh_of_joules`]).
 
 pub mod digest;
 pub mod frame;

@@ -1,6 +1,6 @@
 //! The status a Shelly Gen2+ device reports and the power readings in it. Pure
-//! functions only; the hub (`crate::shelly_server`) owns sockets, the collector
-//! owns metric names.
+//! functions only; the hub (`crate::shelly_server`) owns sockets, its `measures`
+//! table the metric names.
 //!
 //! `NotifyFullStatus` carries every component's status, `NotifyStatus` only the
 //! changed fields (merged over the last full status). Power components are found by
