@@ -111,8 +111,8 @@ type PlugValue = fn(&PlugPage) -> Option<f64>;
 /// The page is text 0.0.4, as it always was.
 const FORMAT: Format = Format::Text004;
 
-/// What one plug contributes to the page: its labels, and what its status read
-/// as when it last changed (no parsing here).
+/// What one plug contributes to the page: its labels, and what its kept status
+/// reads as (taken from its leaves; no document is rebuilt).
 struct PlugPage {
     /// `plug="…",alias="…"`, escaped.
     labels: String,
